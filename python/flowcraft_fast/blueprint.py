@@ -1,0 +1,346 @@
+"""Blueprints: Flowcraft's JSON workflow shape, loaded once into immutable typed objects.
+
+`load_blueprint` accepts the camelCase mapping written for the TypeScript Flowcraft (or a
+`Blueprint` already loaded) and validates it: unknown node ids in edges, duplicate ids, a
+fallback that does not exist, an unknown join strategy, bad config values, size limits and
+expression syntax all raise `BlueprintError` naming the problem. Expressions are compiled here,
+so a run never meets a syntax error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from .errors import BlueprintError, ExpressionError
+from .expressions import DEFAULT_MAX_DEPTH, Expression, compile_expression
+
+JoinStrategy = Literal["all", "any"]
+JOIN_STRATEGIES: tuple[str, ...] = ("all", "any")
+
+
+@dataclass(frozen=True, slots=True)
+class BlueprintLimits:
+    """Size limits applied when a blueprint is loaded."""
+
+    max_nodes: int = 10_000
+    max_edges: int = 50_000
+    max_expression_length: int = 1_000
+    max_expression_depth: int = DEFAULT_MAX_DEPTH
+    max_id_length: int = 512
+
+
+DEFAULT_LIMITS = BlueprintLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Resilience and join behaviour of one node (`config` in the JSON)."""
+
+    max_retries: int = 1
+    """Total attempts (Flowcraft's naming); 1 means no retry."""
+    retry_delay_ms: float = 0.0
+    """Base of the exponential backoff between attempts, in milliseconds."""
+    timeout_ms: float | None = None
+    """Per-attempt timeout in milliseconds; None means no timeout."""
+    fallback: str | None = None
+    """Id of the node that runs when the last attempt failed."""
+    join_strategy: JoinStrategy = "all"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.max_retries != 1:
+            out["maxRetries"] = self.max_retries
+        if self.retry_delay_ms:
+            out["retryDelay"] = self.retry_delay_ms
+        if self.timeout_ms is not None:
+            out["timeout"] = self.timeout_ms
+        if self.fallback is not None:
+            out["fallback"] = self.fallback
+        if self.join_strategy != "all":
+            out["joinStrategy"] = self.join_strategy
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDefinition:
+    id: str
+    uses: str
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    inputs: str | Mapping[str, str] | None = None
+    config: NodeConfig = NodeConfig()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "uses": self.uses}
+        if self.params:
+            out["params"] = _thaw(self.params)
+        if self.inputs is not None:
+            out["inputs"] = self.inputs if isinstance(self.inputs, str) else dict(self.inputs)
+        config = self.config.to_json()
+        if config:
+            out["config"] = config
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeDefinition:
+    source: str
+    target: str
+    action: str | None = None
+    condition: Expression | None = None
+    transform: Expression | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.source, "target": self.target}
+        if self.action is not None:
+            out["action"] = self.action
+        if self.condition is not None:
+            out["condition"] = self.condition.source
+        if self.transform is not None:
+            out["transform"] = self.transform.source
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Blueprint:
+    id: str
+    nodes: tuple[NodeDefinition, ...]
+    edges: tuple[EdgeDefinition, ...]
+    metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def version(self) -> str | None:
+        v = self.metadata.get("version")
+        return None if v is None else str(v)
+
+    def node(self, node_id: str) -> NodeDefinition:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(node_id)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "nodes": [n.to_json() for n in self.nodes],
+            "edges": [e.to_json() for e in self.edges],
+        }
+        if self.metadata:
+            out["metadata"] = _thaw(self.metadata)
+        return out
+
+
+def load_blueprint(
+    raw: Blueprint | Mapping[str, Any] | str | bytes, limits: BlueprintLimits = DEFAULT_LIMITS
+) -> Blueprint:
+    """Validate a Flowcraft blueprint (mapping, JSON text or `Blueprint`) and return it frozen."""
+    if isinstance(raw, Blueprint):
+        return raw
+    if isinstance(raw, (str, bytes)):
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise BlueprintError(f"blueprint is not valid JSON: {exc}") from None
+    if not isinstance(raw, Mapping):
+        raise BlueprintError(f"a blueprint must be a mapping, not {type(raw).__name__}")
+    bp_id = raw.get("id")
+    if not isinstance(bp_id, str) or not bp_id:
+        raise BlueprintError("blueprint 'id' must be a non-empty string")
+    where = f"blueprint '{bp_id}'"
+    raw_nodes = _as_list(raw.get("nodes"), f"{where}: 'nodes'")
+    raw_edges = _as_list(raw.get("edges", []), f"{where}: 'edges'")
+    if len(raw_nodes) > limits.max_nodes:
+        raise BlueprintError(
+            f"{where} has {len(raw_nodes)} nodes, more than the limit of {limits.max_nodes}"
+        )
+    if len(raw_edges) > limits.max_edges:
+        raise BlueprintError(
+            f"{where} has {len(raw_edges)} edges, more than the limit of {limits.max_edges}"
+        )
+    if not raw_nodes:
+        raise BlueprintError(f"{where} has no nodes")
+
+    nodes = tuple(_load_node(n, i, where, limits) for i, n in enumerate(raw_nodes))
+    ids: set[str] = set()
+    for n in nodes:
+        if n.id in ids:
+            raise BlueprintError(f"{where}: duplicate node id '{n.id}'")
+        ids.add(n.id)
+    for n in nodes:
+        fb = n.config.fallback
+        if fb is not None:
+            if fb not in ids:
+                raise BlueprintError(
+                    f"{where}: node '{n.id}' names fallback '{fb}', which is not a node"
+                )
+            if fb == n.id:
+                raise BlueprintError(f"{where}: node '{n.id}' cannot be its own fallback")
+
+    edges = tuple(_load_edge(e, i, where, ids, limits) for i, e in enumerate(raw_edges))
+    metadata = raw.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        raise BlueprintError(f"{where}: 'metadata' must be a mapping")
+    bp = Blueprint(id=bp_id, nodes=nodes, edges=edges, metadata=_freeze(metadata))
+
+    fallbacks = {n.config.fallback for n in nodes if n.config.fallback}
+    targets = {e.target for e in edges}
+    if not any(n.id not in targets and n.id not in fallbacks for n in nodes):
+        raise BlueprintError(
+            f"{where} has no start node (every node has an incoming edge or is a fallback)"
+        )
+    return bp
+
+
+def _load_node(raw: Any, index: int, where: str, limits: BlueprintLimits) -> NodeDefinition:
+    if not isinstance(raw, Mapping):
+        raise BlueprintError(f"{where}: nodes[{index}] must be a mapping")
+    node_id = raw.get("id")
+    if not isinstance(node_id, str):
+        raise BlueprintError(f"{where}: nodes[{index}] needs a string 'id'")
+    if len(node_id) > limits.max_id_length:
+        raise BlueprintError(
+            f"{where}: nodes[{index}] id is longer than {limits.max_id_length} characters"
+        )
+    at = f"{where}: node '{node_id}'"
+    uses = raw.get("uses")
+    if not isinstance(uses, str) or not uses:
+        raise BlueprintError(f"{at} needs a non-empty string 'uses'")
+    params = raw.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise BlueprintError(f"{at}: 'params' must be a mapping")
+    inputs = raw.get("inputs")
+    if inputs is not None:
+        if isinstance(inputs, Mapping):
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in inputs.items()):
+                raise BlueprintError(f"{at}: 'inputs' mapping must map strings to strings")
+            inputs = MappingProxyType(dict(inputs))
+        elif not isinstance(inputs, str):
+            raise BlueprintError(f"{at}: 'inputs' must be a string or a mapping")
+    config = _load_config(raw.get("config") or {}, at)
+    return NodeDefinition(
+        id=node_id, uses=uses, params=_freeze(params), inputs=inputs, config=config
+    )
+
+
+def load_node(
+    raw: Mapping[str, Any], where: str, limits: BlueprintLimits = DEFAULT_LIMITS
+) -> NodeDefinition:
+    """Validate one node mapping on its own (used for nodes added while a run runs)."""
+    return _load_node(raw, 0, where, limits)
+
+
+def _load_config(raw: Any, at: str) -> NodeConfig:
+    if not isinstance(raw, Mapping):
+        raise BlueprintError(f"{at}: 'config' must be a mapping")
+    max_retries = raw.get("maxRetries", 1)
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 1:
+        raise BlueprintError(
+            f"{at}: config.maxRetries must be an integer >= 1 (total attempts), got {max_retries!r}"
+        )
+    retry_delay = _non_negative(raw.get("retryDelay", 0), f"{at}: config.retryDelay")
+    timeout = raw.get("timeout")
+    if timeout is not None:
+        timeout = _non_negative(timeout, f"{at}: config.timeout")
+        if timeout == 0:
+            raise BlueprintError(f"{at}: config.timeout must be > 0 milliseconds")
+    fallback = raw.get("fallback")
+    if fallback is not None and not isinstance(fallback, str):
+        raise BlueprintError(f"{at}: config.fallback must be a node id (string)")
+    join = raw.get("joinStrategy", "all")
+    if join not in JOIN_STRATEGIES:
+        raise BlueprintError(
+            f"{at}: unknown joinStrategy {join!r} (expected one of {', '.join(JOIN_STRATEGIES)})"
+        )
+    return NodeConfig(
+        max_retries=max_retries,
+        retry_delay_ms=float(retry_delay),
+        timeout_ms=None if timeout is None else float(timeout),
+        fallback=fallback,
+        join_strategy=join,
+    )
+
+
+def _non_negative(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BlueprintError(f"{what} must be a number of milliseconds, got {value!r}")
+    if value < 0:
+        raise BlueprintError(f"{what} must not be negative, got {value!r}")
+    return float(value)
+
+
+def _load_edge(
+    raw: Any, index: int, where: str, ids: set[str], limits: BlueprintLimits
+) -> EdgeDefinition:
+    if not isinstance(raw, Mapping):
+        raise BlueprintError(f"{where}: edges[{index}] must be a mapping")
+    source, target = raw.get("source"), raw.get("target")
+    at = f"{where}: edge {index} ({source!r} -> {target!r})"
+    if not isinstance(source, str) or not isinstance(target, str):
+        raise BlueprintError(f"{at} needs string 'source' and 'target'")
+    if source not in ids:
+        raise BlueprintError(f"{at}: unknown source node '{source}'")
+    if target not in ids:
+        raise BlueprintError(f"{at}: unknown target node '{target}'")
+    action = raw.get("action")
+    if action is not None and not isinstance(action, str):
+        raise BlueprintError(f"{at}: 'action' must be a string")
+    return EdgeDefinition(
+        source=source,
+        target=target,
+        action=action,
+        condition=_expression(raw.get("condition"), f"{at}: condition", limits),
+        transform=_expression(raw.get("transform"), f"{at}: transform", limits),
+    )
+
+
+def _expression(source: Any, at: str, limits: BlueprintLimits) -> Expression | None:
+    if source is None:
+        return None
+    if not isinstance(source, str):
+        raise BlueprintError(f"{at} must be a string")
+    return compile_checked(source, at, limits)
+
+
+def compile_checked(source: str, at: str, limits: BlueprintLimits = DEFAULT_LIMITS) -> Expression:
+    """Compile an expression under the blueprint limits; errors name where it came from."""
+    try:
+        return compile_expression(
+            source,
+            max_length=limits.max_expression_length,
+            max_depth=limits.max_expression_depth,
+        )
+    except ExpressionError as exc:
+        raise ExpressionError(f"{at}: {exc}") from None
+
+
+def _as_list(value: Any, what: str) -> list[Any]:
+    # Flowcraft accepts nodes/edges as arrays or as objects whose values are the items.
+    if isinstance(value, Mapping):
+        return list(value.values())
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise BlueprintError(f"{what} must be a list")
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return MappingProxyType({str(k): _freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    """Turn frozen params/metadata back into plain JSON-able dicts and lists (fresh copies)."""
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_thaw(v) for v in value]
+    return value
+
+
+thaw = _thaw

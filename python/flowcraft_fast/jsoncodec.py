@@ -1,0 +1,48 @@
+"""JSON text in and out of Redis, with limits.
+
+Every value flowcraft-fast stores (context fields, job data, results) is JSON text: no pickle,
+nothing a reader could execute. Encoding refuses what JSON cannot carry (NaN, sets, objects)
+with a message naming the key; decoding refuses oversized or too deeply nested text.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+MAX_VALUE_BYTES: Final = 16 * 1024 * 1024
+"""Largest JSON text accepted for one value (a context field, a job payload)."""
+
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_decoder = json.JSONDecoder()
+
+
+class JSONLimitError(ValueError):
+    """A JSON value is larger or deeper than flowcraft-fast accepts."""
+
+
+def dumps(value: Any, *, what: str = "value", max_bytes: int = MAX_VALUE_BYTES) -> str:
+    """Encode one value as compact JSON text; TypeError/ValueError name `what` on failure."""
+    try:
+        text = _encoder.encode(value)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{what} is not JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise JSONLimitError(f"{what} is nested too deeply to store") from None
+    if len(text) > max_bytes:
+        raise JSONLimitError(f"{what} is {len(text)} bytes of JSON, over the limit of {max_bytes}")
+    return text
+
+
+def loads(text: str | bytes, *, what: str = "value", max_bytes: int = MAX_VALUE_BYTES) -> Any:
+    """Decode JSON text written by flowcraft-fast or another client (TypeScript Flowcraft)."""
+    if len(text) > max_bytes:
+        raise JSONLimitError(f"{what} is {len(text)} bytes of JSON, over the limit of {max_bytes}")
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    try:
+        return _decoder.decode(text)
+    except RecursionError:
+        raise JSONLimitError(f"{what} is nested too deeply to read") from None
+    except ValueError as exc:
+        raise ValueError(f"{what} is not valid JSON: {exc}") from None

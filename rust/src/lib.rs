@@ -1,0 +1,22 @@
+//! Native core of flowcraft-fast, imported by Python as `flowcraft_fast._core`.
+//!
+//! This file is only the table of contents: each module owns one concern.
+
+use pyo3::prelude::*;
+
+mod conn;
+mod errors;
+mod keys;
+mod runtime;
+mod state;
+
+/// The `flowcraft_fast._core` extension module.
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    runtime::install_tls_provider();
+    errors::register(m)?;
+    conn::register(m)?;
+    keys::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,53 @@
+"""Shared fixtures: a private redis-server for the whole test session.
+
+Never the machine's Redis on 6379: each session starts its own on a free port (no
+persistence), so tests can restart it, flush it and never collide. Tests that need their own
+server (restarts, persistence, unix sockets, TLS) use `redis_factory`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from flowcraft_fast.devserver import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """URL of the session's private Redis, emptied before the test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_factory() -> Iterator[Callable[..., RedisServer]]:
+    """Start extra private servers (with persistence, a socket, TLS...); all stopped after."""
+    started: list[RedisServer] = []
+
+    def make(**kwargs: object) -> RedisServer:
+        server = RedisServer(**kwargs).start()  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in started:
+            server.close()
