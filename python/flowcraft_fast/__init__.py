@@ -5,7 +5,24 @@ The names below are the public API (SPEC section 4); everything else is internal
 
 from __future__ import annotations
 
+from .builder import create_flow
 from .distributed.context import RedisContext
 from .errors import BlueprintError
+from .runtime import (
+    BaseNode,
+    FlowRuntime,
+    NodeContext,
+    NodeResult,
+    WorkflowResult,
+)
 
-__all__ = ["BlueprintError", "RedisContext"]
+__all__ = [
+    "BaseNode",
+    "BlueprintError",
+    "FlowRuntime",
+    "NodeContext",
+    "NodeResult",
+    "RedisContext",
+    "WorkflowResult",
+    "create_flow",
+]

@@ -1,0 +1,23 @@
+"""Built-in node implementations, registered under Flowcraft's registry keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .batch import batch_gather, batch_scatter
+from .loop import loop_controller
+from .sleep import parse_duration_ms, sleep_node
+from .subflow import subflow_node
+from .wait import wait_node
+
+BUILTIN_NODES: dict[str, Any] = {
+    "wait": wait_node,
+    "sleep": sleep_node,
+    "subflow": subflow_node,
+    "batch-scatter": batch_scatter,
+    "batch-gather": batch_gather,
+    "loop-controller": loop_controller,
+}
+"""Registry key -> implementation. A runtime's own registry overrides these keys."""
+
+__all__ = ["BUILTIN_NODES", "parse_duration_ms"]

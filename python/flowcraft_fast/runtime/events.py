@@ -1,0 +1,39 @@
+"""Emitting lifecycle events to the user's event bus without letting the bus break a run."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+
+class EventEmitter:
+    """Sends `{"type": ..., "payload": {...}}` to `bus.emit`; every payload carries the run id
+    (`runId`) and the blueprint id (`blueprintId`).
+
+    `emit` may be sync or async. A bus that raises is logged and otherwise ignored.
+    """
+
+    __slots__ = ("_blueprint_id", "_bus", "_logger", "_run_id")
+
+    def __init__(self, bus: Any, run_id: str, blueprint_id: str, logger: logging.Logger) -> None:
+        self._bus = bus
+        self._run_id = run_id
+        self._blueprint_id = blueprint_id
+        self._logger = logger
+
+    @property
+    def enabled(self) -> bool:
+        return self._bus is not None
+
+    async def emit(self, event_type: str, **payload: Any) -> None:
+        if self._bus is None:
+            return
+        payload["runId"] = self._run_id
+        payload["blueprintId"] = self._blueprint_id
+        try:
+            outcome = self._bus.emit({"type": event_type, "payload": payload})
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception:  # a broken bus must not break the run
+            self._logger.exception("event bus failed to emit %s", event_type)

@@ -1,0 +1,271 @@
+"""The compiled shape of a blueprint: edges per node, predecessors, start nodes, loops.
+
+`CompiledGraph` is pure and cached per loaded blueprint. `RunGraph` overlays the nodes that a
+run adds while it runs (`dynamic_nodes`, e.g. batch workers) on top of it; the overlay is plain
+JSON (`dynamic_specs`) so a resumed or distributed run can rebuild it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..blueprint import Blueprint, EdgeDefinition, JoinStrategy, NodeDefinition, load_node
+from ..errors import BlueprintError
+
+LOOP_CONTROLLER = "loop-controller"
+CONTINUE = "continue"
+BREAK = "break"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledGraph:
+    """Everything the scheduler and router need to know about a blueprint's static graph."""
+
+    blueprint: Blueprint
+    nodes: Mapping[str, NodeDefinition]
+    outgoing: Mapping[str, tuple[EdgeDefinition, ...]]
+    predecessors: Mapping[str, tuple[str, ...]]
+    """Unique source ids of each node's incoming edges, in edge order."""
+    start_nodes: tuple[str, ...]
+    """Nodes with no incoming edge that are not some node's fallback, in blueprint order."""
+    fallback_owners: Mapping[str, tuple[str, ...]]
+    """Fallback node id -> the nodes naming it as `config.fallback`."""
+    loop_bodies: Mapping[str, frozenset[str]]
+    """Loop controller id -> the nodes re-run on each iteration (controller excluded)."""
+    loop_entry_predecessors: Mapping[str, tuple[str, ...]]
+    loop_back_predecessors: Mapping[str, tuple[str, ...]]
+    terminal_nodes: tuple[str, ...]
+    """Nodes with no outgoing edge (fallback-only nodes excluded): a subflow's result."""
+
+    @classmethod
+    def from_blueprint(cls, bp: Blueprint) -> CompiledGraph:
+        """Compile (or fetch from the cache) the graph of a loaded blueprint."""
+        return _cached_graph(bp)
+
+    def is_loop_controller(self, node_id: str) -> bool:
+        return node_id in self.loop_bodies
+
+
+def _compile(bp: Blueprint) -> CompiledGraph:
+    nodes = {n.id: n for n in bp.nodes}
+    outgoing: dict[str, list[EdgeDefinition]] = {n.id: [] for n in bp.nodes}
+    preds: dict[str, dict[str, None]] = {n.id: {} for n in bp.nodes}
+    for e in bp.edges:
+        outgoing[e.source].append(e)
+        preds[e.target][e.source] = None
+    owners: dict[str, list[str]] = {}
+    for n in bp.nodes:
+        if n.config.fallback is not None:
+            owners.setdefault(n.config.fallback, []).append(n.id)
+    start = tuple(n.id for n in bp.nodes if not preds[n.id] and n.id not in owners)
+    if not start:
+        raise BlueprintError(
+            f"blueprint '{bp.id}' has no start node (every node has an incoming edge or is a "
+            "fallback)"
+        )
+    bodies: dict[str, frozenset[str]] = {}
+    entry: dict[str, tuple[str, ...]] = {}
+    back: dict[str, tuple[str, ...]] = {}
+    for n in bp.nodes:
+        if n.uses != LOOP_CONTROLLER:
+            continue
+        continue_targets = [e.target for e in outgoing[n.id] if e.action == CONTINUE]
+        if not continue_targets:
+            raise BlueprintError(
+                f"blueprint '{bp.id}': loop controller '{n.id}' has no outgoing edge with "
+                "action 'continue'"
+            )
+        body = _loop_body(n.id, continue_targets, outgoing, preds)
+        bodies[n.id] = body
+        entry[n.id] = tuple(p for p in preds[n.id] if p not in body and p != n.id)
+        back[n.id] = tuple(p for p in preds[n.id] if p in body or p == n.id)
+    return CompiledGraph(
+        blueprint=bp,
+        nodes=nodes,
+        outgoing={k: tuple(v) for k, v in outgoing.items()},
+        predecessors={k: tuple(v) for k, v in preds.items()},
+        start_nodes=start,
+        fallback_owners={k: tuple(v) for k, v in owners.items()},
+        loop_bodies=bodies,
+        loop_entry_predecessors=entry,
+        loop_back_predecessors=back,
+        terminal_nodes=tuple(n.id for n in bp.nodes if not outgoing[n.id] and n.id not in owners),
+    )
+
+
+def _loop_body(
+    controller: str,
+    continue_targets: Iterable[str],
+    outgoing: Mapping[str, Sequence[EdgeDefinition]],
+    preds: Mapping[str, Mapping[str, None]],
+) -> frozenset[str]:
+    """Nodes on a cycle through the controller: reachable from a continue target (without
+    passing through the controller) and able to reach the controller again. Side exits out of
+    the body are not part of it, so they are not re-run."""
+    forward: set[str] = set()
+    queue = deque(t for t in continue_targets if t != controller)
+    while queue:
+        node = queue.popleft()
+        if node in forward:
+            continue
+        forward.add(node)
+        queue.extend(e.target for e in outgoing[node] if e.target != controller)
+    backward: set[str] = set()
+    queue = deque(p for p in preds[controller] if p != controller)
+    while queue:
+        node = queue.popleft()
+        if node in backward:
+            continue
+        backward.add(node)
+        queue.extend(p for p in preds[node] if p != controller)
+    return frozenset(forward & backward)
+
+
+_CACHE: dict[int, tuple[Blueprint, CompiledGraph]] = {}
+_CACHE_LIMIT = 512
+_CACHE_LOCK = threading.Lock()
+
+
+def _cached_graph(bp: Blueprint) -> CompiledGraph:
+    # Blueprints hold MappingProxyType params, so they are not hashable: cache by identity and
+    # keep the blueprint alive next to its graph so the id cannot be reused meanwhile.
+    hit = _CACHE.get(id(bp))
+    if hit is not None and hit[0] is bp:
+        return hit[1]
+    graph = _compile(bp)
+    with _CACHE_LOCK:
+        if len(_CACHE) >= _CACHE_LIMIT:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[id(bp)] = (bp, graph)
+    return graph
+
+
+class RunGraph:
+    """The graph of one run: the compiled blueprint plus the nodes added while it runs.
+
+    A dynamic node spec is a node mapping (`id`, `uses`, `params`, `inputs`, `config`) plus
+    optional `predecessors` (default: the producing node) and `successors` (default: the
+    producer output's `gatherNodeId`, when it has one). Dynamic edges carry no action and no
+    condition.
+    """
+
+    __slots__ = ("_dyn_nodes", "_dyn_out", "_dyn_preds", "dynamic_specs", "static")
+
+    def __init__(self, static: CompiledGraph) -> None:
+        self.static = static
+        self._dyn_nodes: dict[str, NodeDefinition] = {}
+        self._dyn_out: dict[str, list[EdgeDefinition]] = {}
+        self._dyn_preds: dict[str, list[str]] = {}
+        self.dynamic_specs: list[dict[str, Any]] = []
+        """`[{"producer": id, "nodes": [spec, ...], "output": producer output}, ...]`."""
+
+    @property
+    def blueprint(self) -> Blueprint:
+        return self.static.blueprint
+
+    def has_node(self, node_id: str) -> bool:
+        return node_id in self.static.nodes or node_id in self._dyn_nodes
+
+    def node(self, node_id: str) -> NodeDefinition:
+        found = self.static.nodes.get(node_id)
+        if found is None:
+            found = self._dyn_nodes.get(node_id)
+        if found is None:
+            raise KeyError(node_id)
+        return found
+
+    def outgoing(self, node_id: str) -> Sequence[EdgeDefinition]:
+        static = self.static.outgoing.get(node_id, ())
+        extra = self._dyn_out.get(node_id)
+        return static if extra is None else (*static, *extra)
+
+    def predecessors(self, node_id: str) -> Sequence[str]:
+        static = self.static.predecessors.get(node_id, ())
+        extra = self._dyn_preds.get(node_id)
+        return static if extra is None else (*static, *extra)
+
+    def join_strategy(self, node_id: str) -> JoinStrategy:
+        if node_id in self.static.loop_bodies:
+            return "any"  # a loop controller is entered by whichever edge arrives
+        return self.node(node_id).config.join_strategy
+
+    def join_predecessors(self, node_id: str, iteration: int) -> Sequence[str]:
+        """The predecessors whose arrivals decide this node's join in this activation.
+
+        A loop controller waits for its entry edges on its first activation and for the edges
+        coming back from its body afterwards.
+        """
+        if node_id in self.static.loop_bodies:
+            if iteration == 0:
+                return self.static.loop_entry_predecessors[node_id]
+            return self.static.loop_back_predecessors[node_id]
+        return self.predecessors(node_id)
+
+    def is_loop_controller(self, node_id: str) -> bool:
+        return node_id in self.static.loop_bodies
+
+    def loop_body(self, node_id: str) -> frozenset[str]:
+        return self.static.loop_bodies.get(node_id, frozenset())
+
+    def add_dynamic(
+        self, producer: str, specs: Sequence[Mapping[str, Any]], output: Any
+    ) -> list[str]:
+        """Add the nodes a node returned as `dynamic_nodes`; returns their ids.
+
+        Raises BlueprintError for a malformed spec or an id that is already taken.
+        """
+        where = f"dynamic node of '{producer}'"
+        default_succ: list[str] = []
+        if isinstance(output, Mapping) and isinstance(output.get("gatherNodeId"), str):
+            default_succ = [output["gatherNodeId"]]
+        loaded: list[tuple[NodeDefinition, list[str], list[str]]] = []
+        new_ids: set[str] = set()
+        for spec in specs:
+            if not isinstance(spec, Mapping):
+                raise BlueprintError(f"{where}: each dynamic node must be a mapping")
+            node = load_node(
+                {k: v for k, v in spec.items() if k not in ("predecessors", "successors")},
+                where,
+            )
+            if self.has_node(node.id) or node.id in new_ids:
+                raise BlueprintError(f"{where}: node id '{node.id}' is already taken")
+            new_ids.add(node.id)
+            preds = _id_list(spec.get("predecessors", [producer]), f"{where} '{node.id}'")
+            succs = _id_list(spec.get("successors", default_succ), f"{where} '{node.id}'")
+            loaded.append((node, preds, succs))
+        for node, _, _ in loaded:
+            self._dyn_nodes[node.id] = node
+        for node, preds, succs in loaded:
+            for p in preds:
+                self._link(p, node.id, where)
+            for s in succs:
+                self._link(node.id, s, where)
+        self.dynamic_specs.append(
+            {"producer": producer, "nodes": [dict(s) for s in specs], "output": output}
+        )
+        return [node.id for node, _, _ in loaded]
+
+    def _link(self, source: str, target: str, where: str) -> None:
+        if not self.has_node(source) or not self.has_node(target):
+            missing = source if not self.has_node(source) else target
+            raise BlueprintError(
+                f"{where}: edge {source!r} -> {target!r} names unknown '{missing}'"
+            )
+        self._dyn_out.setdefault(source, []).append(EdgeDefinition(source=source, target=target))
+        self._dyn_preds.setdefault(target, []).append(source)
+
+    def restore_dynamic(self, specs: Iterable[Mapping[str, Any]]) -> None:
+        for entry in specs:
+            self.add_dynamic(entry["producer"], entry["nodes"], entry.get("output"))
+
+
+def _id_list(value: Any, where: str) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise BlueprintError(f"{where}: predecessors/successors must be node ids")

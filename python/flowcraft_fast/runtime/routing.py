@@ -1,0 +1,137 @@
+"""Which edges a finished node takes: the routing decision of SPEC section 3, as a pure function.
+
+1. The edges whose `action` equals the result's action are evaluated; when none of them is taken
+   (or there is no action), the edges without an action are evaluated instead.
+2. An evaluated edge is taken when it has no condition or its condition is truthy. A condition
+   sees the context plus `result` (`result.output`, `result.action`).
+3. A taken edge carries the node's output to its target, or the edge's transform of it (a
+   transform sees `input` and `context`).
+4. A target reached only by edges that were not taken gets a "skipped" arrival (dead-path
+   elimination), except out of a loop controller that continues: its exit edges stay pending
+   until the loop breaks.
+
+A fallback node inherits the outgoing edges of the node it stands in for: pass that node's id in
+`inherit_from`; those edges are routed as if the failed node had finished with the fallback's
+result (arrivals come from the failed node's id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..blueprint import EdgeDefinition
+from ..expressions import Expression, truthy
+from .graph import CONTINUE, RunGraph
+
+Evaluate = Callable[[Expression, Mapping[str, Any]], Any]
+"""How an expression is evaluated: the built-in language, or a user `evaluator`."""
+
+
+def builtin_evaluate(expression: Expression, scope: Mapping[str, Any]) -> Any:
+    return expression.evaluate(scope)
+
+
+@dataclass(frozen=True, slots=True)
+class TakenEdge:
+    source: str
+    target: str
+    value: Any
+    """What the edge carries: the source's output, or its transformed value."""
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeEvaluation:
+    """A conditional edge that was evaluated (reported as an `edge:evaluate` event)."""
+
+    edge: EdgeDefinition
+    result: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingDecision:
+    taken: tuple[TakenEdge, ...]
+    skipped: tuple[tuple[str, str], ...]
+    """(source, target) pairs where the target is reached from that source only by untaken
+    edges: each is a "skipped" arrival at the target."""
+    evaluations: tuple[EdgeEvaluation, ...]
+
+
+def route(
+    graph: RunGraph,
+    node_id: str,
+    output: Any,
+    action: str | None,
+    context: Mapping[str, Any],
+    evaluate: Evaluate = builtin_evaluate,
+    *,
+    inherit_from: Sequence[str] = (),
+) -> RoutingDecision:
+    """Decide the edges taken after `node_id` finished with (`output`, `action`)."""
+    taken: list[TakenEdge] = []
+    skipped: list[tuple[str, str]] = []
+    evaluations: list[EdgeEvaluation] = []
+    result_scope: _ConditionScope | None = None
+
+    def condition_holds(edge: EdgeDefinition) -> bool:
+        nonlocal result_scope
+        if edge.condition is None:
+            return True
+        if result_scope is None:
+            result_scope = _ConditionScope({"output": output, "action": action}, context)
+        ok = truthy(evaluate(edge.condition, result_scope))
+        evaluations.append(EdgeEvaluation(edge, ok))
+        return ok
+
+    defer_skips = action == CONTINUE and graph.is_loop_controller(node_id)
+    for source in (node_id, *inherit_from):
+        edges = graph.outgoing(source)
+        if not edges:
+            continue
+        chosen: list[EdgeDefinition] = []
+        if action is not None:
+            chosen = [e for e in edges if e.action == action and condition_holds(e)]
+        if not chosen:
+            chosen = [e for e in edges if e.action is None and condition_holds(e)]
+        reached: dict[str, None] = {}
+        for edge in chosen:
+            if edge.target in reached:
+                continue  # several taken edges to one target: the first one carries the value
+            reached[edge.target] = None
+            value = output
+            if edge.transform is not None:
+                value = evaluate(edge.transform, {"input": output, "context": context})
+            taken.append(TakenEdge(source, edge.target, value))
+        if defer_skips:
+            continue
+        for edge in edges:
+            if edge.target not in reached:
+                reached[edge.target] = None
+                skipped.append((source, edge.target))
+    return RoutingDecision(tuple(taken), tuple(skipped), tuple(evaluations))
+
+
+class _ConditionScope(Mapping[str, Any]):
+    """The context with `result` laid over it, without copying the context."""
+
+    __slots__ = ("_context", "_result")
+
+    def __init__(self, result: dict[str, Any], context: Mapping[str, Any]) -> None:
+        self._result = result
+        self._context = context
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "result":
+            return self._result
+        return self._context[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key == "result" or key in self._context
+
+    def __iter__(self) -> Iterator[str]:
+        yield "result"
+        yield from (k for k in self._context if k != "result")
+
+    def __len__(self) -> int:
+        return len(self._context) + (0 if "result" in self._context else 1)
