@@ -46,6 +46,27 @@ impl Connection {
         Ok(manager.clone())
     }
 
+    /// A second, independent connection to the same server (for blocking commands).
+    pub fn dedicated(&self) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client: self.inner.client.clone(),
+                config: self.inner.config.clone(),
+                manager: OnceCell::new(),
+                server: self.inner.server.clone(),
+            }),
+        }
+    }
+
+    /// A new pub/sub connection.
+    pub async fn pubsub(&self) -> PyResult<redis::aio::PubSub> {
+        self.inner
+            .client
+            .get_async_pubsub()
+            .await
+            .map_err(|e| self.error(&e))
+    }
+
     /// The server's URL with any password replaced by `***`, for messages and logs.
     pub fn server(&self) -> &str {
         &self.inner.server
@@ -205,6 +226,7 @@ impl RedisConnection {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RedisConnection>()?;
     m.add_class::<crate::state::StateStore>()?;
+    m.add_class::<crate::queue::Queue>()?;
     Ok(())
 }
 

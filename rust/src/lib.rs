@@ -7,7 +7,9 @@ use pyo3::prelude::*;
 mod conn;
 mod errors;
 mod keys;
+mod queue;
 mod runtime;
+mod scripts;
 mod state;
 
 /// The `flowcraft_fast._core` extension module.

@@ -1,0 +1,526 @@
+//! The queue hot path: claim a batch of jobs, commit a batch of finished nodes, renew leases,
+//! requeue stalled jobs, start runs, wait for results. Each Python call is one Redis round trip
+//! (a pipeline of script calls) however many jobs it carries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use redis::{AsyncCommands, Value};
+
+use crate::conn::{Connection, RedisConnection};
+use crate::keys::{QueueKeys, RunKeys};
+use crate::scripts::{eval_many, eval_one, Call, Scripts};
+
+/// A claimed job: (id, lease token, data JSON, attempts made, attempts started, opts JSON,
+/// input JSON carried by the job (None: resolve it), run status, run state fields).
+type Claimed = (
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    String,
+    HashMap<String, String>,
+);
+
+/// One arrival of a finished node at a successor: (target node key, predecessor id, value JSON
+/// or "\x01" for skipped, join strategy, all predecessor ids of the target, successor job id,
+/// successor job data, successor job opts).
+type Arrival = (
+    String,
+    String,
+    String,
+    String,
+    Vec<String>,
+    String,
+    String,
+    String,
+);
+
+/// One finished node: (job id, token, run id, node key, mode, job result text, status payload,
+/// context sets, context deletes, route JSON, arrivals).
+type Commit = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Vec<(String, String)>,
+    Vec<String>,
+    String,
+    Vec<Arrival>,
+);
+
+struct Inner {
+    conn: Connection,
+    blocking: Connection,
+    q: QueueKeys,
+    runs: RunKeys,
+    scripts: Scripts,
+    state_ttl_s: u64,
+    keep_completed: i64,
+    keep_failed: i64,
+}
+
+/// A BullMQ-layout queue of flowcraft node jobs.
+#[pyclass(module = "flowcraft_fast._core", frozen)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+fn bad_reply(what: &str, v: &Value) -> PyErr {
+    PyRuntimeError::new_err(format!("unexpected reply from the {what} script: {v:?}"))
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Okay => Some("OK".to_string()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::Int(i) => *i,
+        other => text(other).and_then(|s| s.parse().ok()).unwrap_or(0),
+    }
+}
+
+fn parse_job(v: &Value) -> Option<Claimed> {
+    let Value::Array(f) = v else { return None };
+    if f.len() < 9 {
+        return None;
+    }
+    let mut state = HashMap::new();
+    if let Value::Array(flat) = &f[8] {
+        for pair in flat.chunks(2) {
+            if let [k, v] = pair {
+                state.insert(text(k)?, text(v)?);
+            }
+        }
+    }
+    Some((
+        text(&f[0])?,
+        text(&f[1])?,
+        text(&f[2])?,
+        int(&f[3]),
+        int(&f[4]),
+        text(&f[5]).unwrap_or_else(|| "{}".into()),
+        text(&f[6]),
+        text(&f[7]).unwrap_or_default(),
+        state,
+    ))
+}
+
+impl Inner {
+    fn commit_call(&self, c: &Commit) -> Call {
+        let (job_id, token, run_id, node_key, mode, result, payload, sets, dels, route, arrivals) =
+            c;
+        let q = &self.q;
+        let mut keys = vec![
+            q.job(job_id),
+            q.lock(job_id),
+            q.key("active"),
+            q.key("completed"),
+            q.key("failed"),
+            q.key("wait"),
+            q.key("marker"),
+            q.key("events"),
+            self.runs.state(run_id),
+            self.runs.meta(run_id),
+            self.runs.joins(run_id),
+            self.runs.status(run_id),
+            q.active_runs(),
+        ];
+        let mut args = vec![
+            q.base().to_string(),
+            job_id.clone(),
+            token.clone(),
+            node_key.clone(),
+            mode.clone(),
+            result.clone(),
+            self.state_ttl_s.to_string(),
+            self.keep_completed.to_string(),
+            self.keep_failed.to_string(),
+            run_id.clone(),
+            payload.clone(),
+            sets.len().to_string(),
+        ];
+        for (k, v) in sets {
+            args.push(k.clone());
+            args.push(v.clone());
+        }
+        args.push(dels.len().to_string());
+        args.extend(dels.iter().cloned());
+        args.push(route.clone());
+        args.push(arrivals.len().to_string());
+        for (target, pred, value, strategy, preds, succ_id, succ_data, succ_opts) in arrivals {
+            keys.push(q.job(succ_id));
+            args.extend([
+                target.clone(),
+                pred.clone(),
+                value.clone(),
+                strategy.clone(),
+            ]);
+            args.push(preds.len().to_string());
+            args.extend(preds.iter().cloned());
+            args.extend([succ_id.clone(), succ_data.clone(), succ_opts.clone()]);
+        }
+        Call { keys, args }
+    }
+}
+
+#[pymethods]
+impl Queue {
+    #[new]
+    #[pyo3(signature = (connection, name, *, prefix="bull".to_string(), run_prefix=String::new(),
+                        state_ttl_s=86_400, keep_completed=1000, keep_failed=5000))]
+    fn new(
+        connection: &RedisConnection,
+        name: &str,
+        prefix: String,
+        run_prefix: String,
+        state_ttl_s: u64,
+        keep_completed: i64,
+        keep_failed: i64,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                conn: connection.conn.clone(),
+                blocking: connection.conn.dedicated(),
+                q: QueueKeys::new(&prefix, name),
+                runs: RunKeys::new(&run_prefix),
+                scripts: Scripts::new(),
+                state_ttl_s,
+                keep_completed,
+                keep_failed,
+            }),
+        }
+    }
+
+    /// `<prefix>:<queue>:`
+    #[getter]
+    fn key_base(&self) -> String {
+        self.inner.q.base().to_string()
+    }
+
+    /// Claim up to `max_jobs` ready jobs with a lease of `lease_ms` each, in one round trip.
+    /// Returns (next delayed job due time in ms or 0, claimed jobs).
+    fn claim<'py>(
+        &self,
+        py: Python<'py>,
+        max_jobs: usize,
+        lease_ms: u64,
+        token_prefix: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let q = &inner.q;
+            let call = Call {
+                keys: vec![
+                    q.key("wait"),
+                    q.key("active"),
+                    q.key("delayed"),
+                    q.key("marker"),
+                    q.key("meta"),
+                    q.key("failed"),
+                ],
+                args: vec![
+                    q.base().to_string(),
+                    token_prefix,
+                    lease_ms.to_string(),
+                    max_jobs.to_string(),
+                    inner.runs.state_prefix(),
+                    inner.runs.meta_prefix(),
+                ],
+            };
+            let mut m = inner.conn.manager().await?;
+            let reply = eval_one(&mut m, &inner.scripts.claim, call)
+                .await
+                .map_err(|e| inner.conn.error(&e))?;
+            let Value::Array(items) = &reply else {
+                return Err(bad_reply("claim", &reply));
+            };
+            let next = items.first().map_or(0, int);
+            let mut jobs = Vec::with_capacity(items.len().saturating_sub(1));
+            for item in items.iter().skip(1) {
+                jobs.push(parse_job(item).ok_or_else(|| bad_reply("claim", item))?);
+            }
+            Ok((next, jobs))
+        })
+    }
+
+    /// Block (on a dedicated connection) until the queue's marker says work may be ready, at most
+    /// `timeout_s` seconds. Returns True when woken by a marker.
+    fn wait_for_work<'py>(&self, py: Python<'py>, timeout_s: f64) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let mut m = inner.blocking.manager().await?;
+            let reply: Value = redis::cmd("BZPOPMIN")
+                .arg(inner.q.key("marker"))
+                .arg(timeout_s.max(0.001))
+                .query_async(&mut m)
+                .await
+                .map_err(|e| inner.blocking.error(&e))?;
+            Ok(!matches!(reply, Value::Nil))
+        })
+    }
+
+    /// Commit many finished nodes in one round trip; one (code, detail) per node.
+    fn commit<'py>(&self, py: Python<'py>, batch: Vec<Commit>) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let calls: Vec<Call> = batch.iter().map(|c| inner.commit_call(c)).collect();
+            let mut m = inner.conn.manager().await?;
+            let replies = eval_many(&mut m, &inner.scripts.commit, &calls)
+                .await
+                .map_err(|e| inner.conn.error(&e))?;
+            Ok(replies.iter().map(pair).collect::<Vec<_>>())
+        })
+    }
+
+    /// Send failed attempts back to the queue: (job id, token, delay ms, reason) each.
+    fn retry<'py>(
+        &self,
+        py: Python<'py>,
+        batch: Vec<(String, String, u64, String)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let q = &inner.q;
+            let calls: Vec<Call> = batch
+                .into_iter()
+                .map(|(id, token, delay, reason)| Call {
+                    keys: vec![
+                        q.job(&id),
+                        q.lock(&id),
+                        q.key("active"),
+                        q.key("delayed"),
+                        q.key("wait"),
+                        q.key("marker"),
+                        q.key("events"),
+                    ],
+                    args: vec![id, token, delay.to_string(), reason],
+                })
+                .collect();
+            let mut m = inner.conn.manager().await?;
+            let replies = eval_many(&mut m, &inner.scripts.retry, &calls)
+                .await
+                .map_err(|e| inner.conn.error(&e))?;
+            Ok(replies
+                .iter()
+                .map(|v| text(v).unwrap_or_else(|| format!("{v:?}")))
+                .collect::<Vec<_>>())
+        })
+    }
+
+    /// Renew the leases of (job id, token, run id) jobs; per job the run's status or "lost".
+    fn renew<'py>(
+        &self,
+        py: Python<'py>,
+        jobs: Vec<(String, String, String)>,
+        lease_ms: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            if jobs.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut args = vec![
+                inner.q.base().to_string(),
+                lease_ms.to_string(),
+                inner.runs.meta_prefix(),
+            ];
+            for (id, token, run) in jobs {
+                args.extend([id, token, run]);
+            }
+            let mut m = inner.conn.manager().await?;
+            let reply = eval_one(&mut m, &inner.scripts.renew, Call { keys: vec![], args })
+                .await
+                .map_err(|e| inner.conn.error(&e))?;
+            let Value::Array(items) = &reply else {
+                return Err(bad_reply("renew", &reply));
+            };
+            Ok(items
+                .iter()
+                .map(|v| text(v).unwrap_or_default())
+                .collect::<Vec<_>>())
+        })
+    }
+
+    /// Return jobs whose lease expired to wait (at most once per `guard_ms` across workers).
+    /// Returns (requeued ids, failed ids).
+    fn requeue_stalled<'py>(
+        &self,
+        py: Python<'py>,
+        max_stalls: u32,
+        guard_ms: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let q = &inner.q;
+            let call = Call {
+                keys: vec![
+                    q.key("active"),
+                    q.key("wait"),
+                    q.key("failed"),
+                    q.key("marker"),
+                    q.key("stalled-check"),
+                ],
+                args: vec![
+                    q.base().to_string(),
+                    max_stalls.to_string(),
+                    guard_ms.to_string(),
+                ],
+            };
+            let mut m = inner.conn.manager().await?;
+            let reply = eval_one(&mut m, &inner.scripts.stalled, call)
+                .await
+                .map_err(|e| inner.conn.error(&e))?;
+            let Value::Array(items) = &reply else {
+                return Ok((Vec::new(), Vec::new()));
+            };
+            let ids: Vec<String> = items.iter().filter_map(text).collect();
+            let split = ids.iter().position(|s| s == "|").unwrap_or(ids.len());
+            Ok((
+                ids[..split].to_vec(),
+                ids.get(split + 1..).unwrap_or_default().to_vec(),
+            ))
+        })
+    }
+
+    /// Create a run and enqueue its start jobs atomically; "ok" or "exists".
+    fn start_run<'py>(
+        &self,
+        py: Python<'py>,
+        run_id: String,
+        blueprint_id: String,
+        version: String,
+        sets: Vec<(String, String)>,
+        jobs: Vec<(String, String, String)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let q = &inner.q;
+            let mut keys = vec![
+                inner.runs.state(&run_id),
+                inner.runs.meta(&run_id),
+                q.active_runs(),
+                q.key("wait"),
+                q.key("marker"),
+            ];
+            let mut args = vec![run_id, blueprint_id, version, sets.len().to_string()];
+            for (k, v) in sets {
+                args.extend([k, v]);
+            }
+            args.push(jobs.len().to_string());
+            for (id, data, opts) in jobs {
+                keys.push(q.job(&id));
+                args.extend([id, data, opts]);
+            }
+            let mut m = inner.conn.manager().await?;
+            let reply = eval_one(&mut m, &inner.scripts.start, Call { keys, args })
+                .await
+                .map_err(|e| inner.conn.error(&e))?;
+            Ok(text(&reply).unwrap_or_default())
+        })
+    }
+
+    /// The run's meta hash and its final status JSON (None while it runs).
+    fn run_info<'py>(&self, py: Python<'py>, run_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let mut m = inner.conn.manager().await?;
+            let (meta, status): (HashMap<String, String>, Option<String>) = redis::pipe()
+                .hgetall(inner.runs.meta(&run_id))
+                .get(inner.runs.status(&run_id))
+                .query_async(&mut m)
+                .await
+                .map_err(|e| inner.conn.error(&e))?;
+            Ok((meta, status))
+        })
+    }
+
+    /// Wait until the run writes its status (terminal or awaiting), at most `timeout_s`.
+    /// Subscribes first, then reads, then waits: no race and no polling.
+    fn wait_status<'py>(
+        &self,
+        py: Python<'py>,
+        run_id: String,
+        timeout_s: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let channel = inner.runs.status(&run_id);
+            let mut pubsub = inner.conn.pubsub().await?;
+            pubsub
+                .subscribe(&channel)
+                .await
+                .map_err(|e| inner.conn.error(&e))?;
+            let mut m = inner.conn.manager().await?;
+            let current: Option<String> =
+                m.get(&channel).await.map_err(|e| inner.conn.error(&e))?;
+            if current.is_some() {
+                return Ok(current);
+            }
+            let mut messages = pubsub.on_message();
+            let waited =
+                tokio::time::timeout(Duration::from_secs_f64(timeout_s.max(0.0)), messages.next())
+                    .await;
+            drop(messages);
+            if waited.is_err() {
+                return Ok(None);
+            }
+            let status: Option<String> = m.get(&channel).await.map_err(|e| inner.conn.error(&e))?;
+            Ok(status)
+        })
+    }
+
+    /// Job counts by state, read the way BullMQ reads them.
+    fn counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let q = &inner.q;
+            let mut m = inner.conn.manager().await?;
+            let (wait, active, delayed, completed, failed): (i64, i64, i64, i64, i64) =
+                redis::pipe()
+                    .llen(q.key("wait"))
+                    .llen(q.key("active"))
+                    .zcard(q.key("delayed"))
+                    .zcard(q.key("completed"))
+                    .zcard(q.key("failed"))
+                    .query_async(&mut m)
+                    .await
+                    .map_err(|e| inner.conn.error(&e))?;
+            let mut out = HashMap::new();
+            out.insert("wait", wait);
+            out.insert("active", active);
+            out.insert("delayed", delayed);
+            out.insert("completed", completed);
+            out.insert("failed", failed);
+            Ok(out)
+        })
+    }
+}
+
+fn pair(v: &Value) -> (String, String) {
+    match v {
+        Value::Array(items) if items.len() == 2 => (
+            text(&items[0]).unwrap_or_default(),
+            text(&items[1]).unwrap_or_default(),
+        ),
+        Value::ServerError(e) => ("error".to_string(), format!("{e:?}")),
+        other => ("error".to_string(), format!("{other:?}")),
+    }
+}

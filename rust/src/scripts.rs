@@ -1,0 +1,88 @@
+//! The Lua scripts (one state transition each, in `scripts/*.lua`) and how they are called:
+//! EVALSHA in pipelines, with the script loaded again when Redis answers NOSCRIPT (after a
+//! restart or SCRIPT FLUSH). A call that got NOSCRIPT did not run, so retrying it is safe.
+
+use redis::aio::ConnectionManager;
+use redis::{RedisResult, Script, Value};
+
+pub struct Scripts {
+    pub claim: Script,
+    pub commit: Script,
+    pub retry: Script,
+    pub renew: Script,
+    pub stalled: Script,
+    pub start: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        Self {
+            claim: Script::new(include_str!("scripts/claim.lua")),
+            commit: Script::new(include_str!("scripts/commit.lua")),
+            retry: Script::new(include_str!("scripts/retry.lua")),
+            renew: Script::new(include_str!("scripts/renew.lua")),
+            stalled: Script::new(include_str!("scripts/stalled.lua")),
+            start: Script::new(include_str!("scripts/start.lua")),
+        }
+    }
+}
+
+/// One script call: its keys and arguments.
+pub struct Call {
+    pub keys: Vec<String>,
+    pub args: Vec<String>,
+}
+
+fn is_noscript(v: &Value) -> bool {
+    matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT")
+}
+
+/// Run many calls of one script in one round trip; one reply per call, errors included.
+pub async fn eval_many(
+    conn: &mut ConnectionManager,
+    script: &Script,
+    calls: &[Call],
+) -> RedisResult<Vec<Value>> {
+    if calls.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut replies = send(conn, script, calls.iter()).await?;
+    let missing: Vec<usize> = (0..replies.len())
+        .filter(|&i| is_noscript(&replies[i]))
+        .collect();
+    if !missing.is_empty() {
+        let _: String = script.prepare_invoke().load_async(conn).await?;
+        let again = send(conn, script, missing.iter().map(|&i| &calls[i])).await?;
+        for (i, reply) in missing.into_iter().zip(again) {
+            replies[i] = reply;
+        }
+    }
+    Ok(replies)
+}
+
+async fn send<'a>(
+    conn: &mut ConnectionManager,
+    script: &Script,
+    calls: impl Iterator<Item = &'a Call>,
+) -> RedisResult<Vec<Value>> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for call in calls {
+        pipe.cmd("EVALSHA")
+            .arg(script.get_hash())
+            .arg(call.keys.len())
+            .arg(&call.keys)
+            .arg(&call.args);
+    }
+    pipe.query_async(conn).await
+}
+
+/// One call, with its error (if any) turned into an `Err`.
+pub async fn eval_one(
+    conn: &mut ConnectionManager,
+    script: &Script,
+    call: Call,
+) -> RedisResult<Value> {
+    let mut replies = eval_many(conn, script, std::slice::from_ref(&call)).await?;
+    replies.pop().unwrap_or(Value::Nil).extract_error()
+}

@@ -1,0 +1,79 @@
+--[[ claim: move up to N ready jobs wait -> active, each with a lease, and return what they need.
+
+  KEYS[1] wait   KEYS[2] active   KEYS[3] delayed   KEYS[4] marker   KEYS[5] meta   KEYS[6] failed
+  ARGV[1] queue key prefix ("bull:<queue>:")   ARGV[2] lease token prefix   ARGV[3] lease ms
+  ARGV[4] max jobs   ARGV[5] run-state key prefix ("workflow:state:")   ARGV[6] run key prefix
+
+  First promotes due delayed jobs (BullMQ score: due_ms * 4096 + seq). Returns
+  {next_delayed_ms, job1, job2, ...}; each job is
+  {id, token, data, attempts_made, attempts_started, opts, input, run_status, state_flat}.
+  Jobs whose data is not a flowcraft job are moved to failed with a reason, never returned.
+  The job hash, lock and the runs' keys are derived from the prefixes, as BullMQ's own scripts do;
+  with a hash-tagged queue and run ids they share one cluster slot.
+]]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local qp = ARGV[1]
+
+-- promote due delayed jobs
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], 0, now * 4096 + 4095, 'LIMIT', 0, 1000)
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('LPUSH', KEYS[1], id)
+  redis.call('HSET', qp .. id, 'delay', 0)
+end
+
+local out = {0}
+local nxt = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+if nxt[2] then out[1] = math.floor(tonumber(nxt[2]) / 4096) end
+
+if redis.call('HEXISTS', KEYS[5], 'paused') == 1 then return out end
+
+local runs = {}
+local max = tonumber(ARGV[4])
+local n = 0
+while n < max do
+  local id = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
+  if not id then break end
+  local jk = qp .. id
+  local f = redis.call('HMGET', jk, 'data', 'atm', 'attemptsMade', 'ats', 'opts', 'fci')
+  local ok, data = pcall(cjson.decode, f[1] or '')
+  local reason = nil
+  if not f[1] then
+    reason = 'job hash is missing'
+  elseif not ok or type(data) ~= 'table' then
+    reason = 'job data is not a JSON object'
+  elseif type(data['runId']) ~= 'string' or type(data['nodeId']) ~= 'string' then
+    reason = 'job data lacks string runId and nodeId (not a flowcraft job)'
+  end
+  if reason then
+    redis.call('LREM', KEYS[2], -1, id)
+    if f[1] then
+      redis.call('ZADD', KEYS[6], now, id)
+      redis.call('HSET', jk, 'failedReason', reason, 'finishedOn', now)
+      redis.call('HINCRBY', jk, 'atm', 1)
+    end
+  else
+    n = n + 1
+    local token = ARGV[2] .. ':' .. id
+    redis.call('SET', jk .. ':lock', token, 'PX', ARGV[3])
+    redis.call('HSET', jk, 'processedOn', now)
+    local ats = redis.call('HINCRBY', jk, 'ats', 1)
+    local run_id = data['runId']
+    local run = runs[run_id]
+    if not run then
+      local status = redis.call('HGET', ARGV[6] .. run_id, 'status') or ''
+      local state = {}
+      if status == 'running' or status == 'awaiting' then
+        state = redis.call('HGETALL', ARGV[5] .. run_id)
+      end
+      run = {status, state}
+      runs[run_id] = run
+    end
+    out[#out + 1] = {id, token, f[1], tonumber(f[2] or f[3] or 0), ats, f[5] or '{}', f[6] or false,
+                     run[1], run[2]}
+  end
+end
+-- chained wake-up: another blocked worker may take what is left
+if n > 0 and redis.call('LLEN', KEYS[1]) > 0 then redis.call('ZADD', KEYS[4], 0, '0') end
+return out

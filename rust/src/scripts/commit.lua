@@ -1,0 +1,176 @@
+--[[ commit: record one finished node and move its job to completed/failed, atomically.
+
+  KEYS[1] job hash   KEYS[2] job lock   KEYS[3] active   KEYS[4] completed   KEYS[5] failed
+  KEYS[6] wait   KEYS[7] marker   KEYS[8] events   KEYS[9] run state   KEYS[10] run meta
+  KEYS[11] run joins   KEYS[12] run status   KEYS[13] active-runs index
+  KEYS[14..] one job hash per arrival, for the successor job it may create
+
+  ARGV: queue prefix, job id, lease token, node key ("<iteration>|<nodeId>"), mode, result text,
+        state ttl s, keep completed, keep failed, run id, status payload,
+        n_sets, (field, json)*, n_dels, field*, route json,
+        n_arrivals, (target key, pred, value|"\1" for skipped, strategy, n_preds, pred*,
+                     successor job id, successor data, successor opts)*
+  mode: "ok" (node finished), "await" (a wait node parked the run), "fail" (the run fails).
+
+  Lease fencing: a worker whose token is not the lock's value has lost the job: nothing happens.
+  A node commits at most once: the run's "done:<node key>" field is set by the first commit and
+  a later commit of the same node (re-delivery, duplicate job) only finishes its job.
+  Joins: each arrival is one field "<target key>\31<pred>" of the run's joins hash, written with
+  HSETNX (a set of arrivals, never a bare counter); counters move only when a field is new.
+  Returns {code, detail}: code "ok", "dup", "terminal", "lost".
+]]
+local SKIP = '\1'
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local qp, job_id, token, node_key, mode, result = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local ttl, keep_done, keep_failed = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local run_id, status_payload = ARGV[10], ARGV[11]
+
+if redis.call('GET', KEYS[2]) ~= token then return {'lost', ''} end
+
+local function trim(set, keep)
+  if keep < 0 then return end
+  local extra = redis.call('ZCARD', set) - keep
+  if extra > 0 then
+    if extra > 100 then extra = 100 end
+    local old = redis.call('ZRANGE', set, 0, extra - 1)
+    for _, id in ipairs(old) do
+      redis.call('DEL', qp .. id, qp .. id .. ':logs')
+    end
+    redis.call('ZREMRANGEBYRANK', set, 0, extra - 1)
+  end
+end
+
+local function finish(failed, text)
+  redis.call('DEL', KEYS[2])
+  redis.call('LREM', KEYS[3], -1, job_id)
+  redis.call('HINCRBY', KEYS[1], 'atm', 1)
+  if failed then
+    redis.call('HSET', KEYS[1], 'finishedOn', now, 'failedReason', text)
+    redis.call('ZADD', KEYS[5], now, job_id)
+    redis.call('XADD', KEYS[8], 'MAXLEN', '~', 10000, '*', 'event', 'failed', 'jobId', job_id,
+               'failedReason', text)
+    trim(KEYS[5], keep_failed)
+  else
+    redis.call('HSET', KEYS[1], 'finishedOn', now, 'returnvalue', text)
+    redis.call('ZADD', KEYS[4], now, job_id)
+    redis.call('XADD', KEYS[8], 'MAXLEN', '~', 10000, '*', 'event', 'completed', 'jobId', job_id,
+               'returnvalue', text)
+    trim(KEYS[4], keep_done)
+  end
+end
+
+local function end_run(status, payload)
+  if payload == '' then payload = '{"status":"' .. status .. '"}' end
+  redis.call('HSET', KEYS[10], 'status', status, 'endedAt', now)
+  redis.call('SET', KEYS[12], payload)
+  for i = 9, 12 do redis.call('EXPIRE', KEYS[i], ttl) end
+  redis.call('ZREM', KEYS[13], run_id)
+  redis.call('PUBLISH', KEYS[12], status)
+end
+
+local run_status = redis.call('HGET', KEYS[10], 'status')
+if run_status ~= 'running' and run_status ~= 'awaiting' then
+  finish(false, 'null')
+  return {'terminal', run_status or ''}
+end
+if redis.call('HSETNX', KEYS[10], 'done:' .. node_key, job_id) == 0 then
+  finish(false, 'null')
+  return {'dup', ''}
+end
+
+if mode == 'fail' then
+  end_run('failed', status_payload)
+  finish(true, result)
+  return {'ok', 'failed'}
+end
+
+-- context writes and the node's output
+local i = 12
+local n_sets = tonumber(ARGV[i]); i = i + 1
+if n_sets > 0 then
+  redis.call('HSET', KEYS[9], unpack(ARGV, i, i + 2 * n_sets - 1))
+  i = i + 2 * n_sets
+end
+local n_dels = tonumber(ARGV[i]); i = i + 1
+if n_dels > 0 then
+  redis.call('HDEL', KEYS[9], unpack(ARGV, i, i + n_dels - 1))
+  i = i + n_dels
+end
+local route = ARGV[i]; i = i + 1
+if route ~= '' then redis.call('HSET', KEYS[10], 'route:' .. node_key, route) end
+
+if mode == 'await' then
+  redis.call('HSET', KEYS[10], 'status', 'awaiting', 'await:' .. node_key, job_id)
+  redis.call('HDEL', KEYS[10], 'done:' .. node_key)  -- the node finishes when it is resumed
+  redis.call('SET', KEYS[12], status_payload)
+  redis.call('PUBLISH', KEYS[12], 'awaiting')
+  redis.call('ZADD', KEYS[13], now, run_id)
+  finish(false, result)
+  return {'ok', 'awaiting'}
+end
+
+local pending = -1
+local n_arr = tonumber(ARGV[i]); i = i + 1
+for a = 1, n_arr do
+  local target, pred, value, strategy = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local n_preds = tonumber(ARGV[i + 4])
+  local preds_at = i + 5
+  i = preds_at + n_preds
+  local succ_id, succ_data, succ_opts = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  i = i + 3
+  local fire, input = false, nil
+  if redis.call('HSETNX', KEYS[11], target .. '\31' .. pred, value) == 1 then
+    local arrived = redis.call('HINCRBY', KEYS[10], 'n:' .. target, 1)
+    local finished = tonumber(redis.call('HGET', KEYS[10], 'f:' .. target) or '0')
+    if value ~= SKIP then finished = redis.call('HINCRBY', KEYS[10], 'f:' .. target, 1) end
+    local fired = redis.call('HEXISTS', KEYS[10], 'fired:' .. target) == 1
+    if not fired then
+      if strategy == 'any' and value ~= SKIP then
+        fire, input = true, value
+      elseif arrived >= n_preds and (strategy == 'all' or finished == 0) then
+        fire = true
+        if finished == 0 then
+          input = SKIP
+        elseif n_preds == 1 or strategy == 'any' then
+          input = value
+        else
+          local fields = {}
+          for p = 0, n_preds - 1 do fields[#fields + 1] = target .. '\31' .. ARGV[preds_at + p] end
+          local values = redis.call('HMGET', KEYS[11], unpack(fields))
+          local parts = {}
+          for p = 0, n_preds - 1 do
+            local v = values[p + 1]
+            if v and v ~= SKIP then
+              parts[#parts + 1] = cjson.encode(ARGV[preds_at + p]) .. ':' .. v
+            end
+          end
+          input = '{' .. table.concat(parts, ',') .. '}'
+        end
+      end
+    end
+  end
+  if fire then
+    redis.call('HSET', KEYS[10], 'fired:' .. target, succ_id)
+    local sk = KEYS[13 + a]
+    redis.call('HSET', sk, 'name', 'executeNode', 'data', succ_data, 'opts', succ_opts,
+               'timestamp', now, 'delay', 0, 'priority', 0, 'atm', 0, 'ats', 0)
+    if input == SKIP then
+      redis.call('HSET', sk, 'fcs', '1')
+    else
+      redis.call('HSET', sk, 'fci', input)
+    end
+    redis.call('LPUSH', KEYS[6], succ_id)
+    pending = pending + 1
+  end
+end
+if pending > -1 then redis.call('ZADD', KEYS[7], 0, '0') end
+
+local left = redis.call('HINCRBY', KEYS[10], 'pending', pending)
+if left <= 0 then
+  end_run('completed', status_payload)
+else
+  redis.call('ZADD', KEYS[13], now, run_id)
+end
+finish(false, result)
+return {'ok', tostring(left)}

@@ -1,0 +1,29 @@
+--[[ retry: a failed attempt with attempts left goes back to the queue (BullMQ moveToDelayed).
+
+  KEYS[1] job hash   KEYS[2] job lock   KEYS[3] active   KEYS[4] delayed   KEYS[5] wait
+  KEYS[6] marker   KEYS[7] events
+  ARGV[1] job id   ARGV[2] lease token   ARGV[3] delay ms   ARGV[4] failed reason
+  Returns "ok", or "lost" when the lease was lost (another worker owns the job now).
+]]
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 'lost' end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local id, delay = ARGV[1], tonumber(ARGV[3])
+redis.call('DEL', KEYS[2])
+redis.call('LREM', KEYS[3], -1, id)
+redis.call('HINCRBY', KEYS[1], 'atm', 1)
+redis.call('HSET', KEYS[1], 'failedReason', ARGV[4], 'delay', delay)
+if delay > 0 then
+  local due = now + delay
+  -- BullMQ's delayed score keeps FIFO order within one millisecond in its low 12 bits.
+  local seq = redis.call('ZCOUNT', KEYS[4], due * 4096, due * 4096 + 4095)
+  redis.call('ZADD', KEYS[4], due * 4096 + math.min(seq, 4095), id)
+  local marked = redis.call('ZSCORE', KEYS[6], '1')
+  if not marked or tonumber(marked) > due then redis.call('ZADD', KEYS[6], due, '1') end
+  redis.call('XADD', KEYS[7], 'MAXLEN', '~', 10000, '*', 'event', 'delayed', 'jobId', id,
+             'delay', due)
+else
+  redis.call('RPUSH', KEYS[5], id)
+  redis.call('ZADD', KEYS[6], 0, '0')
+end
+return 'ok'

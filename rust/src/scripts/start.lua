@@ -1,0 +1,31 @@
+--[[ start: create a run and enqueue its start nodes, atomically.
+
+  KEYS[1] run state   KEYS[2] run meta   KEYS[3] active-runs index   KEYS[4] wait   KEYS[5] marker
+  KEYS[6..] one job hash per start node
+  ARGV: run id, blueprint id, blueprint version, n_sets, (field, json)*,
+        n_jobs, (job id, data, opts)*
+  Returns "ok", or "exists" when a run with this id was already started (nothing is changed).
+]]
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'exists' end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local run_id = ARGV[1]
+local i = 4
+local n_sets = tonumber(ARGV[i]); i = i + 1
+if n_sets > 0 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, i + 2 * n_sets - 1))
+  i = i + 2 * n_sets
+end
+local n_jobs = tonumber(ARGV[i]); i = i + 1
+redis.call('HSET', KEYS[2], 'status', 'running', 'blueprintId', ARGV[2], 'blueprintVersion', ARGV[3],
+           'pending', n_jobs, 'startedAt', now)
+redis.call('ZADD', KEYS[3], now, run_id)
+for j = 1, n_jobs do
+  local id, data, opts = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  i = i + 3
+  redis.call('HSET', KEYS[5 + j], 'name', 'executeNode', 'data', data, 'opts', opts,
+             'timestamp', now, 'delay', 0, 'priority', 0, 'atm', 0, 'ats', 0)
+  redis.call('LPUSH', KEYS[4], id)
+end
+redis.call('ZADD', KEYS[5], 0, '0')
+return 'ok'
