@@ -56,8 +56,10 @@ case "$cmd" in
         ensure_venv
         install_package "dev"
         echo "==> ruff"
-        python -m ruff check python tests benches examples
-        python -m ruff format --check python tests benches examples
+        paths=()
+        for d in python tests benches examples; do [ -d "$d" ] && paths+=("$d"); done
+        python -m ruff check "${paths[@]}"
+        python -m ruff format --check "${paths[@]}"
         echo "==> mypy --strict"
         python -m mypy
         echo "==> stubtest (python/flowcraft_fast/_core.pyi against the built module)"

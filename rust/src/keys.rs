@@ -85,6 +85,10 @@ impl QueueKeys {
     pub fn lock(&self, job_id: &str) -> String {
         join(&[&self.base, job_id, ":lock"])
     }
+    /// Hash of the blueprints served on this queue: id -> JSON (with its version).
+    pub fn blueprints(&self) -> String {
+        self.key("flowcraft:blueprints")
+    }
     /// Sorted set of this queue's unfinished runs, scored by their last progress (ms).
     pub fn active_runs(&self) -> String {
         self.key("flowcraft:runs")

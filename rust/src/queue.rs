@@ -487,6 +487,36 @@ impl Queue {
         })
     }
 
+    /// Publish the blueprints this worker serves: (id, JSON) pairs, so clients can start runs
+    /// by id and check them before anything is enqueued.
+    fn publish_blueprints<'py>(&self, py: Python<'py>, items: Vec<(String, String)>) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            if items.is_empty() {
+                return Ok(());
+            }
+            let mut m = inner.conn.manager().await?;
+            let (): () = m
+                .hset_multiple(inner.q.blueprints(), &items)
+                .await
+                .map_err(|e| inner.conn.error(&e))?;
+            Ok(())
+        })
+    }
+
+    /// The JSON of a published blueprint, or None.
+    fn get_blueprint<'py>(&self, py: Python<'py>, blueprint_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let mut m = inner.conn.manager().await?;
+            let found: Option<String> = m
+                .hget(inner.q.blueprints(), blueprint_id)
+                .await
+                .map_err(|e| inner.conn.error(&e))?;
+            Ok(found)
+        })
+    }
+
     /// Job counts by state, read the way BullMQ reads them.
     fn counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();

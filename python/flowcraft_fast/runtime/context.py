@@ -75,7 +75,7 @@ class MemoryContext:
 
     async def patch(self, ops: Iterable[PatchOp]) -> None:
         """Apply set/delete operations as one batch: all are checked before any is applied."""
-        checked: list[tuple[str, str, Any]] = [_normalise_op(op) for op in ops]
+        checked: list[tuple[str, str, Any]] = [normalise_op(op) for op in ops]
         for kind, key, value in checked:
             if kind == "set":
                 check_json_value(value, f"context key {key!r}")
@@ -89,7 +89,7 @@ class MemoryContext:
 _MISSING = object()
 
 
-def _normalise_op(op: PatchOp) -> tuple[str, str, Any]:
+def normalise_op(op: PatchOp) -> tuple[str, str, Any]:
     if isinstance(op, Mapping):
         kind, key, value = op.get("op"), op.get("key"), op.get("value")
     elif isinstance(op, tuple) and len(op) in (2, 3):

@@ -155,11 +155,8 @@ for a = 1, n_arr do
     local sk = KEYS[13 + a]
     redis.call('HSET', sk, 'name', 'executeNode', 'data', succ_data, 'opts', succ_opts,
                'timestamp', now, 'delay', 0, 'priority', 0, 'atm', 0, 'ats', 0)
-    if input == SKIP then
-      redis.call('HSET', sk, 'fcs', '1')
-    else
-      redis.call('HSET', sk, 'fci', input)
-    end
+    -- the input the edges carry; "\1" makes it a skip token (a dead path passing through)
+    redis.call('HSET', sk, 'fci', input)
     redis.call('LPUSH', KEYS[6], succ_id)
     pending = pending + 1
   end

@@ -1,0 +1,84 @@
+"""`BullMQAdapter`: serve a runtime's blueprints from a BullMQ-layout Redis queue."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..runtime.runtime import RuntimeOptions
+from .store import RedisCoordinationStore
+from .worker import Worker
+
+
+class BullMQAdapter:
+    """Runs nodes of distributed runs: `await start()` begins consuming, `await close()` drains.
+
+    `runtime_options` is `FlowRuntime(...).options`, so in-memory and distributed runs share the
+    registry, blueprints, middleware and event bus. `connection` is used when no
+    `coordination_store` is given.
+    """
+
+    def __init__(
+        self,
+        *,
+        runtime_options: RuntimeOptions,
+        coordination_store: RedisCoordinationStore | None = None,
+        connection: Any = None,
+        queue_name: str = "flowcraft-queue",
+        concurrency: int = 64,
+        lease_ms: int = 30_000,
+        stalled_interval_seconds: float = 30.0,
+        max_stalled_count: int = 1,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if coordination_store is None:
+            if connection is None:
+                raise ValueError("BullMQAdapter needs a coordination_store or a connection")
+            coordination_store = RedisCoordinationStore(connection)
+        self.store = coordination_store
+        self.queue_name = queue_name
+        self.queue = coordination_store.queue(queue_name)
+        self.worker = Worker(
+            runtime_options,
+            self.queue,
+            concurrency=concurrency,
+            lease_ms=lease_ms,
+            stalled_interval_s=stalled_interval_seconds,
+            max_stalls=max_stalled_count,
+            logger=logger,
+        )
+        self._started = False
+
+    async def start(self) -> None:
+        """Publish the blueprints and start consuming in background tasks; returns at once."""
+        if self._started:
+            return
+        await self.store.connection.ping()
+        await self.worker.start()
+        self._started = True
+
+    async def close(self, timeout: float | None = 30.0) -> None:
+        """Stop claiming, let in-flight nodes finish and commit (within `timeout`), stop."""
+        if not self._started:
+            return
+        await self.worker.close(timeout)
+        self._started = False
+
+    def metrics(self) -> dict[str, float]:
+        s = self.worker.stats
+        return {
+            "jobs_claimed_total": s.claimed,
+            "jobs_processed_total": s.committed,
+            "jobs_retried_total": s.retried,
+            "runs_failed_total": s.failed_runs,
+            "jobs_duplicate_total": s.duplicates,
+            "jobs_lease_lost_total": s.lost,
+            "in_flight": self.worker.in_flight,
+        }
+
+    async def __aenter__(self) -> BullMQAdapter:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,112 @@
+"""`FlowClient`: start distributed runs, wait for their results, query and steer them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from .. import jsoncodec
+from ..blueprint import Blueprint, load_blueprint
+from ..errors import FlowcraftError
+from ..runtime.graph import CompiledGraph
+from ..runtime.types import WorkflowError, WorkflowResult
+from .jobs import check_run_id, job_data, job_id, job_opts
+from .store import RedisCoordinationStore
+
+
+class RunNotFound(FlowcraftError, LookupError):
+    """No run with this id exists (or it expired)."""
+
+
+class FlowClient:
+    """Talks to the queue that `flowcraft-fastd` workers serve.
+
+    `conn` is a URL, a redis-py client, or a `RedisCoordinationStore` to share.
+    """
+
+    def __init__(self, conn: Any, queue_name: str = "flowcraft-queue") -> None:
+        self.store = (
+            conn if isinstance(conn, RedisCoordinationStore) else RedisCoordinationStore(conn)
+        )
+        self.queue_name = queue_name
+        self.queue = self.store.queue(queue_name)
+        self._states = self.store.state_store()
+        self._blueprints: dict[str, Blueprint] = {}
+
+    async def blueprint(self, blueprint_id: str) -> Blueprint:
+        """The blueprint as the queue's workers published it."""
+        raw = await self.queue.get_blueprint(blueprint_id)
+        if raw is None:
+            raise FlowcraftError(
+                f"no worker on queue {self.queue_name!r} serves blueprint {blueprint_id!r} "
+                "(start flowcraft-fastd with an app that registers it)"
+            )
+        cached = self._blueprints.get(blueprint_id)
+        if cached is None or jsoncodec.dumps(cached.to_json()) != raw:
+            cached = load_blueprint(raw)
+            self._blueprints[blueprint_id] = cached
+        return cached
+
+    async def start(
+        self,
+        blueprint_id: str,
+        initial_context: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> str:
+        """Create a run and enqueue its start nodes in one atomic step; returns the run id."""
+        bp = await self.blueprint(blueprint_id)
+        run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
+        sets = [
+            (str(k), jsoncodec.dumps(v, what=f"initial context key {k!r}"))
+            for k, v in (initial_context or {}).items()
+        ]
+        version = bp.version or ""
+        graph = CompiledGraph.from_blueprint(bp)
+        jobs = []
+        for node_id in graph.start_nodes:
+            jid = job_id(run_id, node_id, 0)
+            jobs.append(
+                (
+                    jid,
+                    job_data(run_id, bp.id, version, node_id, 0),
+                    job_opts(graph.nodes[node_id], jid),
+                )
+            )
+        outcome = await self.queue.start_run(run_id, bp.id, version, sets, jobs)
+        if outcome == "exists":
+            raise FlowcraftError(f"a run with id {run_id!r} already exists")
+        return run_id
+
+    async def status(self, run_id: str) -> str | None:
+        meta, _ = await self.queue.run_info(run_id)
+        return meta.get("status")
+
+    async def wait(self, run_id: str, timeout: float | None = 30.0) -> WorkflowResult:
+        """Block until the run ends (or awaits); TimeoutError after `timeout` seconds."""
+        raw = await self.queue.wait_status(run_id, 1e9 if timeout is None else timeout)
+        if raw is None:
+            meta, _ = await self.queue.run_info(run_id)
+            if not meta:
+                raise RunNotFound(f"no run {run_id!r}")
+            raise TimeoutError(f"run {run_id!r} did not finish within {timeout} s")
+        return await self.result(run_id, raw)
+
+    async def result(self, run_id: str, raw_status: str | None = None) -> WorkflowResult:
+        if raw_status is None:
+            _, raw_status = await self.queue.run_info(run_id)
+            if raw_status is None:
+                raise RunNotFound(f"run {run_id!r} has no result yet")
+        status = jsoncodec.loads(raw_status, what="run status")
+        fields = await self._states.get_all(run_id)
+        context = {k: jsoncodec.loads(v, what=f"context key {k!r}") for k, v in fields.items()}
+        errors = [
+            WorkflowError(e.get("nodeId"), str(e.get("message", "")), str(e.get("type", "")))
+            for e in status.get("errors", [])
+        ]
+        return WorkflowResult(
+            status=status["status"],
+            context=context,
+            serialized_context=jsoncodec.dumps(context),
+            errors=errors,
+            run_id=run_id,
+        )

@@ -1,0 +1,60 @@
+"""`RedisCoordinationStore`: the Redis connection and key settings a deployment shares.
+
+The TypeScript Flowcraft's store offered counters and locks to its adapter; here every
+coordination step (leases, join arrivals, run completion) runs inside the queue's atomic
+scripts, so the store only carries the connection and the key layout to the queues built on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _core
+from .connection import open_connection
+
+
+class RedisCoordinationStore:
+    """Connection + key layout for run coordination.
+
+    `conn` is a URL, a redis-py client or a `_core.RedisConnection`. `key_prefix` is put in
+    front of the run keys (`workflow:state:<runId>` ...); `queue_prefix` is BullMQ's prefix.
+    `state_ttl_seconds` is how long a run's keys live after it ends.
+    """
+
+    def __init__(
+        self,
+        conn: str | Any,
+        *,
+        key_prefix: str = "",
+        queue_prefix: str = "bull",
+        state_ttl_seconds: int = 86_400,
+        keep_completed_jobs: int = 1_000,
+        keep_failed_jobs: int = 5_000,
+    ) -> None:
+        if state_ttl_seconds < 1:
+            raise ValueError("state_ttl_seconds must be at least 1")
+        self.connection = open_connection(conn)
+        self.key_prefix = key_prefix
+        self.queue_prefix = queue_prefix
+        self.state_ttl_seconds = state_ttl_seconds
+        self.keep_completed_jobs = keep_completed_jobs
+        self.keep_failed_jobs = keep_failed_jobs
+
+    def queue(self, name: str) -> _core.Queue:
+        if not name or ":" in name:
+            raise ValueError(f"queue name {name!r} must be non-empty and contain no ':'")
+        return _core.Queue(
+            self.connection,
+            name,
+            prefix=self.queue_prefix,
+            run_prefix=self.key_prefix,
+            state_ttl_s=self.state_ttl_seconds,
+            keep_completed=self.keep_completed_jobs,
+            keep_failed=self.keep_failed_jobs,
+        )
+
+    def state_store(self) -> _core.StateStore:
+        return _core.StateStore(self.connection, key_prefix=self.key_prefix)
+
+    def __repr__(self) -> str:
+        return f"RedisCoordinationStore({self.connection.server!r})"

@@ -1,0 +1,512 @@
+"""The distributed worker loop: claim jobs in batches, run nodes, commit results in batches.
+
+One process runs one `Worker` per queue. It keeps up to `concurrency` nodes in flight:
+- the claim loop takes as many ready jobs as there are free slots in one round trip (and waits
+  on the queue's marker with a blocking pop when there are none);
+- each claimed job runs its node through the same executor, routing, input and retry code as
+  the in-memory engine (`flowcraft_fast.runtime`);
+- finished nodes are committed in batches: one round trip carries every commit that is ready;
+- a heartbeat renews the leases of all in-flight jobs in one call and stops nodes whose run has
+  ended or whose lease was lost;
+- a stalled-job check returns jobs of dead workers to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import _core, jsoncodec
+from ..blueprint import Blueprint, thaw
+from ..errors import FlowcraftError
+from ..runtime.events import EventEmitter
+from ..runtime.executor import NodeOutcome, execute_node
+from ..runtime.graph import CompiledGraph, RunGraph
+from ..runtime.inputs import resolve_input, start_input_key
+from ..runtime.retry import backoff_delay_ms, should_retry
+from ..runtime.routing import RoutingDecision, route
+from ..runtime.runtime import RuntimeOptions
+from ..runtime.types import NodeContext, NodeResult, WorkflowError
+from .buffered import BufferedContext
+from .jobs import SKIP, job_data, job_id, job_opts, node_key
+
+LIVE = ("running", "awaiting")
+VERSION_RETRY_DELAY_MS = 5_000
+VERSION_RETRY_LIMIT = 12
+"""A job whose blueprint version no worker here serves is offered again this many times
+(every 5 s, for a minute) before its run fails with the reason."""
+
+
+@dataclass(slots=True)
+class _InFlight:
+    job_id: str
+    token: str
+    run_id: str
+    task: asyncio.Task[None] | None = None
+    run_ended: bool = False
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    claimed: int = 0
+    committed: int = 0
+    retried: int = 0
+    failed_runs: int = 0
+    duplicates: int = 0
+    lost: int = 0
+    claims: int = 0
+    commit_batches: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+class _CommitterClosed(FlowcraftError):
+    pass
+
+
+class Worker:
+    def __init__(
+        self,
+        options: RuntimeOptions,
+        queue: _core.Queue,
+        *,
+        concurrency: int = 64,
+        lease_ms: int = 30_000,
+        stalled_interval_s: float = 30.0,
+        max_stalls: int = 1,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.options = options
+        self.queue = queue
+        self.concurrency = concurrency
+        self.lease_ms = lease_ms
+        self.stalled_interval_s = stalled_interval_s
+        self.max_stalls = max_stalls
+        self.log = logger or logging.getLogger("flowcraft_fast.worker")
+        self.token_prefix = uuid.uuid4().hex
+        self.stats = WorkerStats()
+        self._in_flight: dict[str, _InFlight] = {}
+        self._slot_freed = asyncio.Event()
+        self._closing = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending_commits: list[
+            tuple[_core._CommitRequest, asyncio.Future[tuple[str, str]]]
+        ] = []
+        self._pending_retries: list[tuple[tuple[str, str, int, str], asyncio.Future[str]]] = []
+        self._commit_ready = asyncio.Event()
+        self._graphs: dict[str, RunGraph] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self.queue.publish_blueprints(
+            [(bp.id, jsoncodec.dumps(bp.to_json())) for bp in self.options.blueprints.values()]
+        )
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._claim_loop(), name="flowcraft-claim"),
+            loop.create_task(self._commit_loop(), name="flowcraft-commit"),
+            loop.create_task(self._heartbeat_loop(), name="flowcraft-heartbeat"),
+            loop.create_task(self._stalled_loop(), name="flowcraft-stalled"),
+        ]
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop claiming, let in-flight nodes finish and commit (within `timeout`), stop."""
+        self._closing = True
+        claim = self._tasks[0] if self._tasks else None
+        if claim is not None:
+            claim.cancel()
+        running = [f.task for f in self._in_flight.values() if f.task is not None]
+        if running:
+            _, not_done = await asyncio.wait(running, timeout=timeout)
+            for task in not_done:
+                task.cancel()
+            if not_done:
+                await asyncio.wait(not_done, timeout=5)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    # ------------------------------------------------------------------ claiming
+
+    async def _claim_loop(self) -> None:
+        while not self._closing:
+            free = self.concurrency - len(self._in_flight)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                next_due_ms, jobs = await self.queue.claim(free, self.lease_ms, self.token_prefix)
+            except (ConnectionError, _core.RedisCommandError) as exc:
+                self.log.warning("claiming jobs failed, retrying in 1 s: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            self.stats.claims += 1
+            for job in jobs:
+                self._launch(job)
+            if not jobs:
+                timeout = 5.0
+                if next_due_ms:
+                    timeout = min(5.0, max(0.001, next_due_ms / 1000 - time.time()))
+                try:
+                    await self.queue.wait_for_work(timeout)
+                except (ConnectionError, _core.RedisCommandError) as exc:
+                    self.log.warning("waiting for jobs failed, retrying in 1 s: %s", exc)
+                    await asyncio.sleep(1.0)
+
+    def _launch(self, job: _core._ClaimedJob) -> None:
+        jid, token = job[0], job[1]
+        run_id = _run_id_of(job[2])
+        flight = _InFlight(jid, token, run_id)
+        self._in_flight[jid] = flight
+        self.stats.claimed += 1
+        flight.task = asyncio.get_running_loop().create_task(self._process(job, flight))
+
+    async def _process(self, job: _core._ClaimedJob, flight: _InFlight) -> None:
+        started = time.perf_counter()
+        try:
+            try:
+                request = await self._execute(job, flight)
+            except asyncio.CancelledError:
+                if not flight.run_ended or self._closing:
+                    raise
+                request = self._noop_commit(job, flight)  # the run ended elsewhere
+            if isinstance(request, tuple) and len(request) == 4:
+                await self._retry(request)
+            else:
+                code, detail = await self._commit(request)
+                self._count(code, detail, flight)
+            self.stats.latencies.append(time.perf_counter() - started)
+        except asyncio.CancelledError:
+            pass  # lease lost or shutdown: the job returns to the queue when its lease expires
+        except Exception:
+            self.log.exception(
+                "job %s: unexpected worker error (the job will be retried)", flight.job_id
+            )
+        finally:
+            self._in_flight.pop(flight.job_id, None)
+            self._slot_freed.set()
+
+    def _count(self, code: str, detail: str, flight: _InFlight) -> None:
+        if code == "ok":
+            self.stats.committed += 1
+            if detail == "failed":
+                self.stats.failed_runs += 1
+        elif code == "dup":
+            self.stats.duplicates += 1
+        elif code == "lost":
+            self.stats.lost += 1
+            self.log.warning(
+                "job %s: lease lost before commit; another worker owns it", flight.job_id
+            )
+        elif code == "error":
+            self.log.error("job %s: commit failed: %s", flight.job_id, detail)
+
+    # ------------------------------------------------------------------ running one node
+
+    def _graph(self, bp: Blueprint) -> RunGraph:
+        graph = self._graphs.get(bp.id)
+        if graph is None or graph.blueprint is not bp:
+            graph = RunGraph(CompiledGraph.from_blueprint(bp))
+            self._graphs[bp.id] = graph
+        return graph
+
+    async def _execute(
+        self, job: _core._ClaimedJob, flight: _InFlight
+    ) -> _core._CommitRequest | tuple[str, str, int, str]:
+        jid, token, raw_data, attempts_made, attempts_started, _opts, raw_input, status, raw = job
+        data = jsoncodec.loads(raw_data, what=f"job {jid} data")
+        run_id, bp_id = str(data["runId"]), str(data.get("blueprintId", ""))
+        node_id, iteration = str(data["nodeId"]), int(data.get("iteration", 0))
+        key = node_key(node_id, iteration)
+
+        def fail(message: str, errors: list[WorkflowError] | None = None) -> _core._CommitRequest:
+            errs = errors or [WorkflowError(node_id, message, "FlowcraftError")]
+            payload = jsoncodec.dumps(
+                {"status": "failed", "reason": message, "errors": [e.to_json() for e in errs]}
+            )
+            return (jid, token, run_id, key, "fail", message, payload, [], [], "", [])
+
+        if status not in LIVE:
+            return self._noop_commit(job, flight)
+        bp = self.options.blueprints.get(bp_id)
+        wanted = str(data.get("blueprintVersion", "") or "")
+        have = (bp.version or "") if bp is not None else None
+        if bp is None or (wanted and have != wanted):
+            reason = (
+                f"blueprint {bp_id!r} is not served by this worker"
+                if bp is None
+                else f"blueprint {bp_id!r} version {wanted!r} is required, this worker has {have!r}"
+            )
+            if attempts_started <= VERSION_RETRY_LIMIT:
+                self.log.warning("job %s: %s; leaving it for another worker", jid, reason)
+                return (jid, token, VERSION_RETRY_DELAY_MS, reason)
+            return fail(f"{reason} (no matching worker took the job)")
+        graph = self._graph(bp)
+        if not graph.has_node(node_id):
+            return fail(f"blueprint {bp_id!r} has no node {node_id!r}")
+        if graph.is_loop_controller(node_id) or iteration:
+            return fail("loops are not supported by the distributed worker yet")
+        try:
+            snapshot = {k: jsoncodec.loads(v, what=f"context key {k!r}") for k, v in raw.items()}
+        except ValueError as exc:
+            return fail(f"run state is unreadable: {exc}")
+        context = BufferedContext(snapshot)
+
+        if raw_input == SKIP:  # a dead path passing through: no user code runs
+            decision = RoutingDecision(
+                taken=(),
+                skipped=tuple((node_id, e.target) for e in graph.outgoing(node_id)),
+                evaluations=(),
+            )
+            return self._success(job, run_id, bp, graph, node_id, key, None, decision, context)
+
+        node = graph.node(node_id)
+        edge_value = (
+            jsoncodec.loads(raw_input, what=f"job {jid} input")
+            if raw_input is not None
+            else snapshot.get(start_input_key(node_id))
+        )
+        node_input = resolve_input(node, context.view(), edge_value)
+        events = EventEmitter(self.options.event_bus, run_id, bp_id, self.options.logger)
+        attempt = attempts_made + 1
+        ctx = self._node_context(context, node_input, node, run_id, bp_id, iteration, attempt)
+        outcome = await execute_node(self.options.executor, events, node, ctx, attempts=[attempt])
+        owners: tuple[str, ...] = ()
+        errors: list[WorkflowError] = []
+        if outcome.result is None:
+            assert outcome.error is not None
+            if should_retry(node.config, attempt):
+                delay = backoff_delay_ms(node.config, attempt, self.options.executor.rng)
+                await events.emit("node:retry", nodeId=node_id, attempt=attempt)
+                return (jid, token, int(delay), outcome.error.message)
+            errors.append(outcome.error)
+            fallback = node.config.fallback
+            if fallback is None or not graph.has_node(fallback):
+                return fail(outcome.error.message, errors)
+            await events.emit("node:fallback", nodeId=node_id, fallback=fallback)
+            fb_node = graph.node(fallback)
+            fb_ctx = self._node_context(context, node_input, fb_node, run_id, bp_id, iteration, 1)
+            outcome = await execute_node(self.options.executor, events, fb_node, fb_ctx)
+            if outcome.result is None:
+                assert outcome.error is not None
+                errors.append(outcome.error)
+                return fail(outcome.error.message, errors)
+            owners, node_id = (node_id,), fallback
+        result = outcome.result
+        unsupported = _unsupported(result)
+        if unsupported:
+            return fail(unsupported)
+        if node_input is not None:
+            context.write(start_input_key(node_id), node_input)
+        for finished in (node_id, *owners):
+            context.write(f"_outputs.{finished}", result.output)
+            context.write(finished, result.output)
+        decision = route(
+            graph, node_id, result.output, result.action, context.view(),
+            self.options.evaluate, inherit_from=owners,
+        )  # fmt: skip
+        return self._success(job, run_id, bp, graph, node_id, key, result, decision, context)
+
+    def _node_context(
+        self,
+        context: BufferedContext,
+        node_input: Any,
+        node: Any,
+        run_id: str,
+        bp_id: str,
+        iteration: int,
+        attempt: int,
+    ) -> NodeContext:
+        return NodeContext(
+            context=context,
+            input=node_input,
+            params=thaw(node.params),
+            dependencies=self.options.dependencies,
+            run_id=run_id,
+            node_id=node.id,
+            attempt=attempt,
+            blueprint_id=bp_id,
+            iteration=iteration,
+        )
+
+    def _success(
+        self,
+        job: _core._ClaimedJob,
+        run_id: str,
+        bp: Blueprint,
+        graph: RunGraph,
+        node_id: str,
+        key: str,
+        result: NodeResult | None,
+        decision: RoutingDecision,
+        context: BufferedContext,
+    ) -> _core._CommitRequest:
+        version = bp.version or ""
+        arrivals: list[_core._Arrival] = []
+
+        def arrive(source: str, target: str, value: str) -> None:
+            succ = job_id(run_id, target, 0)
+            arrivals.append(
+                (
+                    node_key(target, 0),
+                    source,
+                    value,
+                    graph.join_strategy(target),
+                    list(graph.join_predecessors(target, 0)),
+                    succ,
+                    job_data(run_id, bp.id, version, target, 0),
+                    job_opts(graph.node(target), succ),
+                )
+            )
+
+        for taken in decision.taken:
+            arrive(taken.source, taken.target, jsoncodec.dumps(taken.value, what="edge value"))
+        for source, target in decision.skipped:
+            arrive(source, target, SKIP)
+        route_json = jsoncodec.dumps(
+            {
+                "node": node_id,
+                "taken": [t.target for t in decision.taken],
+                "skipped": [t for _, t in decision.skipped],
+            }
+        )
+        sets, deletes = context.changes()
+        returnvalue = "null" if result is None else jsoncodec.dumps(result.output)
+        return (
+            job[0],
+            job[1],
+            run_id,
+            key,
+            "ok",
+            returnvalue,
+            "",
+            sets,
+            deletes,
+            route_json,
+            arrivals,
+        )
+
+    def _noop_commit(self, job: _core._ClaimedJob, flight: _InFlight) -> _core._CommitRequest:
+        data = jsoncodec.loads(job[2])
+        key = node_key(str(data["nodeId"]), int(data.get("iteration", 0)))
+        return (job[0], job[1], flight.run_id, key, "ok", "null", "", [], [], "", [])
+
+    # ------------------------------------------------------------------ committing
+
+    async def _commit(self, request: _core._CommitRequest) -> tuple[str, str]:
+        future: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+        self._pending_commits.append((request, future))
+        self._commit_ready.set()
+        return await future
+
+    async def _retry(self, request: tuple[str, str, int, str]) -> str:
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending_retries.append((request, future))
+        self._commit_ready.set()
+        result = await future
+        self.stats.retried += 1
+        return result
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._commit_ready.wait()
+            self._commit_ready.clear()
+            await asyncio.sleep(0)  # let nodes finishing in the same tick join this batch
+            commits, self._pending_commits = self._pending_commits, []
+            retries, self._pending_retries = self._pending_retries, []
+            if commits:
+                await self._flush(self.queue.commit, commits)
+                self.stats.commit_batches += 1
+            if retries:
+                await self._flush(self.queue.retry, retries)
+
+    async def _flush(self, send: Any, items: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        for attempt in range(1, 6):
+            try:
+                replies = await send([request for request, _ in items])
+                break
+            except (ConnectionError, _core.RedisCommandError) as exc:
+                # Commits are idempotent (lease + done markers), so sending them again is safe.
+                self.log.warning("commit round trip failed (attempt %d): %s", attempt, exc)
+                await asyncio.sleep(0.2 * attempt)
+        else:
+            for _, future in items:
+                if not future.done():
+                    future.set_exception(ConnectionError("could not reach Redis to commit"))
+            return
+        for (_, future), reply in zip(items, replies, strict=True):
+            if not future.done():
+                future.set_result(reply)
+
+    # ------------------------------------------------------------------ leases
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.lease_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            flights = list(self._in_flight.values())
+            if not flights:
+                continue
+            try:
+                statuses = await self.queue.renew(
+                    [(f.job_id, f.token, f.run_id) for f in flights], self.lease_ms
+                )
+            except (ConnectionError, _core.RedisCommandError) as exc:
+                self.log.warning("renewing leases failed: %s", exc)
+                continue
+            for flight, status in zip(flights, statuses, strict=True):
+                if flight.task is None or flight.task.done():
+                    continue
+                if status == "lost":
+                    self.log.warning("job %s: lease lost; abandoning it", flight.job_id)
+                    flight.task.cancel()
+                elif status not in LIVE:
+                    flight.run_ended = True
+                    flight.task.cancel()
+
+    async def _stalled_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.stalled_interval_s)
+            with contextlib.suppress(ConnectionError, _core.RedisCommandError):
+                requeued, failed = await self.queue.requeue_stalled(
+                    self.max_stalls, int(self.stalled_interval_s * 1000)
+                )
+                if requeued or failed:
+                    self.log.warning(
+                        "stalled jobs: %d returned to the queue, %d failed",
+                        len(requeued),
+                        len(failed),
+                    )
+
+
+def _run_id_of(raw_data: str) -> str:
+    try:
+        data: Mapping[str, Any] = jsoncodec.loads(raw_data)
+        return str(data.get("runId", ""))
+    except ValueError:
+        return ""
+
+
+def _unsupported(result: NodeResult) -> str | None:
+    if result.awaiting:
+        return "wait nodes are not supported by the distributed worker yet"
+    if result.dynamic_nodes:
+        return "dynamic nodes (batches) are not supported by the distributed worker yet"
+    return None
+
+
+__all__ = ["NodeOutcome", "Worker", "WorkerStats"]
