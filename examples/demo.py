@@ -28,9 +28,7 @@ async def main() -> None:
                 print(f"  {node:>7}: {json.dumps(result.context[node])}")
 
         state = RedisContext(server.url, result.run_id)
-        await state.patch(
-            [{"op": "set", "key": k, "value": v} for k, v in result.context.items()]
-        )
+        await state.patch([{"op": "set", "key": k, "value": v} for k, v in result.context.items()])
         stored = await state.to_dict()
         print(f"stored {len(stored)} context fields in {state.key}")
         assert stored["ship"] == result.context["ship"], "round trip through Redis failed"
