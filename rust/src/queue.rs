@@ -16,7 +16,8 @@ use crate::keys::{QueueKeys, RunKeys};
 use crate::scripts::{eval_many, eval_one, Call, Scripts};
 
 /// A claimed job: (id, lease token, data JSON, attempts made, attempts started, opts JSON,
-/// input JSON carried by the job (None: resolve it), run status, run state fields).
+/// input JSON carried by the job (None: resolve it), run status, run state fields,
+/// resume payload JSON, slept flag).
 type Claimed = (
     String,
     String,
@@ -27,6 +28,8 @@ type Claimed = (
     Option<String>,
     String,
     HashMap<String, String>,
+    Option<String>,
+    bool,
 );
 
 /// One arrival of a finished node at a successor: (target node key, predecessor id, value JSON
@@ -99,7 +102,7 @@ fn int(v: &Value) -> i64 {
 
 fn parse_job(v: &Value) -> Option<Claimed> {
     let Value::Array(f) = v else { return None };
-    if f.len() < 9 {
+    if f.len() < 11 {
         return None;
     }
     let mut state = HashMap::new();
@@ -120,6 +123,8 @@ fn parse_job(v: &Value) -> Option<Claimed> {
         text(&f[6]),
         text(&f[7]).unwrap_or_default(),
         state,
+        text(&f[9]),
+        text(&f[10]).is_some(),
     ))
 }
 
@@ -290,18 +295,19 @@ impl Queue {
         })
     }
 
-    /// Send failed attempts back to the queue: (job id, token, delay ms, reason) each.
+    /// Send jobs back to the queue after a delay: (job id, token, delay ms, reason, counts as a
+    /// failed attempt) each. A sleep node parks itself with the flag false.
     fn retry<'py>(
         &self,
         py: Python<'py>,
-        batch: Vec<(String, String, u64, String)>,
+        batch: Vec<(String, String, u64, String, bool)>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let q = &inner.q;
             let calls: Vec<Call> = batch
                 .into_iter()
-                .map(|(id, token, delay, reason)| Call {
+                .map(|(id, token, delay, reason, counts)| Call {
                     keys: vec![
                         q.job(&id),
                         q.lock(&id),
@@ -311,7 +317,13 @@ impl Queue {
                         q.key("marker"),
                         q.key("events"),
                     ],
-                    args: vec![id, token, delay.to_string(), reason],
+                    args: vec![
+                        id,
+                        token,
+                        delay.to_string(),
+                        reason,
+                        if counts { "1" } else { "0" }.to_string(),
+                    ],
                 })
                 .collect();
             let mut m = inner.conn.manager().await?;
@@ -437,6 +449,69 @@ impl Queue {
         })
     }
 
+    /// End a live run as cancelled; "ok", the status it already had, or "missing".
+    fn cancel_run<'py>(
+        &self,
+        py: Python<'py>,
+        run_id: String,
+        payload: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let r = &inner.runs;
+            let call = Call {
+                keys: vec![
+                    r.state(&run_id),
+                    r.meta(&run_id),
+                    r.joins(&run_id),
+                    r.status(&run_id),
+                    inner.q.active_runs(),
+                ],
+                args: vec![run_id.clone(), inner.state_ttl_s.to_string(), payload],
+            };
+            let mut m = inner.conn.manager().await?;
+            let reply = eval_one(&mut m, &inner.scripts.cancel, call)
+                .await
+                .map_err(|e| inner.conn.error(&e))?;
+            Ok(text(&reply).unwrap_or_default())
+        })
+    }
+
+    /// Give a waiting node its result: enqueue a job carrying it. "ok", "missing" or
+    /// "not-awaiting".
+    #[allow(clippy::too_many_arguments)]
+    fn resume_run<'py>(
+        &self,
+        py: Python<'py>,
+        run_id: String,
+        node_key: String,
+        job_id: String,
+        data: String,
+        opts: String,
+        payload: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let (r, q) = (&inner.runs, &inner.q);
+            let call = Call {
+                keys: vec![
+                    r.meta(&run_id),
+                    r.status(&run_id),
+                    q.key("wait"),
+                    q.key("marker"),
+                    q.job(&job_id),
+                    q.active_runs(),
+                ],
+                args: vec![run_id, node_key, job_id, data, opts, payload],
+            };
+            let mut m = inner.conn.manager().await?;
+            let reply = eval_one(&mut m, &inner.scripts.resume, call)
+                .await
+                .map_err(|e| inner.conn.error(&e))?;
+            Ok(text(&reply).unwrap_or_default())
+        })
+    }
+
     /// The run's meta hash and its final status JSON (None while it runs).
     fn run_info<'py>(&self, py: Python<'py>, run_id: String) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
@@ -489,7 +564,11 @@ impl Queue {
 
     /// Publish the blueprints this worker serves: (id, JSON) pairs, so clients can start runs
     /// by id and check them before anything is enqueued.
-    fn publish_blueprints<'py>(&self, py: Python<'py>, items: Vec<(String, String)>) -> PyResult<Bound<'py, PyAny>> {
+    fn publish_blueprints<'py>(
+        &self,
+        py: Python<'py>,
+        items: Vec<(String, String)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             if items.is_empty() {
@@ -505,7 +584,11 @@ impl Queue {
     }
 
     /// The JSON of a published blueprint, or None.
-    fn get_blueprint<'py>(&self, py: Python<'py>, blueprint_id: String) -> PyResult<Bound<'py, PyAny>> {
+    fn get_blueprint<'py>(
+        &self,
+        py: Python<'py>,
+        blueprint_id: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let mut m = inner.conn.manager().await?;

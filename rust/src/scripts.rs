@@ -12,6 +12,8 @@ pub struct Scripts {
     pub renew: Script,
     pub stalled: Script,
     pub start: Script,
+    pub cancel: Script,
+    pub resume: Script,
 }
 
 impl Scripts {
@@ -23,6 +25,8 @@ impl Scripts {
             renew: Script::new(include_str!("scripts/renew.lua")),
             stalled: Script::new(include_str!("scripts/stalled.lua")),
             start: Script::new(include_str!("scripts/start.lua")),
+            cancel: Script::new(include_str!("scripts/cancel.lua")),
+            resume: Script::new(include_str!("scripts/resume.lua")),
         }
     }
 }

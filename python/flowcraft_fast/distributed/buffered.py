@@ -59,6 +59,10 @@ class BufferedContext:
         """An engine write (outputs, inputs): recorded like a node's own."""
         self._writes[key] = value
 
+    def write_delete(self, key: str) -> None:
+        """An engine delete (bookkeeping keys), committed with the node."""
+        self._writes[key] = _DELETED
+
     def view(self) -> Mapping[str, Any]:
         """The context as the node left it (for routing conditions and transforms)."""
         live = {k: v for k, v in self._writes.items() if v is not _DELETED}

@@ -77,6 +77,47 @@ class FlowClient:
             raise FlowcraftError(f"a run with id {run_id!r} already exists")
         return run_id
 
+    async def cancel(self, run_id: str) -> bool:
+        """End a running or awaiting run as `cancelled`, keeping its context.
+
+        Returns True when this call cancelled it, False when it had already ended; raises
+        RunNotFound for an unknown run. Queued nodes are dropped; running ones are stopped at
+        their worker's next lease renewal and their results discarded.
+        """
+        outcome = await self.queue.cancel_run(
+            run_id, jsoncodec.dumps({"status": "cancelled", "reason": "cancelled by a client"})
+        )
+        if outcome == "missing":
+            raise RunNotFound(f"no run {run_id!r}")
+        return outcome == "ok"
+
+    async def resume(
+        self, run_id: str, node_id: str, output: Any = None, action: str | None = None
+    ) -> None:
+        """Give the waiting node `node_id` its output (and an optional routing action)."""
+        meta, _ = await self.queue.run_info(run_id)
+        if not meta:
+            raise RunNotFound(f"no run {run_id!r}")
+        waiting = [k for k in meta if k.startswith("await:") and k.split("|", 1)[-1] == node_id]
+        if not waiting:
+            raise FlowcraftError(f"run {run_id!r} is not waiting at node {node_id!r}")
+        key = waiting[0].removeprefix("await:")
+        iteration = int(key.split("|", 1)[0])
+        bp = await self.blueprint(meta.get("blueprintId", ""))
+        jid = f"{job_id(run_id, node_id, iteration)}.r{uuid.uuid4().hex[:8]}"
+        outcome = await self.queue.resume_run(
+            run_id,
+            key,
+            jid,
+            job_data(run_id, bp.id, meta.get("blueprintVersion", ""), node_id, iteration),
+            job_opts(bp.node(node_id), jid),
+            jsoncodec.dumps({"output": output, "action": action}, what="resume output"),
+        )
+        if outcome == "missing":
+            raise RunNotFound(f"no run {run_id!r}")
+        if outcome != "ok":
+            raise FlowcraftError(f"run {run_id!r} is not waiting at node {node_id!r}")
+
     async def status(self, run_id: str) -> str | None:
         meta, _ = await self.queue.run_info(run_id)
         return meta.get("status")

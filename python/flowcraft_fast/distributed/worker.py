@@ -25,13 +25,15 @@ from typing import Any
 from .. import _core, jsoncodec
 from ..blueprint import Blueprint, thaw
 from ..errors import FlowcraftError
+from ..nodes.sleep import parse_duration_ms, sleep_node
 from ..runtime.events import EventEmitter
 from ..runtime.executor import NodeOutcome, execute_node
-from ..runtime.graph import CompiledGraph, RunGraph
+from ..runtime.graph import CONTINUE, CompiledGraph, RunGraph
 from ..runtime.inputs import resolve_input, start_input_key
 from ..runtime.retry import backoff_delay_ms, should_retry
 from ..runtime.routing import RoutingDecision, route
 from ..runtime.runtime import RuntimeOptions
+from ..runtime.state import AWAITING_KEY
 from ..runtime.types import NodeContext, NodeResult, WorkflowError
 from .buffered import BufferedContext
 from .jobs import SKIP, job_data, job_id, job_opts, node_key
@@ -41,6 +43,10 @@ VERSION_RETRY_DELAY_MS = 5_000
 VERSION_RETRY_LIMIT = 12
 """A job whose blueprint version no worker here serves is offered again this many times
 (every 5 s, for a minute) before its run fails with the reason."""
+
+
+_Retry = tuple[str, str, int, str, bool]
+"""(job id, token, delay ms, reason, counts as a failed attempt)"""
 
 
 @dataclass(slots=True)
@@ -99,7 +105,7 @@ class Worker:
         self._pending_commits: list[
             tuple[_core._CommitRequest, asyncio.Future[tuple[str, str]]]
         ] = []
-        self._pending_retries: list[tuple[tuple[str, str, int, str], asyncio.Future[str]]] = []
+        self._pending_retries: list[tuple[_Retry, asyncio.Future[str]]] = []
         self._commit_ready = asyncio.Event()
         self._graphs: dict[str, RunGraph] = {}
 
@@ -184,7 +190,7 @@ class Worker:
                 if not flight.run_ended or self._closing:
                     raise
                 request = self._noop_commit(job, flight)  # the run ended elsewhere
-            if isinstance(request, tuple) and len(request) == 4:
+            if isinstance(request, tuple) and len(request) == 5:
                 await self._retry(request)
             else:
                 code, detail = await self._commit(request)
@@ -226,8 +232,11 @@ class Worker:
 
     async def _execute(
         self, job: _core._ClaimedJob, flight: _InFlight
-    ) -> _core._CommitRequest | tuple[str, str, int, str]:
-        jid, token, raw_data, attempts_made, attempts_started, _opts, raw_input, status, raw = job
+    ) -> _core._CommitRequest | _Retry:
+        jid, token, raw_data, attempts_made, attempts_started, _opts, raw_input, status, raw = job[
+            :9
+        ]
+        resumed, slept = job[9], job[10]
         data = jsoncodec.loads(raw_data, what=f"job {jid} data")
         run_id, bp_id = str(data["runId"]), str(data.get("blueprintId", ""))
         node_id, iteration = str(data["nodeId"]), int(data.get("iteration", 0))
@@ -253,13 +262,11 @@ class Worker:
             )
             if attempts_started <= VERSION_RETRY_LIMIT:
                 self.log.warning("job %s: %s; leaving it for another worker", jid, reason)
-                return (jid, token, VERSION_RETRY_DELAY_MS, reason)
+                return (jid, token, VERSION_RETRY_DELAY_MS, reason, False)
             return fail(f"{reason} (no matching worker took the job)")
         graph = self._graph(bp)
         if not graph.has_node(node_id):
             return fail(f"blueprint {bp_id!r} has no node {node_id!r}")
-        if graph.is_loop_controller(node_id) or iteration:
-            return fail("loops are not supported by the distributed worker yet")
         try:
             snapshot = {k: jsoncodec.loads(v, what=f"context key {k!r}") for k, v in raw.items()}
         except ValueError as exc:
@@ -272,7 +279,9 @@ class Worker:
                 skipped=tuple((node_id, e.target) for e in graph.outgoing(node_id)),
                 evaluations=(),
             )
-            return self._success(job, run_id, bp, graph, node_id, key, None, decision, context)
+            return self._success(
+                job, run_id, bp, graph, node_id, iteration, None, decision, context
+            )
 
         node = graph.node(node_id)
         edge_value = (
@@ -283,6 +292,25 @@ class Worker:
         node_input = resolve_input(node, context.view(), edge_value)
         events = EventEmitter(self.options.event_bus, run_id, bp_id, self.options.logger)
         attempt = attempts_made + 1
+        builtin = self.options.registry.get(node.uses)
+        if resumed is not None:  # a waiting node resumed from outside: route what was given
+            given = jsoncodec.loads(resumed, what=f"job {jid} resume payload")
+            context.write_delete(AWAITING_KEY)
+            result = NodeResult(output=given.get("output"), action=given.get("action"))
+            return self._finished(
+                job, run_id, bp, graph, node_id, iteration, (), result, node_input, context
+            )
+        if builtin is sleep_node:  # a delayed job that holds no worker while it waits
+            if slept:
+                result = NodeResult(output=node_input)
+                return self._finished(
+                    job, run_id, bp, graph, node_id, iteration, (), result, node_input, context
+                )
+            try:
+                delay = parse_duration_ms(thaw(node.params).get("duration"))
+            except ValueError as exc:
+                return fail(f"sleep node {node_id!r}: {exc}")
+            return (jid, token, int(delay), "sleeping", False)
         ctx = self._node_context(context, node_input, node, run_id, bp_id, iteration, attempt)
         outcome = await execute_node(self.options.executor, events, node, ctx, attempts=[attempt])
         owners: tuple[str, ...] = ()
@@ -292,7 +320,7 @@ class Worker:
             if should_retry(node.config, attempt):
                 delay = backoff_delay_ms(node.config, attempt, self.options.executor.rng)
                 await events.emit("node:retry", nodeId=node_id, attempt=attempt)
-                return (jid, token, int(delay), outcome.error.message)
+                return (jid, token, int(delay), outcome.error.message, True)
             errors.append(outcome.error)
             fallback = node.config.fallback
             if fallback is None or not graph.has_node(fallback):
@@ -307,9 +335,31 @@ class Worker:
                 return fail(outcome.error.message, errors)
             owners, node_id = (node_id,), fallback
         result = outcome.result
-        unsupported = _unsupported(result)
-        if unsupported:
-            return fail(unsupported)
+        if result.dynamic_nodes:
+            return fail("dynamic nodes (batches) are not supported by the distributed worker yet")
+        if result.awaiting:
+            context.write(AWAITING_KEY, [node_id])
+            sets, deletes = context.changes()
+            payload = jsoncodec.dumps({"status": "awaiting", "awaiting": [node_id]})
+            return (jid, token, run_id, key, "await", "null", payload, sets, deletes, "", [])
+        return self._finished(
+            job, run_id, bp, graph, node_id, iteration, owners, result, node_input, context
+        )
+
+    def _finished(
+        self,
+        job: _core._ClaimedJob,
+        run_id: str,
+        bp: Blueprint,
+        graph: RunGraph,
+        node_id: str,
+        iteration: int,
+        owners: tuple[str, ...],
+        result: NodeResult,
+        node_input: Any,
+        context: BufferedContext,
+    ) -> _core._CommitRequest:
+        """The commit of a node that finished with `result` (standing in for `owners`)."""
         if node_input is not None:
             context.write(start_input_key(node_id), node_input)
         for finished in (node_id, *owners):
@@ -319,7 +369,7 @@ class Worker:
             graph, node_id, result.output, result.action, context.view(),
             self.options.evaluate, inherit_from=owners,
         )  # fmt: skip
-        return self._success(job, run_id, bp, graph, node_id, key, result, decision, context)
+        return self._success(job, run_id, bp, graph, node_id, iteration, result, decision, context)
 
     def _node_context(
         self,
@@ -350,25 +400,27 @@ class Worker:
         bp: Blueprint,
         graph: RunGraph,
         node_id: str,
-        key: str,
+        iteration: int,
         result: NodeResult | None,
         decision: RoutingDecision,
         context: BufferedContext,
     ) -> _core._CommitRequest:
         version = bp.version or ""
         arrivals: list[_core._Arrival] = []
+        action = result.action if result is not None else None
 
         def arrive(source: str, target: str, value: str) -> None:
-            succ = job_id(run_id, target, 0)
+            it = target_iteration(graph, source, action, iteration, target)
+            succ = job_id(run_id, target, it)
             arrivals.append(
                 (
-                    node_key(target, 0),
+                    node_key(target, it),
                     source,
                     value,
                     graph.join_strategy(target),
-                    list(graph.join_predecessors(target, 0)),
+                    list(graph.join_predecessors(target, it)),
                     succ,
-                    job_data(run_id, bp.id, version, target, 0),
+                    job_data(run_id, bp.id, version, target, it),
                     job_opts(graph.node(target), succ),
                 )
             )
@@ -386,6 +438,7 @@ class Worker:
         )
         sets, deletes = context.changes()
         returnvalue = "null" if result is None else jsoncodec.dumps(result.output)
+        key = job_node_key(job)
         return (
             job[0],
             job[1],
@@ -401,9 +454,7 @@ class Worker:
         )
 
     def _noop_commit(self, job: _core._ClaimedJob, flight: _InFlight) -> _core._CommitRequest:
-        data = jsoncodec.loads(job[2])
-        key = node_key(str(data["nodeId"]), int(data.get("iteration", 0)))
-        return (job[0], job[1], flight.run_id, key, "ok", "null", "", [], [], "", [])
+        return (job[0], job[1], flight.run_id, job_node_key(job), "ok", "null", "", [], [], "", [])
 
     # ------------------------------------------------------------------ committing
 
@@ -413,7 +464,7 @@ class Worker:
         self._commit_ready.set()
         return await future
 
-    async def _retry(self, request: tuple[str, str, int, str]) -> str:
+    async def _retry(self, request: _Retry) -> str:
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._pending_retries.append((request, future))
         self._commit_ready.set()
@@ -501,12 +552,33 @@ def _run_id_of(raw_data: str) -> str:
         return ""
 
 
-def _unsupported(result: NodeResult) -> str | None:
-    if result.awaiting:
-        return "wait nodes are not supported by the distributed worker yet"
-    if result.dynamic_nodes:
-        return "dynamic nodes (batches) are not supported by the distributed worker yet"
+def job_node_key(job: _core._ClaimedJob) -> str:
+    """The node key a job commits under: its own node and iteration (even when a fallback ran)."""
+    data = jsoncodec.loads(job[2])
+    return node_key(str(data["nodeId"]), int(data.get("iteration", 0)))
+
+
+def _loop_of(graph: RunGraph, node_id: str) -> str | None:
+    for controller in graph.static.loop_bodies:
+        if node_id == controller or node_id in graph.loop_body(controller):
+            return controller
     return None
+
+
+def target_iteration(
+    graph: RunGraph, source: str, action: str | None, iteration: int, target: str
+) -> int:
+    """The loop iteration a target node runs in when `source` (in `iteration`) reaches it.
+
+    A loop controller that continues starts the next iteration of its body; nodes inside one
+    loop pass their iteration along; everything outside a loop runs in iteration 0.
+    """
+    loop = _loop_of(graph, source)
+    if loop is None or (target != loop and target not in graph.loop_body(loop)):
+        return 0
+    if source == loop and action == CONTINUE and target != loop:
+        return iteration + 1
+    return iteration
 
 
 __all__ = ["NodeOutcome", "Worker", "WorkerStats"]

@@ -6,7 +6,10 @@
 
   First promotes due delayed jobs (BullMQ score: due_ms * 4096 + seq). Returns
   {next_delayed_ms, job1, job2, ...}; each job is
-  {id, token, data, attempts_made, attempts_started, opts, input, run_status, state_flat}.
+  {id, token, data, attempts_made, attempts_started, opts, input, run_status, state_flat,
+   resume, slept}: `input` is the value its incoming edges carried ("\1": a skip token),
+  `resume` the output/action a client resumed a waiting node with, `slept` set once a sleep
+  node's delay has passed.
   Jobs whose data is not a flowcraft job are moved to failed with a reason, never returned.
   The job hash, lock and the runs' keys are derived from the prefixes, as BullMQ's own scripts do;
   with a hash-tagged queue and run ids they share one cluster slot.
@@ -36,7 +39,7 @@ while n < max do
   local id = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
   if not id then break end
   local jk = qp .. id
-  local f = redis.call('HMGET', jk, 'data', 'atm', 'attemptsMade', 'ats', 'opts', 'fci')
+  local f = redis.call('HMGET', jk, 'data', 'atm', 'attemptsMade', 'ats', 'opts', 'fci', 'fcr', 'fcw')
   local ok, data = pcall(cjson.decode, f[1] or '')
   local reason = nil
   if not f[1] then
@@ -71,7 +74,7 @@ while n < max do
       runs[run_id] = run
     end
     out[#out + 1] = {id, token, f[1], tonumber(f[2] or f[3] or 0), ats, f[5] or '{}', f[6] or false,
-                     run[1], run[2]}
+                     run[1], run[2], f[7] or false, f[8] or false}
   end
 end
 -- chained wake-up: another blocked worker may take what is left

@@ -102,6 +102,7 @@ if route ~= '' then redis.call('HSET', KEYS[10], 'route:' .. node_key, route) en
 
 if mode == 'await' then
   redis.call('HSET', KEYS[10], 'status', 'awaiting', 'await:' .. node_key, job_id)
+  redis.call('HINCRBY', KEYS[10], 'awaiting', 1)
   redis.call('HDEL', KEYS[10], 'done:' .. node_key)  -- the node finishes when it is resumed
   redis.call('SET', KEYS[12], status_payload)
   redis.call('PUBLISH', KEYS[12], 'awaiting')
