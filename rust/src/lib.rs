@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 mod conn;
 mod errors;
 mod keys;
+mod leases;
 mod queue;
 mod runtime;
 mod scripts;

@@ -13,6 +13,7 @@ use redis::{AsyncCommands, Value};
 
 use crate::conn::{Connection, RedisConnection};
 use crate::keys::{QueueKeys, RunKeys};
+use crate::leases::Leases;
 use crate::scripts::{eval_many, eval_one, Call, Scripts};
 
 /// A claimed job: (id, lease token, data JSON, attempts made, attempts started, opts JSON,
@@ -71,6 +72,7 @@ struct Inner {
     state_ttl_s: u64,
     keep_completed: i64,
     keep_failed: i64,
+    leases: Arc<Leases>,
 }
 
 /// A BullMQ-layout queue of flowcraft node jobs.
@@ -210,6 +212,7 @@ impl Queue {
                 state_ttl_s,
                 keep_completed,
                 keep_failed,
+                leases: Arc::new(Leases::default()),
             }),
         }
     }
@@ -264,6 +267,40 @@ impl Queue {
             }
             Ok((next, jobs))
         })
+    }
+
+    /// Start renewing the leases of tracked jobs every `lease_ms / 3`, in Rust.
+    fn start_heartbeat(&self, lease_ms: u64) {
+        let i = &self.inner;
+        i.leases
+            .start(i.conn.clone(), i.q.clone(), i.runs.clone(), lease_ms);
+    }
+
+    fn stop_heartbeat(&self) {
+        self.inner.leases.stop();
+    }
+
+    /// Keep renewing this job's lease until `untrack`.
+    fn track(&self, job_id: String, token: String, run_id: String) {
+        self.inner.leases.track(job_id, token, run_id);
+    }
+
+    fn untrack(&self, job_id: &str) {
+        self.inner.leases.untrack(job_id);
+    }
+
+    /// Jobs to stop since the last call: (job id, "lost" or the status of their ended run).
+    fn lease_events(&self) -> Vec<(String, String)> {
+        self.inner.leases.take_events()
+    }
+
+    /// (tracked jobs, renew calls made)
+    fn lease_stats(&self) -> (usize, u64) {
+        let l = &self.inner.leases;
+        (
+            l.held(),
+            l.renew_calls.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// Block (on a dedicated connection) until the queue's marker says work may be ready, at most

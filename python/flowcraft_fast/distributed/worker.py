@@ -178,6 +178,7 @@ class Worker:
         run_id = _run_id_of(job[2])
         flight = _InFlight(jid, token, run_id)
         self._in_flight[jid] = flight
+        self.queue.track(jid, token, run_id)
         self.stats.claimed += 1
         flight.task = asyncio.get_running_loop().create_task(self._process(job, flight))
 
@@ -203,6 +204,7 @@ class Worker:
                 "job %s: unexpected worker error (the job will be retried)", flight.job_id
             )
         finally:
+            self.queue.untrack(flight.job_id)
             self._in_flight.pop(flight.job_id, None)
             self._slot_freed.set()
 
@@ -211,6 +213,7 @@ class Worker:
             self.stats.committed += 1
             if detail == "failed":
                 self.stats.failed_runs += 1
+                self._stop_run_locally(flight.run_id, flight.job_id)
         elif code == "dup":
             self.stats.duplicates += 1
         elif code == "lost":
@@ -506,28 +509,29 @@ class Worker:
     # ------------------------------------------------------------------ leases
 
     async def _heartbeat_loop(self) -> None:
-        interval = self.lease_ms / 3000
-        while True:
-            await asyncio.sleep(interval)
-            flights = list(self._in_flight.values())
-            if not flights:
-                continue
-            try:
-                statuses = await self.queue.renew(
-                    [(f.job_id, f.token, f.run_id) for f in flights], self.lease_ms
-                )
-            except (ConnectionError, _core.RedisCommandError) as exc:
-                self.log.warning("renewing leases failed: %s", exc)
-                continue
-            for flight, status in zip(flights, statuses, strict=True):
-                if flight.task is None or flight.task.done():
-                    continue
-                if status == "lost":
-                    self.log.warning("job %s: lease lost; abandoning it", flight.job_id)
+        """Leases are renewed by the Rust heartbeat; here, stop the nodes it reports."""
+        self.queue.start_heartbeat(self.lease_ms)
+        try:
+            while True:
+                await asyncio.sleep(0.1)
+                for jid, status in self.queue.lease_events():
+                    flight = self._in_flight.get(jid)
+                    if flight is None or flight.task is None or flight.task.done():
+                        continue
+                    if status == "lost":
+                        self.log.warning("job %s: lease lost; abandoning it", jid)
+                    else:
+                        flight.run_ended = True
                     flight.task.cancel()
-                elif status not in LIVE:
-                    flight.run_ended = True
-                    flight.task.cancel()
+        finally:
+            self.queue.stop_heartbeat()
+
+    def _stop_run_locally(self, run_id: str, except_job: str) -> None:
+        """The run failed here: stop this process's other nodes of it right away."""
+        for flight in list(self._in_flight.values()):
+            if flight.run_id == run_id and flight.job_id != except_job and flight.task is not None:
+                flight.run_ended = True
+                flight.task.cancel()
 
     async def _stalled_loop(self) -> None:
         while True:

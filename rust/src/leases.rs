@@ -1,0 +1,116 @@
+//! Lease renewal in Rust: one tokio task per queue renews the leases of every job the process
+//! has in flight, in one script call per heartbeat, whatever Python's event loop is doing.
+//!
+//! Jobs whose lease was lost, or whose run ended elsewhere (cancelled, failed), are reported
+//! back through `take_events`, so the worker can stop their nodes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::Value;
+use tokio::task::JoinHandle;
+
+use crate::conn::Connection;
+use crate::keys::{QueueKeys, RunKeys};
+use crate::scripts::{eval_one, Call, Scripts};
+
+#[derive(Default)]
+pub struct Leases {
+    /// job id -> (token, run id)
+    held: Mutex<HashMap<String, (String, String)>>,
+    /// (job id, "lost" or the run's status) for jobs that must stop
+    events: Mutex<Vec<(String, String)>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    pub renew_calls: AtomicU64,
+}
+
+impl Leases {
+    pub fn track(&self, job_id: String, token: String, run_id: String) {
+        self.held
+            .lock()
+            .expect("lease map")
+            .insert(job_id, (token, run_id));
+    }
+
+    pub fn untrack(&self, job_id: &str) {
+        self.held.lock().expect("lease map").remove(job_id);
+    }
+
+    pub fn take_events(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.events.lock().expect("lease events"))
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.lock().expect("lease map").len()
+    }
+
+    pub fn stop(&self) {
+        if let Some(task) = self.task.lock().expect("lease task").take() {
+            task.abort();
+        }
+    }
+
+    /// Start the heartbeat (once): every `lease_ms / 3`, renew all held leases.
+    pub fn start(self: &Arc<Self>, conn: Connection, q: QueueKeys, runs: RunKeys, lease_ms: u64) {
+        let mut slot = self.task.lock().expect("lease task");
+        if slot.is_some() {
+            return;
+        }
+        let leases = Arc::clone(self);
+        let scripts = Scripts::new();
+        let period = Duration::from_millis((lease_ms / 3).max(10));
+        *slot = Some(pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let jobs: Vec<(String, String, String)> = leases
+                    .held
+                    .lock()
+                    .expect("lease map")
+                    .iter()
+                    .map(|(id, (token, run))| (id.clone(), token.clone(), run.clone()))
+                    .collect();
+                if jobs.is_empty() {
+                    continue;
+                }
+                let mut args = vec![
+                    q.base().to_string(),
+                    lease_ms.to_string(),
+                    runs.meta_prefix(),
+                ];
+                for (id, token, run) in &jobs {
+                    args.extend([id.clone(), token.clone(), run.clone()]);
+                }
+                let Ok(mut m) = conn.manager().await else {
+                    continue;
+                };
+                leases.renew_calls.fetch_add(1, Ordering::Relaxed);
+                let Ok(Value::Array(replies)) =
+                    eval_one(&mut m, &scripts.renew, Call { keys: vec![], args }).await
+                else {
+                    continue; // Redis unreachable: try again next beat, the lease may survive
+                };
+                let mut stop = Vec::new();
+                for ((id, _, _), reply) in jobs.into_iter().zip(replies) {
+                    let status = match reply {
+                        Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+                        Value::SimpleString(s) => s,
+                        _ => String::new(),
+                    };
+                    if status != "running" && status != "awaiting" {
+                        stop.push((id, status));
+                    }
+                }
+                if !stop.is_empty() {
+                    let mut held = leases.held.lock().expect("lease map");
+                    for (id, _) in &stop {
+                        held.remove(id);
+                    }
+                    drop(held);
+                    leases.events.lock().expect("lease events").extend(stop);
+                }
+            }
+        }));
+    }
+}
