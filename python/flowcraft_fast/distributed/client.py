@@ -9,9 +9,13 @@ from .. import jsoncodec
 from ..blueprint import Blueprint, load_blueprint
 from ..errors import FlowcraftError
 from ..runtime.graph import CompiledGraph
+from ..runtime.runtime import INTERNAL_KEY_PREFIXES
 from ..runtime.types import WorkflowError, WorkflowResult
 from .jobs import check_run_id, job_data, job_id, job_opts
 from .store import RedisCoordinationStore
+from .worker import DYNAMIC_PREFIX
+
+BOOKKEEPING_PREFIXES = (*INTERNAL_KEY_PREFIXES, DYNAMIC_PREFIX)
 
 
 class RunNotFound(FlowcraftError, LookupError):
@@ -140,6 +144,8 @@ class FlowClient:
         status = jsoncodec.loads(raw_status, what="run status")
         fields = await self._states.get_all(run_id)
         context = {k: jsoncodec.loads(v, what=f"context key {k!r}") for k, v in fields.items()}
+        if status["status"] != "awaiting":  # as in memory: bookkeeping leaves with the run
+            context = {k: v for k, v in context.items() if not k.startswith(BOOKKEEPING_PREFIXES)}
         errors = [
             WorkflowError(e.get("nodeId"), str(e.get("message", "")), str(e.get("type", "")))
             for e in status.get("errors", [])

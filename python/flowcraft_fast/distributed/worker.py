@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import _core, jsoncodec
 from ..blueprint import Blueprint, thaw
-from ..errors import FlowcraftError
+from ..errors import BlueprintError, FlowcraftError
 from ..nodes.sleep import parse_duration_ms, sleep_node
 from ..runtime.events import EventEmitter
 from ..runtime.executor import NodeOutcome, execute_node
@@ -107,7 +107,6 @@ class Worker:
         ] = []
         self._pending_retries: list[tuple[_Retry, asyncio.Future[str]]] = []
         self._commit_ready = asyncio.Event()
-        self._graphs: dict[str, RunGraph] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -226,13 +225,6 @@ class Worker:
 
     # ------------------------------------------------------------------ running one node
 
-    def _graph(self, bp: Blueprint) -> RunGraph:
-        graph = self._graphs.get(bp.id)
-        if graph is None or graph.blueprint is not bp:
-            graph = RunGraph(CompiledGraph.from_blueprint(bp))
-            self._graphs[bp.id] = graph
-        return graph
-
     async def _execute(
         self, job: _core._ClaimedJob, flight: _InFlight
     ) -> _core._CommitRequest | _Retry:
@@ -267,13 +259,13 @@ class Worker:
                 self.log.warning("job %s: %s; leaving it for another worker", jid, reason)
                 return (jid, token, VERSION_RETRY_DELAY_MS, reason, False)
             return fail(f"{reason} (no matching worker took the job)")
-        graph = self._graph(bp)
-        if not graph.has_node(node_id):
-            return fail(f"blueprint {bp_id!r} has no node {node_id!r}")
         try:
             snapshot = {k: jsoncodec.loads(v, what=f"context key {k!r}") for k, v in raw.items()}
-        except ValueError as exc:
+            graph = run_graph(bp, snapshot)
+        except (ValueError, FlowcraftError) as exc:
             return fail(f"run state is unreadable: {exc}")
+        if not graph.has_node(node_id):
+            return fail(f"blueprint {bp_id!r} has no node {node_id!r}")
         context = BufferedContext(snapshot)
 
         if raw_input == SKIP:  # a dead path passing through: no user code runs
@@ -338,8 +330,6 @@ class Worker:
                 return fail(outcome.error.message, errors)
             owners, node_id = (node_id,), fallback
         result = outcome.result
-        if result.dynamic_nodes:
-            return fail("dynamic nodes (batches) are not supported by the distributed worker yet")
         if result.awaiting:
             context.write(AWAITING_KEY, [node_id])
             sets, deletes = context.changes()
@@ -363,6 +353,12 @@ class Worker:
         context: BufferedContext,
     ) -> _core._CommitRequest:
         """The commit of a node that finished with `result` (standing in for `owners`)."""
+        if result.dynamic_nodes:  # e.g. a batch's workers: every worker of the run must see them
+            graph.add_dynamic(node_id, result.dynamic_nodes, result.output)
+            context.write(
+                f"{DYNAMIC_PREFIX}{node_key(node_id, iteration)}",
+                {"producer": node_id, "nodes": result.dynamic_nodes, "output": result.output},
+            )
         if node_input is not None:
             context.write(start_input_key(node_id), node_input)
         for finished in (node_id, *owners):
@@ -554,6 +550,42 @@ def _run_id_of(raw_data: str) -> str:
         return str(data.get("runId", ""))
     except ValueError:
         return ""
+
+
+DYNAMIC_PREFIX = "_dynamic."
+"""Run-state fields holding the nodes a node added while the run goes (batch workers)."""
+
+
+def run_graph(bp: Blueprint, state: Mapping[str, Any]) -> RunGraph:
+    """The run's graph: the blueprint plus the dynamic nodes recorded in its state.
+
+    Producers' specs are applied in an order where every node they link to exists (a batch
+    continuation links to the workers of the chunk before it).
+    """
+    graph = RunGraph(CompiledGraph.from_blueprint(bp))
+    pending = [v for k, v in state.items() if k.startswith(DYNAMIC_PREFIX)]
+    while pending:
+        ready = [spec for spec in pending if _links_exist(graph, spec)]
+        if not ready:
+            raise BlueprintError("the run's dynamic nodes link to nodes that do not exist")
+        for spec in ready:
+            graph.add_dynamic(spec["producer"], spec["nodes"], spec.get("output"))
+        pending = [spec for spec in pending if spec not in ready]
+    return graph
+
+
+def _links_exist(graph: RunGraph, spec: Mapping[str, Any]) -> bool:
+    """Whether every node a dynamic spec links to (other than its own nodes) exists."""
+    output = spec.get("output")
+    gather = output.get("gatherNodeId") if isinstance(output, Mapping) else None
+    default_succ = [gather] if isinstance(gather, str) else []
+    own = {n.get("id") for n in spec["nodes"]}
+    needed = {spec["producer"]}
+    for node in spec["nodes"]:
+        for key, default in (("predecessors", [spec["producer"]]), ("successors", default_succ)):
+            ids = node.get(key, default)
+            needed.update([ids] if isinstance(ids, str) else ids)
+    return all(graph.has_node(n) for n in needed - own)
 
 
 def job_node_key(job: _core._ClaimedJob) -> str:

@@ -58,7 +58,9 @@ while n < max do
     end
   else
     n = n + 1
-    local token = ARGV[2] .. ':' .. id
+    -- one token per claim, not per (worker, job): a worker that claims a job again after its
+    -- lease lapsed must not commit through the earlier, stale claim (fencing). `fce` only grows.
+    local token = ARGV[2] .. ':' .. id .. ':' .. redis.call('HINCRBY', jk, 'fce', 1)
     redis.call('SET', jk .. ':lock', token, 'PX', ARGV[3])
     redis.call('HSET', jk, 'processedOn', now)
     local ats = redis.call('HINCRBY', jk, 'ats', 1)

@@ -115,12 +115,21 @@ local pending = -1
 local n_arr = tonumber(ARGV[i]); i = i + 1
 for a = 1, n_arr do
   local target, pred, value, strategy = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local n_preds = tonumber(ARGV[i + 4])
+  local n_listed = tonumber(ARGV[i + 4])
+  local n_preds = n_listed
   local preds_at = i + 5
-  i = preds_at + n_preds
+  i = preds_at + n_listed
   local succ_id, succ_data, succ_opts = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   i = i + 3
   local fire, input = false, nil
+  -- a join's predecessors can grow while the run goes (batch workers added on the way):
+  -- decide against the largest set any arrival has known
+  local known = tonumber(redis.call('HGET', KEYS[10], 'np:' .. target) or '0')
+  if n_preds > known then
+    redis.call('HSET', KEYS[10], 'np:' .. target, n_preds)
+  else
+    n_preds = known
+  end
   if redis.call('HSETNX', KEYS[11], target .. '\31' .. pred, value) == 1 then
     local arrived = redis.call('HINCRBY', KEYS[10], 'n:' .. target, 1)
     local finished = tonumber(redis.call('HGET', KEYS[10], 'f:' .. target) or '0')
@@ -133,14 +142,14 @@ for a = 1, n_arr do
         fire = true
         if finished == 0 then
           input = SKIP
-        elseif n_preds == 1 or strategy == 'any' then
+        elseif n_listed == 1 or strategy == 'any' then
           input = value
         else
           local fields = {}
-          for p = 0, n_preds - 1 do fields[#fields + 1] = target .. '\31' .. ARGV[preds_at + p] end
+          for p = 0, n_listed - 1 do fields[#fields + 1] = target .. '\31' .. ARGV[preds_at + p] end
           local values = redis.call('HMGET', KEYS[11], unpack(fields))
           local parts = {}
-          for p = 0, n_preds - 1 do
+          for p = 0, n_listed - 1 do
             local v = values[p + 1]
             if v and v ~= SKIP then
               parts[#parts + 1] = cjson.encode(ARGV[preds_at + p]) .. ':' .. v

@@ -1,0 +1,129 @@
+"""Startup safety checks on the Redis server: reachable, and not allowed to evict our keys.
+
+Run state, leases and join arrivals live in ordinary keys; an evicting `maxmemory-policy`
+would silently drop them and corrupt runs, so the daemon refuses such a server (SPEC 5).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = ["RedisFacts", "StartupError", "check_redis", "redact_url"]
+
+log = logging.getLogger("flowcraft_fast.daemon")
+
+CONNECT_TIMEOUT = 5.0
+SAFE_POLICY = "noeviction"
+
+
+class StartupError(Exception):
+    """The daemon cannot start safely; the message is one line meant for the operator."""
+
+
+@dataclass(frozen=True)
+class RedisFacts:
+    """What the checks learned; None where the server would not say (ACL, renamed commands)."""
+
+    version: str | None
+    maxmemory_policy: str | None
+    warnings: tuple[str, ...] = ()
+
+
+async def check_redis(url: str) -> RedisFacts:
+    """Raise StartupError when Redis at `url` is unreachable or may evict keys."""
+    where = redact_url(url)
+    await _ping(url, where)
+    return await _inspect(url, where)
+
+
+async def _ping(url: str, where: str) -> None:
+    from .. import _core
+    from ..distributed.connection import open_connection
+
+    try:
+        conn = open_connection(
+            url, connect_timeout=CONNECT_TIMEOUT, response_timeout=CONNECT_TIMEOUT
+        )
+        await conn.ping()
+    except _core.RedisConnectionError as exc:
+        # The core's message already names the (redacted) server and the cause.
+        raise StartupError(_one_line(exc)) from None
+    except (_core.RedisCommandError, OSError, ValueError) as exc:
+        raise StartupError(f"cannot reach Redis at {where}: {_one_line(exc)}") from None
+
+
+async def _inspect(url: str, where: str) -> RedisFacts:
+    try:
+        import redis.asyncio as aioredis
+        from redis.exceptions import RedisError, ResponseError
+    except ImportError:
+        warning = (
+            "cannot verify Redis maxmemory-policy: the redis package is not installed "
+            "(pip install 'flowcraft-fast[redis]'); make sure it is noeviction"
+        )
+        log.warning(warning)
+        return RedisFacts(version=None, maxmemory_policy=None, warnings=(warning,))
+
+    client: Any = aioredis.from_url(
+        url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT
+    )
+    warnings: list[str] = []
+    try:
+        policy: str | None
+        try:
+            reply = await client.config_get("maxmemory-policy")
+            policy = _text(reply.get("maxmemory-policy") or reply.get(b"maxmemory-policy"))
+        except ResponseError as exc:
+            # Managed Redis often denies CONFIG (ACL) or renames it: we cannot tell, so say so
+            # loudly and go on rather than refuse a server that may well be configured right.
+            policy = None
+            warning = (
+                f"cannot read maxmemory-policy from Redis at {where} ({_one_line(exc)}); "
+                f"make sure it is {SAFE_POLICY}, or workflow state may be evicted"
+            )
+            log.warning(warning)
+            warnings.append(warning)
+        if policy is not None and policy != SAFE_POLICY:
+            raise StartupError(
+                f"Redis at {where} has maxmemory-policy {policy}, which can evict workflow "
+                f"state; set it to {SAFE_POLICY} (CONFIG SET maxmemory-policy {SAFE_POLICY})"
+            )
+        try:
+            info = await client.info("server")
+            version = _text(info.get("redis_version"))
+        except ResponseError:
+            version = None
+    except RedisError as exc:
+        raise StartupError(f"cannot query Redis at {where}: {_one_line(exc)}") from None
+    finally:
+        await client.aclose()
+    return RedisFacts(version=version, maxmemory_policy=policy, warnings=tuple(warnings))
+
+
+def redact_url(url: str) -> str:
+    """`url` without its password, fit for logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,266 @@
+"""The daemon's settings: one table of options, read from flags, env vars and a TOML file.
+
+Precedence is CLI flag > environment variable > config file > default. Every value is validated
+here, so an invalid one becomes a `ConfigError` naming the option and where the value came from,
+which the command line prints as one line before exiting 2.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CONFIG_ENV",
+    "OPTIONS",
+    "TOML_TABLE",
+    "ConfigError",
+    "DaemonConfig",
+    "Option",
+    "resolve_config",
+    "to_cli_args",
+]
+
+TOML_TABLE = "flowcraft-fastd"
+CONFIG_ENV = "FLOWCRAFT_CONFIG"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class ConfigError(ValueError):
+    """An invalid or missing setting; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """The resolved settings of one `flowcraft-fastd` process."""
+
+    app: str | None = None
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queue: str = "flowcraft-queue"
+    concurrency: int = 64
+    processes: int = 1
+    reconcile_interval: float = 60.0
+    stalled_threshold: float = 300.0
+    metrics_port: int | None = None
+    log_format: str = "text"
+    log_level: str = "info"
+    drain_timeout: float = 30.0
+
+
+# ------------------------------------------------------------------ value parsers
+# Each takes what a source gave (a string from a flag or env var, or a TOML value of any type)
+# and returns the typed value or raises ValueError with the expectation, e.g. "an integer >= 1".
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a non-empty string")
+    return value.strip()
+
+
+def _app(value: object) -> str:
+    text = _text(value)
+    module, sep, attr = text.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError("package.module:attribute")
+    return text
+
+
+def _redis_url(value: object) -> str:
+    text = _text(value)
+    if not text.startswith(REDIS_SCHEMES):
+        raise ValueError("a redis://, rediss:// or unix:// URL")
+    return text
+
+
+def _int(minimum: int, maximum: int | None = None) -> Callable[[object], int]:
+    expect = f"an integer >= {minimum}" if maximum is None else f"an integer {minimum}..{maximum}"
+
+    def parse(value: object) -> int:
+        if isinstance(value, bool):
+            raise ValueError(expect)
+        if isinstance(value, int):
+            number = value
+        elif isinstance(value, str):
+            try:
+                number = int(value.strip())
+            except ValueError:
+                raise ValueError(expect) from None
+        else:
+            raise ValueError(expect)
+        if number < minimum or (maximum is not None and number > maximum):
+            raise ValueError(expect)
+        return number
+
+    return parse
+
+
+def _seconds(*, allow_zero: bool) -> Callable[[object], float]:
+    expect = "a number of seconds >= 0" if allow_zero else "a number of seconds > 0"
+
+    def parse(value: object) -> float:
+        if isinstance(value, bool):
+            raise ValueError(expect)
+        if isinstance(value, int | float):
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                raise ValueError(expect) from None
+        else:
+            raise ValueError(expect)
+        if number != number or number in (float("inf"), float("-inf")):  # NaN, infinities
+            raise ValueError(expect)
+        if number < 0 or (number == 0 and not allow_zero):
+            raise ValueError(expect)
+        return number
+
+    return parse
+
+
+def _metrics_port(value: object) -> int | None:
+    port = _int(0, 65535)(value)
+    return port or None  # 0 turns the endpoint off, like leaving it unset
+
+
+def _choice(*choices: str) -> Callable[[object], str]:
+    expect = " or ".join(choices) if len(choices) == 2 else "one of " + ", ".join(choices)
+
+    def parse(value: object) -> str:
+        if not isinstance(value, str) or value.strip().lower() not in choices:
+            raise ValueError(expect)
+        return value.strip().lower()
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its field in `DaemonConfig`, its flag, env vars (first set wins), help."""
+
+    field: str
+    flag: str
+    env: tuple[str, ...]
+    parse: Callable[[object], Any]
+    help: str
+    metavar: str
+
+    @property
+    def toml_keys(self) -> tuple[str, str]:
+        """Both spellings are accepted in the file: `redis-url` and `redis_url`."""
+        return self.flag.removeprefix("--"), self.field
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("app", "--app", ("FLOWCRAFT_APP",), _app,
+           "package.module:attribute naming a FlowRuntime or a zero-argument callable "
+           "returning one (required)", "MODULE:ATTR"),
+    Option("redis_url", "--redis-url", ("FLOWCRAFT_REDIS_URL", "REDIS_URL"), _redis_url,
+           "redis://, rediss:// or unix:// URL (default redis://127.0.0.1:6379/0)", "URL"),
+    Option("queue", "--queue", ("FLOWCRAFT_QUEUE",), _text,
+           "queue to consume (default flowcraft-queue)", "NAME"),
+    Option("concurrency", "--concurrency", ("FLOWCRAFT_CONCURRENCY",), _int(1),
+           "nodes run at once per worker process (default 64)", "N"),
+    Option("processes", "--processes", ("FLOWCRAFT_PROCESSES",), _int(1, 1024),
+           "worker processes; with N > 1 this process supervises N children (default 1)", "N"),
+    Option("reconcile_interval", "--reconcile-interval", ("FLOWCRAFT_RECONCILE_INTERVAL",),
+           _seconds(allow_zero=True),
+           "seconds between reconciler passes over stalled runs; 0 disables (default 60)",
+           "SECONDS"),
+    Option("stalled_threshold", "--stalled-threshold", ("FLOWCRAFT_STALLED_THRESHOLD",),
+           _seconds(allow_zero=False),
+           "seconds without progress after which a run counts as stalled (default 300)",
+           "SECONDS"),
+    Option("metrics_port", "--metrics-port", ("FLOWCRAFT_METRICS_PORT",), _metrics_port,
+           "serve Prometheus metrics on 127.0.0.1:PORT/metrics; with --processes N worker i "
+           "uses PORT+i (default off)", "PORT"),
+    Option("log_format", "--log-format", ("FLOWCRAFT_LOG_FORMAT",), _choice("text", "json"),
+           "text (journald friendly) or json, one object per line (default text)", "FORMAT"),
+    Option("log_level", "--log-level", ("FLOWCRAFT_LOG_LEVEL",), _choice(*LOG_LEVELS),
+           "debug, info, warning, error or critical (default info)", "LEVEL"),
+    Option("drain_timeout", "--drain-timeout", ("FLOWCRAFT_DRAIN_TIMEOUT",),
+           _seconds(allow_zero=True),
+           "seconds to let in-flight nodes finish on SIGTERM/SIGINT (default 30)", "SECONDS"),
+)  # fmt: skip
+
+_BY_TOML_KEY = {key: option for option in OPTIONS for key in option.toml_keys}
+
+
+def resolve_config(
+    cli: Mapping[str, object],
+    env: Mapping[str, str],
+    config_file: str | Path | None = None,
+) -> DaemonConfig:
+    """Merge the sources (CLI > env > file > default) and validate every value.
+
+    `cli` maps field names to the values given on the command line (absent when not given);
+    `config_file` is a TOML file with a `[flowcraft-fastd]` table or top-level keys.
+    """
+    file_values = _read_toml(Path(config_file)) if config_file else {}
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        raw, source = _pick(option, cli, env, file_values, str(config_file))
+        if source is None:
+            continue
+        try:
+            values[option.field] = option.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(
+                f"invalid {option.flag} {raw!r} (from {source}): expected {exc}"
+            ) from None
+    return DaemonConfig(**values)
+
+
+def _pick(
+    option: Option,
+    cli: Mapping[str, object],
+    env: Mapping[str, str],
+    file_values: Mapping[str, object],
+    file_name: str,
+) -> tuple[object, str | None]:
+    if cli.get(option.field) is not None:
+        return cli[option.field], option.flag
+    for name in option.env:
+        if env.get(name):
+            return env[name], name
+    for key in option.toml_keys:
+        if key in file_values:
+            return file_values[key], f"{file_name}: {key}"
+    return None, None
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    table = document.get(TOML_TABLE, document)
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: [{TOML_TABLE}] must be a table")
+    unknown = sorted(key for key in table if key not in _BY_TOML_KEY)
+    if unknown:
+        known = ", ".join(option.toml_keys[0] for option in OPTIONS)
+        raise ConfigError(f"config file {path}: unknown key {unknown[0]!r} (known keys: {known})")
+    return dict(table)
+
+
+def to_cli_args(config: DaemonConfig) -> list[str]:
+    """Flags that reproduce `config` exactly (how the supervisor configures its children)."""
+    by_field = {option.field: option for option in OPTIONS}
+    args: list[str] = []
+    for item in fields(config):
+        value = getattr(config, item.name)
+        if value is None:
+            continue
+        args += [by_field[item.name].flag, str(value)]
+    return args

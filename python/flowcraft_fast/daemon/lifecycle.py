@@ -1,0 +1,299 @@
+"""One worker process from start to exit: check Redis, consume, report, drain on a signal.
+
+Order of events: Redis checks -> `adapter.start()` -> READY=1 (and the watchdog, metrics and
+reconciler tasks) -> first SIGTERM/SIGINT -> STOPPING=1 -> `adapter.close()` bounded by
+`--drain-timeout` -> exit 0. A second signal exits at once with 128 + the signal number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .checks import StartupError, check_redis, redact_url
+from .config import DaemonConfig
+from .metrics import MetricsServer, adapter_metrics
+from .notify import Notifier, watchdog_interval
+
+if TYPE_CHECKING:
+    from ..runtime import FlowRuntime
+
+__all__ = ["StopSignals", "run_async", "run_worker"]
+
+log = logging.getLogger("flowcraft_fast.daemon")
+
+T = TypeVar("T")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+RUST_HANDOFF_GRACE = 0.05
+CLOSE_GRACE = 5.0  # beyond --drain-timeout, for an adapter that enforces the timeout itself
+
+
+class StopSignals:
+    """The first SIGTERM/SIGINT sets `requested`; a second one ends the process on the spot."""
+
+    def __init__(self, on_second: Callable[[int], object] | None = None) -> None:
+        self.requested = asyncio.Event()
+        self.signum: int | None = None
+        self._on_second = on_second
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, self._handle, signum)
+
+    def uninstall(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+
+    def _handle(self, signum: int) -> None:
+        if not self.requested.is_set():
+            self.signum = signum
+            self.requested.set()
+            return
+        if self._on_second is not None:
+            self._on_second(signum)
+        exit_now(signum)
+
+
+def exit_now(signum: int) -> None:
+    """Leave without draining: work in flight is redelivered once its lease expires."""
+    log.critical("second %s: exiting without draining", signal.Signals(signum).name)
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    os._exit(128 + signum)
+
+
+async def unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """`work`'s result, or None (with `work` cancelled) when a stop is requested first."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return None
+
+
+async def run_worker(
+    config: DaemonConfig, runtime: FlowRuntime, notifier: Notifier | None = None
+) -> int:
+    """Serve `runtime`'s blueprints from the queue until a stop signal; the exit code."""
+    notifier = notifier or Notifier.from_env()
+    stop = StopSignals(on_second=lambda _: notifier.status("exiting without draining"))
+    stop.install()
+    where = redact_url(config.redis_url)
+    state: dict[str, object] = {"up": 0, "draining": 0}
+    interval = watchdog_interval()
+    watchdog = asyncio.create_task(_watchdog(notifier, interval)) if interval else None
+    reconcile: asyncio.Task[None] | None = None
+    metrics: MetricsServer | None = None
+    try:
+        notifier.status(f"connecting to Redis at {where}")
+        facts = await unless_stopped(check_redis(config.redis_url), stop.requested)
+        if facts is None:
+            return 0
+        adapter = _make_adapter(config, runtime)
+        metrics = await _start_metrics(config, adapter, state)
+        if await unless_stopped(_start(adapter, config.queue), stop.requested) is None:
+            await _drain(adapter, config.drain_timeout)
+            return 0
+        state["up"] = 1
+        version = facts.version or "unknown"
+        notifier.ready(f"consuming queue {config.queue} on Redis {version} at {where}")
+        log.info(
+            "consuming queue %r on Redis %s at %s (concurrency %d)",
+            config.queue, version, where, config.concurrency,
+            extra={"queue": config.queue, "pid": os.getpid()},
+        )  # fmt: skip
+        if config.reconcile_interval > 0:
+            reconcile = asyncio.create_task(_reconcile_forever(adapter, config))
+
+        await stop.requested.wait()
+
+        name = signal.Signals(stop.signum or signal.SIGTERM).name
+        state.update(up=0, draining=1)
+        notifier.stopping(f"draining (up to {config.drain_timeout:g}s) after {name}")
+        log.info("%s: draining in-flight work (up to %gs)", name, config.drain_timeout)
+        await _cancel(reconcile)
+        drained = await _drain(adapter, config.drain_timeout)
+        log.info("stopped" if drained else "stopped before in-flight work finished")
+        return 0
+    except StartupError as exc:
+        log.error("%s", exc)
+        notifier.status(f"failed: {exc}")
+        return 1
+    finally:
+        await _cancel(reconcile)
+        if metrics is not None:
+            await metrics.close()
+        await _cancel(watchdog)
+        stop.uninstall()
+
+
+def _make_adapter(config: DaemonConfig, runtime: FlowRuntime) -> Any:
+    # Imported here: the daemon's modules load (for --help and --check) without the worker.
+    try:
+        adapter_module = importlib.import_module("flowcraft_fast.distributed.adapter")
+        store_module = importlib.import_module("flowcraft_fast.distributed.store")
+    except ImportError as exc:
+        raise StartupError(
+            f"the distributed worker is not available in this build: {exc}"
+        ) from None
+    try:
+        store = store_module.RedisCoordinationStore(config.redis_url)
+        return adapter_module.BullMQAdapter(
+            runtime_options=runtime.options,
+            coordination_store=store,
+            connection=config.redis_url,
+            queue_name=config.queue,
+            concurrency=config.concurrency,
+        )
+    except Exception as exc:
+        log.debug("creating the adapter failed", exc_info=True)
+        raise StartupError(f"cannot create the worker: {_one_line(exc)}") from None
+
+
+async def _start(adapter: Any, queue: str) -> bool:
+    try:
+        await adapter.start()
+    except Exception as exc:
+        log.debug("adapter.start() failed", exc_info=True)
+        raise StartupError(f"cannot start consuming queue {queue!r}: {_one_line(exc)}") from None
+    return True
+
+
+async def _drain(adapter: Any, timeout: float) -> bool:
+    """Stop claiming and let in-flight nodes finish; False when `timeout` cut them short."""
+    close = adapter.close
+    try:
+        # An adapter whose close() takes the timeout winds down on its own (committing what
+        # finished); wait_for is then only the backstop.
+        own_timeout = "timeout" in inspect.signature(close).parameters
+    except (TypeError, ValueError):
+        own_timeout = False
+    try:
+        if own_timeout:
+            await asyncio.wait_for(close(timeout=timeout), timeout=timeout + CLOSE_GRACE)
+        else:
+            await asyncio.wait_for(close(), timeout=timeout)
+    except TimeoutError:
+        log.warning(
+            "drain timed out after %gs; unfinished jobs are redelivered when their lease expires",
+            timeout,
+        )
+        return False
+    except Exception as exc:
+        log.error("closing the worker failed: %s", _one_line(exc))
+        log.debug("adapter.close() failed", exc_info=True)
+        return False
+    return True
+
+
+async def _watchdog(notifier: Notifier, interval: float) -> None:
+    # Sent from the event loop itself: a loop blocked by a runaway sync node stops the pings
+    # and systemd restarts the worker, which is the point of the watchdog.
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval)
+
+
+async def _start_metrics(
+    config: DaemonConfig, adapter: Any, state: dict[str, object]
+) -> MetricsServer | None:
+    if config.metrics_port is None:
+        return None
+
+    async def values() -> dict[str, object]:
+        counters = await adapter_metrics(adapter)
+        return {"up": state["up"], "draining": state["draining"], **counters}
+
+    server = MetricsServer(config.metrics_port, values, {"queue": config.queue})
+    try:
+        await server.start()
+    except OSError as exc:
+        raise StartupError(
+            f"cannot serve metrics on 127.0.0.1:{config.metrics_port}: {exc.strerror or exc}"
+        ) from None
+    log.info("metrics on http://127.0.0.1:%d/metrics", config.metrics_port)
+    return server
+
+
+async def _reconcile_forever(adapter: Any, config: DaemonConfig) -> None:
+    try:
+        module = importlib.import_module("flowcraft_fast.distributed.reconciler")
+    except ImportError as exc:
+        log.warning("reconciler not available (%s): stalled runs are not resumed here", exc)
+        return
+    reconciler = module.create_bullmq_reconciler(
+        adapter=adapter,
+        redis=config.redis_url,
+        stalled_threshold_seconds=config.stalled_threshold,
+    )
+    while True:
+        await asyncio.sleep(config.reconcile_interval)
+        try:
+            stats = await reconciler.run()
+        except Exception as exc:
+            log.warning("reconciler pass failed: %s", _one_line(exc))
+            log.debug("reconciler pass failed", exc_info=True)
+            continue
+        stalled = getattr(stats, "stalled_runs", 0)
+        log.log(
+            logging.INFO if stalled else logging.DEBUG,
+            "reconciler: %s stalled, %s reconciled, %s failed of %s runs scanned",
+            stalled,
+            getattr(stats, "reconciled_runs", 0),
+            getattr(stats, "failed_runs", 0),
+            getattr(stats, "scanned_keys", 0),
+        )
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is None or task.done():
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on uvloop when it is installed, else on asyncio's default loop."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if sys.platform != "win32":
+        try:
+            uvloop = importlib.import_module("uvloop")
+        except ImportError:
+            pass
+        else:
+            loop_factory = uvloop.new_event_loop
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(main)
+    finally:
+        # A Rust core thread may still be handing a finished future to the loop (it waits for
+        # the GIL to do so); if the interpreter starts finalizing first, that thread is torn
+        # down and the process aborts (SIGABRT, exit 134). Releasing the GIL briefly lets it
+        # finish. The real fix belongs in the core (stop its runtime before finalization).
+        time.sleep(RUST_HANDOFF_GRACE)
+
+
+def _one_line(exc: BaseException) -> str:
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

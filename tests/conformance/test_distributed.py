@@ -1,0 +1,120 @@
+"""Every conformance case, run distributed: two `flowcraft-fastd` processes serve one queue and
+`FlowClient` starts each run and waits for it. The outcome must match the in-memory one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowcraft_fast.blueprint import load_blueprint
+from flowcraft_fast.devserver import RedisServer
+from flowcraft_fast.distributed.client import FlowClient
+
+from .harness import CaseOutcome, check_case, load_cases
+from .redis_ledger import RedisLedger
+
+CASES = load_cases()
+QUEUE = "conformance"
+TESTS_DIR = Path(__file__).resolve().parent.parent
+
+# Built-ins the distributed worker does not run yet (issue 4 follow-up). These cases are
+# expected to fail until it does; strict, so the day one passes the marker must go.
+NOT_YET_DISTRIBUTED: dict[str, str] = {}
+
+
+def _params() -> list[Any]:
+    out = []
+    for case in CASES:
+        marks = []
+        if case["name"] in NOT_YET_DISTRIBUTED:
+            marks.append(pytest.mark.xfail(reason=NOT_YET_DISTRIBUTED[case["name"]], strict=True))
+        out.append(pytest.param(case, id=case["name"], marks=marks))
+    return out
+
+
+@pytest.fixture(scope="module")
+def workers(redis_server: RedisServer) -> Iterator[str]:
+    """Two flowcraft-fastd processes serving the conformance app on one queue."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
+        "FLOWCRAFT_LEDGER_URL": redis_server.url,
+    }
+    command = [
+        sys.executable, "-m", "flowcraft_fast.daemon",
+        "--app", "conformance.distributed_app:runtime",
+        "--redis-url", redis_server.url,
+        "--queue", QUEUE,
+        "--concurrency", "16",
+        "--drain-timeout", "5",
+    ]  # fmt: skip
+    procs = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(2)
+    ]
+    try:
+        yield redis_server.url
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for proc in procs:
+            assert proc.returncode == 0, proc.stdout.read().decode() if proc.stdout else ""
+
+
+async def run_case_distributed(case: dict[str, Any], url: str) -> CaseOutcome:
+    outcome = CaseOutcome()
+    try:
+        load_blueprint(case["blueprint"])  # what a worker does with the app's blueprints
+    except Exception as exc:
+        outcome.raised = exc
+        return outcome
+    client = FlowClient(url, queue_name=QUEUE)
+    ledger = RedisLedger(url)
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # the workers publish their blueprints once they are up
+            try:
+                await client.blueprint(case["blueprint"]["id"])
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+        started = time.monotonic()
+        run_id = await client.start(case["blueprint"]["id"], case.get("context", {}))
+        if "cancel_after_ms" in case:
+            await asyncio.sleep(case["cancel_after_ms"] / 1000)
+            assert await client.cancel(run_id)
+        outcome.result = await client.wait(run_id, timeout=30)
+        outcome.elapsed_ms = (time.monotonic() - started) * 1000
+        outcome.effects = await ledger.counts(run_id)
+        resume = case["expect"].get("then_resume")
+        if resume is not None:
+            await client.resume(
+                run_id, resume["node_id"], resume.get("output"), resume.get("action")
+            )
+            outcome.resumed = await client.wait(run_id, timeout=30)
+            outcome.resumed_effects = await ledger.counts(run_id)
+    finally:
+        await ledger.close()
+    return outcome
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("case", _params())
+async def test_case_distributed(case: dict[str, Any], workers: str) -> None:
+    check_case(case, await run_case_distributed(case, workers))
