@@ -6,7 +6,11 @@ The names below are the public API (SPEC section 4); everything else is internal
 from __future__ import annotations
 
 from .builder import create_flow
+from .distributed.adapter import BullMQAdapter
+from .distributed.client import FlowClient
 from .distributed.context import RedisContext
+from .distributed.reconciler import ReconciliationStats, create_bullmq_reconciler
+from .distributed.store import RedisCoordinationStore
 from .errors import BlueprintError
 from .runtime import (
     BaseNode,
@@ -19,10 +23,15 @@ from .runtime import (
 __all__ = [
     "BaseNode",
     "BlueprintError",
+    "BullMQAdapter",
+    "FlowClient",
     "FlowRuntime",
     "NodeContext",
     "NodeResult",
+    "ReconciliationStats",
     "RedisContext",
+    "RedisCoordinationStore",
     "WorkflowResult",
+    "create_bullmq_reconciler",
     "create_flow",
 ]

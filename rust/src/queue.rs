@@ -243,6 +243,7 @@ impl Queue {
                     q.key("marker"),
                     q.key("meta"),
                     q.key("failed"),
+                    q.key("prioritized"),
                 ],
                 args: vec![
                     q.base().to_string(),
@@ -426,11 +427,17 @@ impl Queue {
                     q.key("failed"),
                     q.key("marker"),
                     q.key("stalled-check"),
+                    q.active_runs(),
                 ],
                 args: vec![
                     q.base().to_string(),
                     max_stalls.to_string(),
                     guard_ms.to_string(),
+                    inner.runs.meta_prefix(),
+                    inner.runs.status_prefix(),
+                    inner.runs.state_prefix(),
+                    inner.runs.joins_prefix(),
+                    inner.state_ttl_s.to_string(),
                 ],
             };
             let mut m = inner.conn.manager().await?;
@@ -457,7 +464,7 @@ impl Queue {
         blueprint_id: String,
         version: String,
         sets: Vec<(String, String)>,
-        jobs: Vec<(String, String, String)>,
+        jobs: Vec<(String, String, String, String)>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
@@ -474,9 +481,9 @@ impl Queue {
                 args.extend([k, v]);
             }
             args.push(jobs.len().to_string());
-            for (id, data, opts) in jobs {
+            for (id, key, data, opts) in jobs {
                 keys.push(q.job(&id));
-                args.extend([id, data, opts]);
+                args.extend([id, key, data, opts]);
             }
             let mut m = inner.conn.manager().await?;
             let reply = eval_one(&mut m, &inner.scripts.start, Call { keys, args })
@@ -546,6 +553,104 @@ impl Queue {
                 .await
                 .map_err(|e| inner.conn.error(&e))?;
             Ok(text(&reply).unwrap_or_default())
+        })
+    }
+
+    /// Re-enqueue the fired-but-unfinished nodes of a live run whose jobs are gone or dead.
+    /// Candidates: (node key, old job id, new job id, data, opts, rebuilt input or "").
+    /// Returns the node keys enqueued.
+    fn reconcile_run<'py>(
+        &self,
+        py: Python<'py>,
+        run_id: String,
+        candidates: Vec<(String, String, String, String, String, String)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let q = &inner.q;
+            let mut keys = vec![
+                inner.runs.meta(&run_id),
+                q.key("wait"),
+                q.key("marker"),
+                q.key("delayed"),
+                q.active_runs(),
+            ];
+            let mut args = vec![run_id, candidates.len().to_string()];
+            for (key, old, new, data, opts, input) in candidates {
+                keys.extend([q.job(&old), q.lock(&old), q.job(&new)]);
+                args.extend([key, old, new, data, opts, input]);
+            }
+            let mut m = inner.conn.manager().await?;
+            let reply = eval_one(&mut m, &inner.scripts.reconcile, Call { keys, args })
+                .await
+                .map_err(|e| inner.conn.error(&e))?;
+            let Value::Array(items) = &reply else {
+                return Ok(Vec::new());
+            };
+            Ok(items.iter().filter_map(text).collect::<Vec<_>>())
+        })
+    }
+
+    /// Runs of this queue without progress since `before_ms` (Redis time, ms), oldest first:
+    /// up to `count` (run id, last progress ms) pairs starting at `offset`.
+    fn stalled_runs<'py>(
+        &self,
+        py: Python<'py>,
+        idle_ms: u64,
+        offset: usize,
+        count: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let mut m = inner.conn.manager().await?;
+            let (secs, micros): (u64, u64) = redis::cmd("TIME")
+                .query_async(&mut m)
+                .await
+                .map_err(|e| inner.conn.error(&e))?;
+            let now_ms = secs * 1000 + micros / 1000;
+            let before = now_ms.saturating_sub(idle_ms);
+            let found: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+                .arg(inner.q.active_runs())
+                .arg("-inf")
+                .arg(before)
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(count)
+                .query_async(&mut m)
+                .await
+                .map_err(|e| inner.conn.error(&e))?;
+            #[allow(clippy::cast_possible_truncation)]
+            Ok(found
+                .into_iter()
+                .map(|(id, score)| (id, score as i64))
+                .collect::<Vec<_>>())
+        })
+    }
+
+    /// Drop a run from the queue's index of unfinished runs (it ended or its keys are gone).
+    fn forget_run<'py>(&self, py: Python<'py>, run_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let mut m = inner.conn.manager().await?;
+            let (): () = m
+                .zrem(inner.q.active_runs(), run_id)
+                .await
+                .map_err(|e| inner.conn.error(&e))?;
+            Ok(())
+        })
+    }
+
+    /// A run's join arrivals: "<node key>\x1f<predecessor>" -> value JSON ("\x01": skipped).
+    fn run_joins<'py>(&self, py: Python<'py>, run_id: String) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let mut m = inner.conn.manager().await?;
+            let all: HashMap<String, String> = m
+                .hgetall(inner.runs.joins(&run_id))
+                .await
+                .map_err(|e| inner.conn.error(&e))?;
+            Ok(all)
         })
     }
 

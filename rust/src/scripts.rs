@@ -14,6 +14,7 @@ pub struct Scripts {
     pub start: Script,
     pub cancel: Script,
     pub resume: Script,
+    pub reconcile: Script,
 }
 
 impl Scripts {
@@ -27,6 +28,7 @@ impl Scripts {
             start: Script::new(include_str!("scripts/start.lua")),
             cancel: Script::new(include_str!("scripts/cancel.lua")),
             resume: Script::new(include_str!("scripts/resume.lua")),
+            reconcile: Script::new(include_str!("scripts/reconcile.lua")),
         }
     }
 }

@@ -203,6 +203,7 @@ FAKE_ADAPTER = textwrap.dedent(
 
     reconciler = types.ModuleType("flowcraft_fast.distributed.reconciler")
     reconciler.create_bullmq_reconciler = create_bullmq_reconciler
+    reconciler.ReconciliationStats = _Stats
     sys.modules[reconciler.__name__] = reconciler
     adapter = types.ModuleType("flowcraft_fast.distributed.adapter")
     adapter.BullMQAdapter = BullMQAdapter

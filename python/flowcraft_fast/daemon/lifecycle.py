@@ -236,12 +236,9 @@ async def _start_metrics(
 
 
 async def _reconcile_forever(adapter: Any, config: DaemonConfig) -> None:
-    try:
-        module = importlib.import_module("flowcraft_fast.distributed.reconciler")
-    except ImportError as exc:
-        log.warning("reconciler not available (%s): stalled runs are not resumed here", exc)
-        return
-    reconciler = module.create_bullmq_reconciler(
+    from ..distributed.reconciler import create_bullmq_reconciler
+
+    reconciler = create_bullmq_reconciler(
         adapter=adapter,
         redis=config.redis_url,
         stalled_threshold_seconds=config.stalled_threshold,

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from ..runtime.runtime import RuntimeOptions
+from .frontier import reconcile_run
 from .store import RedisCoordinationStore
 from .worker import Worker
 
@@ -63,6 +64,14 @@ class BullMQAdapter:
             return
         await self.worker.close(timeout)
         self._started = False
+
+    async def reconcile(self, run_id: str) -> set[str]:
+        """Re-enqueue the nodes of a live run whose jobs were lost; returns their node ids.
+
+        The frontier comes from the run's recorded decisions: nodes that were fired and have
+        not finished. Nodes whose job is queued, delayed or under a live lease are left alone.
+        """
+        return await reconcile_run(self.worker.options, self.queue, self.store, run_id)
 
     def metrics(self) -> dict[str, float]:
         s = self.worker.stats

@@ -11,7 +11,7 @@ from ..errors import FlowcraftError
 from ..runtime.graph import CompiledGraph
 from ..runtime.runtime import INTERNAL_KEY_PREFIXES
 from ..runtime.types import WorkflowError, WorkflowResult
-from .jobs import check_run_id, job_data, job_id, job_opts
+from .jobs import check_run_id, job_data, job_id, job_opts, node_key
 from .store import RedisCoordinationStore
 from .worker import DYNAMIC_PREFIX
 
@@ -72,6 +72,7 @@ class FlowClient:
             jobs.append(
                 (
                     jid,
+                    node_key(node_id, 0),
                     job_data(run_id, bp.id, version, node_id, 0),
                     job_opts(graph.nodes[node_id], jid),
                 )

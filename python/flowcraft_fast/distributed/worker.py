@@ -203,8 +203,11 @@ class Worker:
                 "job %s: unexpected worker error (the job will be retried)", flight.job_id
             )
         finally:
-            self.queue.untrack(flight.job_id)
-            self._in_flight.pop(flight.job_id, None)
+            # A later claim of the same job (a re-delivered copy) may have replaced this one:
+            # its lease must keep being renewed, so only the current claim is untracked.
+            if self._in_flight.get(flight.job_id) is flight:
+                self.queue.untrack(flight.job_id)
+                del self._in_flight[flight.job_id]
             self._slot_freed.set()
 
     def _count(self, code: str, detail: str, flight: _InFlight) -> None:

@@ -1,6 +1,7 @@
 --[[ claim: move up to N ready jobs wait -> active, each with a lease, and return what they need.
 
   KEYS[1] wait   KEYS[2] active   KEYS[3] delayed   KEYS[4] marker   KEYS[5] meta   KEYS[6] failed
+  KEYS[7] prioritized (jobs BullMQ producers added with a priority; served after wait)
   ARGV[1] queue key prefix ("bull:<queue>:")   ARGV[2] lease token prefix   ARGV[3] lease ms
   ARGV[4] max jobs   ARGV[5] run-state key prefix ("workflow:state:")   ARGV[6] run key prefix
 
@@ -37,7 +38,13 @@ local max = tonumber(ARGV[4])
 local n = 0
 while n < max do
   local id = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
-  if not id then break end
+  if not id then
+    local top = redis.call('ZPOPMIN', KEYS[7])
+    if not top[1] then break end
+    id = top[1]
+    redis.call('LPUSH', KEYS[2], id)
+    if redis.call('ZCARD', KEYS[7]) == 0 then redis.call('DEL', qp .. 'pc') end
+  end
   local jk = qp .. id
   local f = redis.call('HMGET', jk, 'data', 'atm', 'attemptsMade', 'ats', 'opts', 'fci', 'fcr', 'fcw')
   local ok, data = pcall(cjson.decode, f[1] or '')
@@ -80,5 +87,5 @@ while n < max do
   end
 end
 -- chained wake-up: another blocked worker may take what is left
-if n > 0 and redis.call('LLEN', KEYS[1]) > 0 then redis.call('ZADD', KEYS[4], 0, '0') end
+if n > 0 and (redis.call('LLEN', KEYS[1]) > 0 or redis.call('ZCARD', KEYS[7]) > 0) then redis.call('ZADD', KEYS[4], 0, '0') end
 return out

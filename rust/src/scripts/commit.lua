@@ -43,7 +43,7 @@ end
 
 local function finish(failed, text)
   redis.call('DEL', KEYS[2])
-  redis.call('LREM', KEYS[3], -1, job_id)
+  redis.call('LREM', KEYS[3], 0, job_id)  -- all entries: superseded claims of it too
   redis.call('HINCRBY', KEYS[1], 'atm', 1)
   if failed then
     redis.call('HSET', KEYS[1], 'finishedOn', now, 'failedReason', text)

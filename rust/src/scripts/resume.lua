@@ -19,6 +19,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[5], 'name', 'executeNode', 'data', ARGV[4], 'opts', ARGV[5],
            'timestamp', now, 'delay', 0, 'priority', 0, 'atm', 0, 'ats', 0, 'fcr', ARGV[6])
+redis.call('HSET', KEYS[1], 'fired:' .. ARGV[2], ARGV[3])
 redis.call('LPUSH', KEYS[3], ARGV[3])
 redis.call('ZADD', KEYS[4], 0, '0')
 redis.call('ZADD', KEYS[6], now, ARGV[1])

@@ -12,7 +12,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id, delay = ARGV[1], tonumber(ARGV[3])
 redis.call('DEL', KEYS[2])
-redis.call('LREM', KEYS[3], -1, id)
+redis.call('LREM', KEYS[3], 0, id)  -- all entries: superseded claims of it too
 if ARGV[5] == '1' then
   redis.call('HINCRBY', KEYS[1], 'atm', 1)
   redis.call('HSET', KEYS[1], 'failedReason', ARGV[4], 'delay', delay)

@@ -1,25 +1,50 @@
 --[[ stalled: return jobs whose lease expired (their worker died) to wait; fail repeat stallers.
 
   KEYS[1] active   KEYS[2] wait   KEYS[3] failed   KEYS[4] marker   KEYS[5] stalled-check guard
+  KEYS[6] active-runs index
   ARGV[1] queue key prefix   ARGV[2] max stalls before failing   ARGV[3] guard ms
+  ARGV[4..7] run meta, status, state and joins key prefixes   ARGV[8] state ttl s
   A job is claimed together with its lock in one script, so an active job without a lock key has
   outlived its lease. One worker per interval does the check (the guard key, SET NX PX).
+  A job that stalled more than the limit goes to failed, and so does its run (with the reason),
+  since the node it runs keeps killing the workers that take it.
   Returns {requeued ids..., "|", failed ids...}.
 ]]
-if not redis.call('SET', KEYS[5], '1', 'NX', 'PX', ARGV[3]) then return {} end
+if not redis.call('SET', KEYS[5], '1', 'NX', 'PX', ARGV[3]) then return {'|'} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local requeued, failed = {}, {}
+local ttl = tonumber(ARGV[8])
 for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, 999)) do
   local jk = ARGV[1] .. id
   if redis.call('EXISTS', jk .. ':lock') == 0 then
     redis.call('LREM', KEYS[1], 1, id)
     local stc = redis.call('HINCRBY', jk, 'stc', 1)
     if stc > tonumber(ARGV[2]) then
-      redis.call('HSET', jk, 'failedReason', 'job stalled more than allowable limit',
-                 'finishedOn', now)
+      local reason = 'job stalled more than allowable limit'
+      redis.call('HSET', jk, 'failedReason', reason, 'finishedOn', now)
+      redis.call('HINCRBY', jk, 'atm', 1)
       redis.call('ZADD', KEYS[3], now, id)
       failed[#failed + 1] = id
+      local ok, data = pcall(cjson.decode, redis.call('HGET', jk, 'data') or '')
+      if ok and type(data) == 'table' and type(data['runId']) == 'string' then
+        local run = data['runId']
+        local meta, status_key = ARGV[4] .. run, ARGV[5] .. run
+        local status = redis.call('HGET', meta, 'status')
+        if status == 'running' or status == 'awaiting' then
+          local node = tostring(data['nodeId'])
+          local why = 'node ' .. node .. ' stalled ' .. stc .. ' times (the workers running it died)'
+          local payload = cjson.encode({status = 'failed', reason = why,
+            errors = {{nodeId = node, message = why, type = 'StalledJobError'}}})
+          redis.call('HSET', meta, 'status', 'failed', 'endedAt', now)
+          redis.call('SET', status_key, payload)
+          for _, k in ipairs({meta, status_key, ARGV[6] .. run, ARGV[7] .. run}) do
+            redis.call('EXPIRE', k, ttl)
+          end
+          redis.call('ZREM', KEYS[6], run)
+          redis.call('PUBLISH', status_key, 'failed')
+        end
+      end
     else
       redis.call('RPUSH', KEYS[2], id)
       requeued[#requeued + 1] = id

@@ -3,7 +3,7 @@
   KEYS[1] run state   KEYS[2] run meta   KEYS[3] active-runs index   KEYS[4] wait   KEYS[5] marker
   KEYS[6..] one job hash per start node
   ARGV: run id, blueprint id, blueprint version, n_sets, (field, json)*,
-        n_jobs, (job id, data, opts)*
+        n_jobs, (job id, node key, data, opts)*
   Returns "ok", or "exists" when a run with this id was already started (nothing is changed).
 ]]
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'exists' end
@@ -21,8 +21,9 @@ redis.call('HSET', KEYS[2], 'status', 'running', 'blueprintId', ARGV[2], 'bluepr
            'pending', n_jobs, 'startedAt', now)
 redis.call('ZADD', KEYS[3], now, run_id)
 for j = 1, n_jobs do
-  local id, data, opts = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  i = i + 3
+  local id, key, data, opts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  i = i + 4
+  redis.call('HSET', KEYS[2], 'fired:' .. key, id)
   redis.call('HSET', KEYS[5 + j], 'name', 'executeNode', 'data', data, 'opts', opts,
              'timestamp', now, 'delay', 0, 'priority', 0, 'atm', 0, 'ats', 0)
   redis.call('LPUSH', KEYS[4], id)

@@ -1,0 +1,84 @@
+"""Rebuilding a run's frontier from its recorded decisions (for the reconciler).
+
+The run meta hash records `fired:<node key>` (the job that runs a node), `done:<node key>`
+and `await:<node key>`. The nodes fired and neither done nor waiting are the frontier; each
+should have a live job. Their inputs, when the old job is gone, are rebuilt from the join
+arrivals with the engine's own join rule.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from .. import _core, jsoncodec
+from ..errors import FlowcraftError
+from ..runtime.joins import join_input
+from ..runtime.runtime import RuntimeOptions
+from .jobs import SKIP, job_data, job_opts
+from .store import RedisCoordinationStore
+from .worker import run_graph
+
+LIVE = ("running", "awaiting")
+
+
+async def reconcile_run(
+    options: RuntimeOptions, queue: _core.Queue, store: RedisCoordinationStore, run_id: str
+) -> set[str]:
+    meta, _ = await queue.run_info(run_id)
+    if meta.get("status") not in LIVE:
+        return set()
+    frontier = [
+        key.removeprefix("fired:")
+        for key in meta
+        if key.startswith("fired:")
+        and f"done:{key[6:]}" not in meta
+        and f"await:{key[6:]}" not in meta
+    ]
+    if not frontier:
+        return set()
+    bp_id = meta.get("blueprintId", "")
+    bp = options.blueprints.get(bp_id)
+    if bp is None:
+        raise FlowcraftError(f"run {run_id!r}: blueprint {bp_id!r} is not served here")
+    raw_state = await store.state_store().get_all(run_id)
+    state = {k: jsoncodec.loads(v) for k, v in raw_state.items()}
+    graph = run_graph(bp, state)
+    joins = await queue.run_joins(run_id)
+    version = meta.get("blueprintVersion", "")
+    candidates = []
+    for key in frontier:
+        iteration_text, _, node_id = key.partition("|")
+        iteration = int(iteration_text)
+        if not graph.has_node(node_id):
+            continue
+        old = meta[f"fired:{key}"]
+        new = f"{old}.rc{uuid.uuid4().hex[:8]}"
+        candidates.append(
+            (
+                key,
+                old,
+                new,
+                job_data(run_id, bp.id, version, node_id, iteration),
+                job_opts(graph.node(node_id), new),
+                _rebuilt_input(graph, key, node_id, iteration, joins),
+            )
+        )
+    enqueued = await queue.reconcile_run(run_id, candidates)
+    return {key.partition("|")[2] for key in enqueued}
+
+
+def _rebuilt_input(
+    graph: Any, key: str, node_id: str, iteration: int, joins: dict[str, str]
+) -> str:
+    """The input a node's incoming edges carried, from the recorded arrivals ("" for none)."""
+    prefix = f"{key}\x1f"
+    arrived = {f[len(prefix) :]: v for f, v in joins.items() if f.startswith(prefix)}
+    if not arrived:
+        return ""  # a start node: its input is in the context
+    finished = {pred: jsoncodec.loads(v) for pred, v in arrived.items() if v != SKIP}
+    if not finished:
+        return SKIP
+    preds = list(graph.join_predecessors(node_id, iteration))
+    trigger = next(iter(finished))
+    return jsoncodec.dumps(join_input(graph.join_strategy(node_id), preds, finished, trigger))

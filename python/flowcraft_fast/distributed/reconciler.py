@@ -1,0 +1,123 @@
+"""The reconciler: find runs that stopped making progress and re-enqueue their lost nodes.
+
+A run is stalled when it is neither finished nor awaiting-only progress and its last recorded
+progress (every commit, start and resume stamps the queue's index of unfinished runs) is older
+than `stalled_threshold_seconds`; `OBJECT IDLETIME` plays no part. Reconciling rebuilds the
+frontier from the run's recorded decisions (nodes fired but not done), leaves nodes whose job
+is still queued or leased alone, and is safe with several reconcilers at once (each run is
+repaired in one atomic script). Finished runs are never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import FlowcraftError
+from .adapter import BullMQAdapter
+from .store import RedisCoordinationStore
+
+LIVE = ("running", "awaiting")
+
+
+@dataclass(slots=True)
+class ReconciliationStats:
+    """What one pass did (Flowcraft's statistics)."""
+
+    scanned_keys: int = 0
+    """Entries of the unfinished-runs index examined."""
+    stalled_runs: int = 0
+    """Runs without progress for longer than the threshold."""
+    reconciled_runs: int = 0
+    """Stalled runs for which at least one node was re-enqueued."""
+    failed_runs: int = 0
+    """Stalled runs the pass could not repair (an error was logged)."""
+
+
+class BullMQReconciler:
+    def __init__(
+        self,
+        *,
+        adapter: BullMQAdapter,
+        redis: Any = None,
+        stalled_threshold_seconds: float = 300,
+        key_prefix: str = "workflow:state:",
+        scan_count: int = 100,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if stalled_threshold_seconds < 0:
+            raise ValueError("stalled_threshold_seconds must be >= 0")
+        if scan_count < 1:
+            raise ValueError("scan_count must be >= 1")
+        expected = f"{adapter.store.key_prefix}workflow:state:"
+        if key_prefix != expected:
+            raise ValueError(
+                f"key_prefix {key_prefix!r} does not match the adapter's run keys ({expected!r})"
+            )
+        self.adapter = adapter
+        # A connection of its own keeps scans off the worker's connection.
+        store = adapter.store
+        if redis is not None:
+            store = RedisCoordinationStore(
+                redis,
+                key_prefix=adapter.store.key_prefix,
+                queue_prefix=adapter.store.queue_prefix,
+                state_ttl_seconds=adapter.store.state_ttl_seconds,
+            )
+        self.queue = store.queue(adapter.queue_name)
+        self.threshold_ms = int(stalled_threshold_seconds * 1000)
+        self.scan_count = scan_count
+        self.log = logger or logging.getLogger("flowcraft_fast.reconciler")
+
+    async def run(self) -> ReconciliationStats:
+        stats = ReconciliationStats()
+        seen: set[str] = set()
+        offset = 0  # position in the index, oldest progress first
+        while True:
+            batch = await self.queue.stalled_runs(self.threshold_ms, offset, self.scan_count)
+            if not batch:
+                return stats
+            for run_id, _last_progress in batch:
+                if run_id in seen:  # re-stamped by this pass and met again further on
+                    offset += 1
+                    continue
+                seen.add(run_id)
+                stats.scanned_keys += 1
+                meta, _ = await self.queue.run_info(run_id)
+                if meta.get("status") not in LIVE:
+                    await self.queue.forget_run(run_id)  # ended or expired: nothing to repair
+                    continue  # it left the index: the next entry moved into its place
+                stats.stalled_runs += 1
+                try:
+                    enqueued = await self.adapter.reconcile(run_id)
+                except (FlowcraftError, ValueError, ConnectionError) as exc:
+                    stats.failed_runs += 1
+                    self.log.error("reconciling run %s failed: %s", run_id, exc)
+                    offset += 1
+                    continue
+                if enqueued:
+                    stats.reconciled_runs += 1  # its progress stamp moved to the end
+                    self.log.warning(
+                        "run %s was stalled: re-enqueued %s", run_id, ", ".join(sorted(enqueued))
+                    )
+                else:
+                    offset += 1
+
+
+def create_bullmq_reconciler(
+    *,
+    adapter: BullMQAdapter,
+    redis: Any = None,
+    stalled_threshold_seconds: float = 300,
+    key_prefix: str = "workflow:state:",
+    scan_count: int = 100,
+) -> BullMQReconciler:
+    """A reconciler for the runs of `adapter`'s queue; `await reconciler.run()` does one pass."""
+    return BullMQReconciler(
+        adapter=adapter,
+        redis=redis,
+        stalled_threshold_seconds=stalled_threshold_seconds,
+        key_prefix=key_prefix,
+        scan_count=scan_count,
+    )

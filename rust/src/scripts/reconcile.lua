@@ -1,0 +1,57 @@
+--[[ reconcile: re-enqueue the nodes of a live run whose jobs are gone or dead.
+
+  A run's frontier is recorded in its meta hash: `fired:<node key>` = the job that runs it,
+  `done:<node key>` once it committed, `await:<node key>` while it waits. A fired node that is
+  neither done nor waiting must have a live job: waiting in the queue, delayed, or active under
+  a lease. When it has none (the job was lost, or failed after stalling too often), a new job is
+  enqueued with the input the old one carried (or the one rebuilt from the join arrivals).
+  Untaken branches stay untaken: only recorded decisions are replayed. Safe with two
+  reconcilers at once: each candidate is checked and re-enqueued in this one atomic script.
+
+  KEYS[1] run meta   KEYS[2] wait   KEYS[3] marker   KEYS[4] delayed   KEYS[5] active-runs index
+  KEYS[6..] per candidate: old job hash, old job lock, new job hash
+  ARGV[1] run id   ARGV[2] n candidates, then per candidate:
+    node key, old job id, new job id, data, opts, rebuilt input ("" when none is known)
+  Returns the node keys enqueued.
+]]
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'running' and status ~= 'awaiting' then return {} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+local n = tonumber(ARGV[2])
+for c = 0, n - 1 do
+  local a = 3 + c * 6
+  local key, old, new, data, opts, rebuilt = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
+                                             ARGV[a + 4], ARGV[a + 5]
+  local old_hash, old_lock, new_hash = KEYS[6 + c * 3], KEYS[7 + c * 3], KEYS[8 + c * 3]
+  local settled = redis.call('HEXISTS', KEYS[1], 'done:' .. key) == 1
+                  or redis.call('HEXISTS', KEYS[1], 'await:' .. key) == 1
+                  or redis.call('HGET', KEYS[1], 'fired:' .. key) ~= old
+  local exists = redis.call('EXISTS', old_hash) == 1
+  local live = exists and (redis.call('EXISTS', old_lock) == 1
+                           or redis.call('ZSCORE', KEYS[4], old) ~= false
+                           or redis.call('LPOS', KEYS[2], old) ~= false)
+  if not settled and not live then
+    local fci, fcr, fcw = rebuilt, false, false
+    local target, target_hash = old, old_hash
+    if exists then
+      local f = redis.call('HMGET', old_hash, 'fci', 'fcr', 'fcw')
+      fci, fcr, fcw = f[1] or '', f[2], f[3]
+      target, target_hash = new, new_hash
+    end
+    redis.call('HSET', target_hash, 'name', 'executeNode', 'data', data, 'opts', opts,
+               'timestamp', now, 'delay', 0, 'priority', 0, 'atm', 0, 'ats', 0)
+    if fci ~= '' then redis.call('HSET', target_hash, 'fci', fci) end
+    if fcr then redis.call('HSET', target_hash, 'fcr', fcr) end
+    if fcw then redis.call('HSET', target_hash, 'fcw', fcw) end
+    redis.call('HSET', KEYS[1], 'fired:' .. key, target)
+    redis.call('LPUSH', KEYS[2], target)
+    out[#out + 1] = key
+  end
+end
+if #out > 0 then
+  redis.call('ZADD', KEYS[3], 0, '0')
+  redis.call('ZADD', KEYS[5], now, ARGV[1])
+end
+return out

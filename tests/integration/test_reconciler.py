@@ -1,0 +1,170 @@
+"""The reconciler against a real Redis: lost jobs are re-enqueued from recorded decisions,
+live ones are left alone, finished runs are never touched, two reconcilers never double up."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import redis
+
+from flowcraft_fast import (
+    BullMQAdapter,
+    FlowClient,
+    FlowRuntime,
+    NodeContext,
+    create_bullmq_reconciler,
+)
+from flowcraft_fast.distributed.jobs import job_id
+
+pytestmark = pytest.mark.timeout(60)
+
+CHAIN = {
+    "id": "chain",
+    "nodes": [{"id": "a", "uses": "one"}, {"id": "b", "uses": "plus"}],
+    "edges": [{"source": "a", "target": "b"}],
+}
+FAN = {
+    "id": "fan",
+    "nodes": [
+        {"id": "s", "uses": "one"},
+        {"id": "x", "uses": "plus"},
+        {"id": "y", "uses": "plus"},
+        {"id": "j", "uses": "gather"},
+    ],
+    "edges": [
+        {"source": "s", "target": "x"},
+        {"source": "s", "target": "y"},
+        {"source": "x", "target": "j"},
+        {"source": "y", "target": "j"},
+    ],
+}
+
+
+async def one(ctx: NodeContext) -> int:
+    return 1
+
+
+async def plus(ctx: NodeContext) -> int:
+    return int(ctx.input) + 1
+
+
+async def gather(ctx: NodeContext) -> Any:
+    return ctx.input
+
+
+def runtime(**overrides: Any) -> FlowRuntime:
+    registry = {"one": one, "plus": plus, "gather": gather, **overrides}
+    return FlowRuntime(blueprints=[CHAIN, FAN], registry=registry)
+
+
+@asynccontextmanager
+async def serving(rt: FlowRuntime, url: str, queue: str) -> AsyncIterator[BullMQAdapter]:
+    adapter = BullMQAdapter(runtime_options=rt.options, connection=url, queue_name=queue)
+    await adapter.start()
+    try:
+        yield adapter
+    finally:
+        await adapter.close(timeout=2)
+
+
+def lose_job(url: str, queue: str, jid: str) -> None:
+    """What a lost job looks like: gone from every list and its hash deleted."""
+    r = redis.Redis.from_url(url)
+    for name in ("wait", "active"):
+        r.lrem(f"bull:{queue}:{name}", 0, jid)
+    r.delete(f"bull:{queue}:{jid}", f"bull:{queue}:{jid}:lock")
+
+
+async def test_lost_start_job_is_reenqueued_and_the_run_completes(redis_url: str) -> None:
+    rt = runtime()
+    adapter = BullMQAdapter(runtime_options=rt.options, connection=redis_url, queue_name="q")
+    await adapter.queue.publish_blueprints([("chain", __import__("json").dumps(CHAIN))])
+    client = FlowClient(redis_url, queue_name="q")
+    run_id = await client.start("chain", {})
+    lose_job(redis_url, "q", job_id(run_id, "a", 0))
+
+    reconciler = create_bullmq_reconciler(
+        adapter=adapter, redis=redis_url, stalled_threshold_seconds=0
+    )
+    stats = await reconciler.run()
+    assert (stats.scanned_keys, stats.stalled_runs, stats.reconciled_runs) == (1, 1, 1)
+    assert stats.failed_runs == 0
+    # A second pass finds the job queued (live): nothing more is enqueued.
+    again = await reconciler.run()
+    assert again.reconciled_runs == 0
+    assert await adapter.reconcile(run_id) == set()
+
+    async with serving(rt, redis_url, "q"):
+        result = await client.wait(run_id, timeout=10)
+    assert result.status == "completed"
+    assert result.context["b"] == 2
+
+
+async def test_threshold_spares_runs_with_recent_progress(redis_url: str) -> None:
+    rt = runtime()
+    adapter = BullMQAdapter(runtime_options=rt.options, connection=redis_url, queue_name="q")
+    await adapter.queue.publish_blueprints([("chain", __import__("json").dumps(CHAIN))])
+    client = FlowClient(redis_url, queue_name="q")
+    run_id = await client.start("chain", {})
+    lose_job(redis_url, "q", job_id(run_id, "a", 0))
+    stats = await create_bullmq_reconciler(adapter=adapter, stalled_threshold_seconds=300).run()
+    assert stats.stalled_runs == 0
+    assert stats.reconciled_runs == 0
+
+
+async def test_two_reconcilers_at_once_enqueue_once(redis_url: str) -> None:
+    rt = runtime()
+    adapter = BullMQAdapter(runtime_options=rt.options, connection=redis_url, queue_name="q")
+    await adapter.queue.publish_blueprints([("chain", __import__("json").dumps(CHAIN))])
+    client = FlowClient(redis_url, queue_name="q")
+    runs = [await client.start("chain", {}) for _ in range(20)]
+    for run_id in runs:
+        lose_job(redis_url, "q", job_id(run_id, "a", 0))
+    first = create_bullmq_reconciler(adapter=adapter, stalled_threshold_seconds=0)
+    second = create_bullmq_reconciler(adapter=adapter, redis=redis_url, stalled_threshold_seconds=0)
+    s1, s2 = await asyncio.gather(first.run(), second.run())
+    assert s1.reconciled_runs + s2.reconciled_runs == 20
+    r = redis.Redis.from_url(redis_url)
+    assert r.llen("bull:q:wait") == 20  # one job per run, never two
+    async with serving(rt, redis_url, "q"):
+        results = [await client.wait(run_id, timeout=10) for run_id in runs]
+    assert all(res.status == "completed" and res.context["b"] == 2 for res in results)
+
+
+async def test_lost_join_job_gets_its_input_rebuilt_from_the_arrivals(redis_url: str) -> None:
+    entered = asyncio.Event()
+
+    async def stuck(ctx: NodeContext) -> Any:
+        entered.set()
+        await asyncio.sleep(60)
+
+    client = FlowClient(redis_url, queue_name="q")
+    async with serving(runtime(gather=stuck), redis_url, "q"):
+        run_id = await client.start("fan", {})
+        await asyncio.wait_for(entered.wait(), 10)
+    lose_job(redis_url, "q", job_id(run_id, "j", 0))  # its worker is gone and so is its job
+
+    rt = runtime()
+    async with serving(rt, redis_url, "q") as adapter:
+        assert await adapter.reconcile(run_id) == {"j"}
+        result = await client.wait(run_id, timeout=10)
+    assert result.status == "completed"
+    assert result.context["j"] == {"x": 2, "y": 2}
+
+
+async def test_finished_runs_are_never_touched(redis_url: str) -> None:
+    rt = runtime()
+    client = FlowClient(redis_url, queue_name="q")
+    async with serving(rt, redis_url, "q") as adapter:
+        run_id = await client.start("chain", {})
+        assert (await client.wait(run_id, timeout=10)).status == "completed"
+        r = redis.Redis.from_url(redis_url)
+        before = r.hgetall(f"workflow:run:{run_id}")
+        stats = await create_bullmq_reconciler(adapter=adapter, stalled_threshold_seconds=0).run()
+        assert await adapter.reconcile(run_id) == set()
+        assert r.hgetall(f"workflow:run:{run_id}") == before
+    assert stats.reconciled_runs == 0
