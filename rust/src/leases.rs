@@ -20,8 +20,8 @@ use crate::scripts::{eval_one, Call, Scripts};
 pub struct Leases {
     /// job id -> (token, run id)
     held: Mutex<HashMap<String, (String, String)>>,
-    /// (job id, "lost" or the run's status) for jobs that must stop
-    events: Mutex<Vec<(String, String)>>,
+    /// (job id, token, "lost" or the run's status) for claims that must stop
+    events: Mutex<Vec<(String, String, String)>>,
     task: Mutex<Option<JoinHandle<()>>>,
     pub renew_calls: AtomicU64,
 }
@@ -34,11 +34,14 @@ impl Leases {
             .insert(job_id, (token, run_id));
     }
 
-    pub fn untrack(&self, job_id: &str) {
-        self.held.lock().expect("lease map").remove(job_id);
+    pub fn untrack(&self, job_id: &str, token: &str) {
+        let mut held = self.held.lock().expect("lease map");
+        if held.get(job_id).is_some_and(|(t, _)| t == token) {
+            held.remove(job_id);
+        }
     }
 
-    pub fn take_events(&self) -> Vec<(String, String)> {
+    pub fn take_events(&self) -> Vec<(String, String, String)> {
         std::mem::take(&mut *self.events.lock().expect("lease events"))
     }
 
@@ -92,20 +95,24 @@ impl Leases {
                     continue; // Redis unreachable: try again next beat, the lease may survive
                 };
                 let mut stop = Vec::new();
-                for ((id, _, _), reply) in jobs.into_iter().zip(replies) {
+                for ((id, token, _), reply) in jobs.into_iter().zip(replies) {
                     let status = match reply {
                         Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
                         Value::SimpleString(s) => s,
                         _ => String::new(),
                     };
                     if status != "running" && status != "awaiting" {
-                        stop.push((id, status));
+                        stop.push((id, token, status));
                     }
                 }
                 if !stop.is_empty() {
+                    // Only the claim that was renewed stops: the same job may have been claimed
+                    // again (a re-delivered copy) while the renewal was on its way.
                     let mut held = leases.held.lock().expect("lease map");
-                    for (id, _) in &stop {
-                        held.remove(id);
+                    for (id, token, _) in &stop {
+                        if held.get(id).is_some_and(|(t, _)| t == token) {
+                            held.remove(id);
+                        }
                     }
                     drop(held);
                     leases.events.lock().expect("lease events").extend(stop);

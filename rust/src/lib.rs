@@ -18,6 +18,7 @@ mod state;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     runtime::install_tls_provider();
+    runtime::configure();
     errors::register(m)?;
     conn::register(m)?;
     keys::register(m)?;

@@ -14,11 +14,10 @@ use redis::{AsyncCommands, Value};
 use crate::conn::{Connection, RedisConnection};
 use crate::keys::{QueueKeys, RunKeys};
 use crate::leases::Leases;
-use crate::scripts::{eval_many, eval_one, Call, Scripts};
+use crate::scripts::{eval_many, eval_mixed, eval_one, Call, Scripts};
 
 /// A claimed job: (id, lease token, data JSON, attempts made, attempts started, opts JSON,
-/// input JSON carried by the job (None: resolve it), run status, run state fields,
-/// resume payload JSON, slept flag).
+/// input JSON carried by the job (None: resolve it), run id, resume payload JSON, slept flag).
 type Claimed = (
     String,
     String,
@@ -28,10 +27,15 @@ type Claimed = (
     String,
     Option<String>,
     String,
-    HashMap<String, String>,
     Option<String>,
     bool,
 );
+
+/// The runs of claimed jobs, each once: run id -> (status, state fields as JSON text).
+type ClaimedRuns = HashMap<String, (String, HashMap<String, String>)>;
+
+/// What one claim returns: (next delayed job due time in ms or 0, runs, jobs).
+type ClaimReply = (i64, ClaimedRuns, Vec<Claimed>);
 
 /// One arrival of a finished node at a successor: (target node key, predecessor id, value JSON
 /// or "\x01" for skipped, join strategy, all predecessor ids of the target, successor job id,
@@ -104,16 +108,8 @@ fn int(v: &Value) -> i64 {
 
 fn parse_job(v: &Value) -> Option<Claimed> {
     let Value::Array(f) = v else { return None };
-    if f.len() < 11 {
+    if f.len() < 10 {
         return None;
-    }
-    let mut state = HashMap::new();
-    if let Value::Array(flat) = &f[8] {
-        for pair in flat.chunks(2) {
-            if let [k, v] = pair {
-                state.insert(text(k)?, text(v)?);
-            }
-        }
     }
     Some((
         text(&f[0])?,
@@ -123,15 +119,72 @@ fn parse_job(v: &Value) -> Option<Claimed> {
         int(&f[4]),
         text(&f[5]).unwrap_or_else(|| "{}".into()),
         text(&f[6]),
-        text(&f[7]).unwrap_or_default(),
-        state,
-        text(&f[9]),
-        text(&f[10]).is_some(),
+        text(&f[7])?,
+        text(&f[8]),
+        text(&f[9]).is_some(),
     ))
 }
 
+fn parse_state(v: &Value) -> Option<HashMap<String, String>> {
+    let mut state = HashMap::new();
+    if let Value::Array(flat) = v {
+        for pair in flat.chunks(2) {
+            if let [k, v] = pair {
+                state.insert(text(k)?, text(v)?);
+            }
+        }
+    }
+    Some(state)
+}
+
+fn parse_claim(reply: &Value) -> PyResult<ClaimReply> {
+    let Value::Array(items) = reply else {
+        return Err(bad_reply("claim", reply));
+    };
+    let next = items.first().map_or(0, int);
+    let mut runs = HashMap::new();
+    if let Some(Value::Array(flat)) = items.get(1) {
+        for triple in flat.chunks(3) {
+            if let [id, status, state] = triple {
+                let id = text(id).ok_or_else(|| bad_reply("claim", reply))?;
+                let state = parse_state(state).ok_or_else(|| bad_reply("claim", reply))?;
+                runs.insert(id, (text(status).unwrap_or_default(), state));
+            }
+        }
+    }
+    let mut jobs = Vec::with_capacity(items.len().saturating_sub(2));
+    for item in items.iter().skip(2) {
+        jobs.push(parse_job(item).ok_or_else(|| bad_reply("claim", item))?);
+    }
+    Ok((next, runs, jobs))
+}
+
 impl Inner {
-    fn commit_call(&self, c: &Commit) -> Call {
+    fn claim_call(&self, max_jobs: usize, lease_ms: u64, token_prefix: String) -> Call {
+        let q = &self.q;
+        Call {
+            keys: vec![
+                q.key("wait"),
+                q.key("active"),
+                q.key("delayed"),
+                q.key("marker"),
+                q.key("meta"),
+                q.key("failed"),
+                q.key("prioritized"),
+                q.key("completed"),
+            ],
+            args: vec![
+                q.base().to_string(),
+                token_prefix,
+                lease_ms.to_string(),
+                max_jobs.to_string(),
+                self.runs.state_prefix(),
+                self.runs.meta_prefix(),
+            ],
+        }
+    }
+
+    fn commit_call(&self, c: &Commit, claim_follows: bool) -> Call {
         let (job_id, token, run_id, node_key, mode, result, payload, sets, dels, route, arrivals) =
             c;
         let q = &self.q;
@@ -162,6 +215,7 @@ impl Inner {
             self.keep_failed.to_string(),
             run_id.clone(),
             payload.clone(),
+            if claim_follows { "1" } else { "0" }.to_string(),
             sets.len().to_string(),
         ];
         for (k, v) in sets {
@@ -224,7 +278,7 @@ impl Queue {
     }
 
     /// Claim up to `max_jobs` ready jobs with a lease of `lease_ms` each, in one round trip.
-    /// Returns (next delayed job due time in ms or 0, claimed jobs).
+    /// Returns (next delayed job due time in ms or 0, the jobs' runs, claimed jobs).
     fn claim<'py>(
         &self,
         py: Python<'py>,
@@ -234,39 +288,12 @@ impl Queue {
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let q = &inner.q;
-            let call = Call {
-                keys: vec![
-                    q.key("wait"),
-                    q.key("active"),
-                    q.key("delayed"),
-                    q.key("marker"),
-                    q.key("meta"),
-                    q.key("failed"),
-                    q.key("prioritized"),
-                ],
-                args: vec![
-                    q.base().to_string(),
-                    token_prefix,
-                    lease_ms.to_string(),
-                    max_jobs.to_string(),
-                    inner.runs.state_prefix(),
-                    inner.runs.meta_prefix(),
-                ],
-            };
+            let call = inner.claim_call(max_jobs, lease_ms, token_prefix);
             let mut m = inner.conn.manager().await?;
             let reply = eval_one(&mut m, &inner.scripts.claim, call)
                 .await
                 .map_err(|e| inner.conn.error(&e))?;
-            let Value::Array(items) = &reply else {
-                return Err(bad_reply("claim", &reply));
-            };
-            let next = items.first().map_or(0, int);
-            let mut jobs = Vec::with_capacity(items.len().saturating_sub(1));
-            for item in items.iter().skip(1) {
-                jobs.push(parse_job(item).ok_or_else(|| bad_reply("claim", item))?);
-            }
-            Ok((next, jobs))
+            parse_claim(&reply)
         })
     }
 
@@ -286,12 +313,14 @@ impl Queue {
         self.inner.leases.track(job_id, token, run_id);
     }
 
-    fn untrack(&self, job_id: &str) {
-        self.inner.leases.untrack(job_id);
+    /// Stop renewing this claim's lease (a later claim of the same job keeps its own).
+    fn untrack(&self, job_id: &str, token: &str) {
+        self.inner.leases.untrack(job_id, token);
     }
 
-    /// Jobs to stop since the last call: (job id, "lost" or the status of their ended run).
-    fn lease_events(&self) -> Vec<(String, String)> {
+    /// Claims to stop since the last call: (job id, lease token, "lost" or the status of their
+    /// ended run).
+    fn lease_events(&self) -> Vec<(String, String, String)> {
         self.inner.leases.take_events()
     }
 
@@ -320,16 +349,53 @@ impl Queue {
         })
     }
 
-    /// Commit many finished nodes in one round trip; one (code, detail) per node.
-    fn commit<'py>(&self, py: Python<'py>, batch: Vec<Commit>) -> PyResult<Bound<'py, PyAny>> {
+    /// Commit many finished nodes in one round trip; one (code, detail) per node. With
+    /// `claim_max` > 0 the same round trip then claims up to that many ready jobs (the slots the
+    /// committed nodes free), so a busy worker needs one round trip per step.
+    #[pyo3(signature = (batch, claim_max=0, lease_ms=30_000, token_prefix=String::new()))]
+    fn commit<'py>(
+        &self,
+        py: Python<'py>,
+        batch: Vec<Commit>,
+        claim_max: usize,
+        lease_ms: u64,
+        token_prefix: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let calls: Vec<Call> = batch.iter().map(|c| inner.commit_call(c)).collect();
+            let mut calls: Vec<Call> = batch
+                .iter()
+                .map(|c| inner.commit_call(c, claim_max > 0))
+                .collect();
+            if claim_max > 0 {
+                calls.push(inner.claim_call(claim_max, lease_ms, token_prefix));
+            }
+            let scripts = &inner.scripts;
+            let pairs: Vec<(&redis::Script, &Call)> = calls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    (
+                        if i < batch.len() {
+                            &scripts.commit
+                        } else {
+                            &scripts.claim
+                        },
+                        c,
+                    )
+                })
+                .collect();
             let mut m = inner.conn.manager().await?;
-            let replies = eval_many(&mut m, &inner.scripts.commit, &calls)
+            let mut replies = eval_mixed(&mut m, &pairs)
                 .await
                 .map_err(|e| inner.conn.error(&e))?;
-            Ok(replies.iter().map(pair).collect::<Vec<_>>())
+            let claimed = if claim_max > 0 {
+                let reply = replies.pop().unwrap_or(Value::Nil).extract_error();
+                Some(parse_claim(&reply.map_err(|e| inner.conn.error(&e))?)?)
+            } else {
+                None
+            };
+            Ok((replies.iter().map(pair).collect::<Vec<_>>(), claimed))
         })
     }
 

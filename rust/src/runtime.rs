@@ -28,3 +28,16 @@ pub fn install_tls_provider() {
     // An error means a provider is already installed (by us or the host), which is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// Configure the tokio runtime that carries all Redis I/O: one worker thread. Every Redis
+/// connection of a process is multiplexed by a driver task, so one thread keeps each request's
+/// hops (Python call -> our task -> connection driver -> reply) on one core instead of bouncing
+/// between threads; a second core stays free for user code.
+pub fn configure() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
+        .worker_threads(1)
+        .thread_name("flowcraft-io")
+        .enable_all();
+    pyo3_async_runtimes::tokio::init(builder);
+}

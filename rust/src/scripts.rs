@@ -49,16 +49,32 @@ pub async fn eval_many(
     script: &Script,
     calls: &[Call],
 ) -> RedisResult<Vec<Value>> {
+    let pairs: Vec<(&Script, &Call)> = calls.iter().map(|c| (script, c)).collect();
+    eval_mixed(conn, &pairs).await
+}
+
+/// Run calls of several scripts in one round trip (a pipeline); one reply per call.
+pub async fn eval_mixed(
+    conn: &mut ConnectionManager,
+    calls: &[(&Script, &Call)],
+) -> RedisResult<Vec<Value>> {
     if calls.is_empty() {
         return Ok(Vec::new());
     }
-    let mut replies = send(conn, script, calls.iter()).await?;
+    let mut replies = send(conn, calls.iter().copied()).await?;
     let missing: Vec<usize> = (0..replies.len())
         .filter(|&i| is_noscript(&replies[i]))
         .collect();
     if !missing.is_empty() {
-        let _: String = script.prepare_invoke().load_async(conn).await?;
-        let again = send(conn, script, missing.iter().map(|&i| &calls[i])).await?;
+        let mut loaded: Vec<&str> = Vec::new();
+        for &i in &missing {
+            let script = calls[i].0;
+            if !loaded.contains(&script.get_hash()) {
+                let _: String = script.prepare_invoke().load_async(conn).await?;
+                loaded.push(script.get_hash());
+            }
+        }
+        let again = send(conn, missing.iter().map(|&i| calls[i])).await?;
         for (i, reply) in missing.into_iter().zip(again) {
             replies[i] = reply;
         }
@@ -68,12 +84,11 @@ pub async fn eval_many(
 
 async fn send<'a>(
     conn: &mut ConnectionManager,
-    script: &Script,
-    calls: impl Iterator<Item = &'a Call>,
+    calls: impl Iterator<Item = (&'a Script, &'a Call)>,
 ) -> RedisResult<Vec<Value>> {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
-    for call in calls {
+    for (script, call) in calls {
         pipe.cmd("EVALSHA")
             .arg(script.get_hash())
             .arg(call.keys.len())

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,6 @@ import pytest
 from flowcraft_fast.blueprint import Blueprint, NodeConfig
 from flowcraft_fast.builder import FlowBuilder, create_flow, uses_key_for
 from flowcraft_fast.errors import BlueprintError
-
-PYTHON_DIR = Path(__file__).resolve().parents[2] / "python"
 
 
 def fetch(ctx: Any) -> list[int]:
@@ -164,7 +163,8 @@ def test_keys_are_stable_across_processes(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             check=True,
-            env={"PYTHONPATH": f"{PYTHON_DIR}:{tmp_path}", "PYTHONHASHSEED": "random"},
+            # the installed package (as a user has it), plus the module under test
+            env={**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONHASHSEED": "random"},
         )
         outputs.append(json.loads(proc.stdout))
     assert (

@@ -2,12 +2,15 @@
 
 Nothing reaches Redis while the node runs; its writes are committed with its output, in the
 same atomic step, or not at all (a node whose job is re-delivered leaves no partial writes).
+
+The claimed state arrives as JSON text per field and is decoded only when a field is read, once
+per node: a node that reads two fields of a wide run's state decodes two, and no two nodes share
+a decoded (mutable) value.
 """
 
 from __future__ import annotations
 
-from collections import ChainMap
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from .. import jsoncodec
@@ -16,36 +19,93 @@ from ..runtime.context import PatchOp, check_json_value, normalise_op
 _DELETED = object()
 
 
-class BufferedContext:
-    """Async context over a snapshot; `changes()` gives what to commit."""
+class LazyState(Mapping[str, Any]):
+    """Run state fields (JSON text) decoded on first access."""
 
-    def __init__(self, snapshot: dict[str, Any]) -> None:
-        self._snapshot = snapshot
-        self._writes: dict[str, Any] = {}
+    __slots__ = ("_decoded", "_raw")
 
-    def _lookup(self, key: str) -> Any:
+    def __init__(self, raw: Mapping[str, str]) -> None:
+        self._raw = raw
+        self._decoded: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._decoded[key]
+        except KeyError:
+            pass
+        value = jsoncodec.loads(self._raw[key], what=f"context key {key!r}")
+        self._decoded[key] = value
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+class _View(Mapping[str, Any]):
+    """The state with the node's writes over it."""
+
+    __slots__ = ("_base", "_writes")
+
+    def __init__(self, base: Mapping[str, Any], writes: dict[str, Any]) -> None:
+        self._base = base
+        self._writes = writes
+
+    def __getitem__(self, key: str) -> Any:
         if key in self._writes:
-            return self._writes[key]
-        return self._snapshot.get(key, _DELETED)
+            value = self._writes[key]
+            if value is _DELETED:
+                raise KeyError(key)
+            return value
+        return self._base[key]
+
+    def __contains__(self, key: object) -> bool:
+        if key in self._writes:
+            return self._writes[key] is not _DELETED
+        return key in self._base
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self._base:
+            if self._writes.get(key, None) is not _DELETED:
+                yield key
+        for key, value in self._writes.items():
+            if value is not _DELETED and key not in self._base:
+                yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class BufferedContext:
+    """Async context over the claimed state; `changes()` gives what to commit."""
+
+    def __init__(self, state: Mapping[str, Any]) -> None:
+        self._state = state
+        self._writes: dict[str, Any] = {}
+        self._view = _View(state, self._writes)
 
     async def get(self, key: str, default: Any = None) -> Any:
-        value = self._lookup(key)
-        return default if value is _DELETED else value
+        return self._view.get(key, default)
 
     async def set(self, key: str, value: Any) -> None:
         check_json_value(value, f"context key {key!r}")
         self._writes[key] = value
 
     async def has(self, key: str) -> bool:
-        return self._lookup(key) is not _DELETED
+        return key in self._view
 
     async def delete(self, key: str) -> bool:
-        existed = self._lookup(key) is not _DELETED
+        existed = key in self._view
         self._writes[key] = _DELETED
         return existed
 
     async def to_dict(self) -> dict[str, Any]:
-        return dict(self.view())
+        return dict(self._view)
 
     async def patch(self, ops: Iterable[PatchOp]) -> None:
         for op in ops:
@@ -65,9 +125,7 @@ class BufferedContext:
 
     def view(self) -> Mapping[str, Any]:
         """The context as the node left it (for routing conditions and transforms)."""
-        live = {k: v for k, v in self._writes.items() if v is not _DELETED}
-        base = {k: v for k, v in self._snapshot.items() if self._writes.get(k, v) is not _DELETED}
-        return ChainMap(live, base)
+        return self._view
 
     def changes(self) -> tuple[list[tuple[str, str]], list[str]]:
         sets = [

@@ -35,7 +35,7 @@ from ..runtime.routing import RoutingDecision, route
 from ..runtime.runtime import RuntimeOptions
 from ..runtime.state import AWAITING_KEY
 from ..runtime.types import NodeContext, NodeResult, WorkflowError
-from .buffered import BufferedContext
+from .buffered import BufferedContext, LazyState
 from .jobs import SKIP, job_data, job_id, job_opts, node_key
 
 LIVE = ("running", "awaiting")
@@ -107,6 +107,7 @@ class Worker:
         ] = []
         self._pending_retries: list[tuple[_Retry, asyncio.Future[str]]] = []
         self._commit_ready = asyncio.Event()
+        self._next_due_ms = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -147,6 +148,7 @@ class Worker:
     # ------------------------------------------------------------------ claiming
 
     async def _claim_loop(self) -> None:
+        drained = False  # the last claim took everything that was ready
         while not self._closing:
             free = self.concurrency - len(self._in_flight)
             if free <= 0:
@@ -154,38 +156,48 @@ class Worker:
                 await self._slot_freed.wait()
                 continue
             try:
-                next_due_ms, jobs = await self.queue.claim(free, self.lease_ms, self.token_prefix)
+                if drained:
+                    # Block until the queue's marker says work is ready (commits that create
+                    # jobs, and producers, set it; a claim that empties the queue clears it).
+                    await self.queue.wait_for_work(self._wait_timeout())
+                next_due_ms, runs, jobs = await self.queue.claim(
+                    free, self.lease_ms, self.token_prefix
+                )
             except (ConnectionError, _core.RedisCommandError) as exc:
                 self.log.warning("claiming jobs failed, retrying in 1 s: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
             self.stats.claims += 1
-            for job in jobs:
-                self._launch(job)
-            if not jobs:
-                timeout = 5.0
-                if next_due_ms:
-                    timeout = min(5.0, max(0.001, next_due_ms / 1000 - time.time()))
-                try:
-                    await self.queue.wait_for_work(timeout)
-                except (ConnectionError, _core.RedisCommandError) as exc:
-                    self.log.warning("waiting for jobs failed, retrying in 1 s: %s", exc)
-                    await asyncio.sleep(1.0)
+            self._next_due_ms = next_due_ms
+            self._launch_all(runs, jobs)
+            drained = len(jobs) < free
 
-    def _launch(self, job: _core._ClaimedJob) -> None:
-        jid, token = job[0], job[1]
-        run_id = _run_id_of(job[2])
+    def _wait_timeout(self) -> float:
+        if self._next_due_ms:
+            return min(5.0, max(0.001, self._next_due_ms / 1000 - time.time()))
+        return 5.0
+
+    def _launch_all(
+        self, runs: dict[str, tuple[str, dict[str, str]]], jobs: list[_core._ClaimedJob]
+    ) -> None:
+        for job in jobs:
+            self._launch(job, runs.get(job[7], ("", {})))
+
+    def _launch(self, job: _core._ClaimedJob, run: tuple[str, dict[str, str]]) -> None:
+        jid, token, run_id = job[0], job[1], job[7]
         flight = _InFlight(jid, token, run_id)
         self._in_flight[jid] = flight
         self.queue.track(jid, token, run_id)
         self.stats.claimed += 1
-        flight.task = asyncio.get_running_loop().create_task(self._process(job, flight))
+        flight.task = asyncio.get_running_loop().create_task(self._process(job, run, flight))
 
-    async def _process(self, job: _core._ClaimedJob, flight: _InFlight) -> None:
+    async def _process(
+        self, job: _core._ClaimedJob, run: tuple[str, dict[str, str]], flight: _InFlight
+    ) -> None:
         started = time.perf_counter()
         try:
             try:
-                request = await self._execute(job, flight)
+                request = await self._execute(job, run, flight)
             except asyncio.CancelledError:
                 if not flight.run_ended or self._closing:
                     raise
@@ -205,8 +217,8 @@ class Worker:
         finally:
             # A later claim of the same job (a re-delivered copy) may have replaced this one:
             # its lease must keep being renewed, so only the current claim is untracked.
+            self.queue.untrack(flight.job_id, flight.token)
             if self._in_flight.get(flight.job_id) is flight:
-                self.queue.untrack(flight.job_id)
                 del self._in_flight[flight.job_id]
             self._slot_freed.set()
 
@@ -229,12 +241,11 @@ class Worker:
     # ------------------------------------------------------------------ running one node
 
     async def _execute(
-        self, job: _core._ClaimedJob, flight: _InFlight
+        self, job: _core._ClaimedJob, run: tuple[str, dict[str, str]], flight: _InFlight
     ) -> _core._CommitRequest | _Retry:
-        jid, token, raw_data, attempts_made, attempts_started, _opts, raw_input, status, raw = job[
-            :9
-        ]
-        resumed, slept = job[9], job[10]
+        jid, token, raw_data, attempts_made, attempts_started, _opts, raw_input = job[:7]
+        resumed, slept = job[8], job[9]
+        status, raw = run
         data = jsoncodec.loads(raw_data, what=f"job {jid} data")
         run_id, bp_id = str(data["runId"]), str(data.get("blueprintId", ""))
         node_id, iteration = str(data["nodeId"]), int(data.get("iteration", 0))
@@ -262,8 +273,8 @@ class Worker:
                 self.log.warning("job %s: %s; leaving it for another worker", jid, reason)
                 return (jid, token, VERSION_RETRY_DELAY_MS, reason, False)
             return fail(f"{reason} (no matching worker took the job)")
+        snapshot = LazyState(raw)
         try:
-            snapshot = {k: jsoncodec.loads(v, what=f"context key {k!r}") for k, v in raw.items()}
             graph = run_graph(bp, snapshot)
         except (ValueError, FlowcraftError) as exc:
             return fail(f"run state is unreadable: {exc}")
@@ -482,10 +493,42 @@ class Worker:
             commits, self._pending_commits = self._pending_commits, []
             retries, self._pending_retries = self._pending_retries, []
             if commits:
-                await self._flush(self.queue.commit, commits)
+                await self._flush_commits(commits)
                 self.stats.commit_batches += 1
             if retries:
                 await self._flush(self.queue.retry, retries)
+
+    async def _flush_commits(
+        self, items: list[tuple[_core._CommitRequest, asyncio.Future[tuple[str, str]]]]
+    ) -> None:
+        """Commit a batch and, in the same round trip, claim the slots it frees."""
+        claim_max = 0
+        if not self._closing:
+            claim_max = max(0, self.concurrency - (len(self._in_flight) - len(items)))
+        requests = [request for request, _ in items]
+        for attempt in range(1, 6):
+            try:
+                replies, claimed = await self.queue.commit(
+                    requests, claim_max, self.lease_ms, self.token_prefix
+                )
+                break
+            except (ConnectionError, _core.RedisCommandError) as exc:
+                # Commits are idempotent (lease + done markers), so sending them again is safe.
+                self.log.warning("commit round trip failed (attempt %d): %s", attempt, exc)
+                await asyncio.sleep(0.2 * attempt)
+        else:
+            for _, future in items:
+                if not future.done():
+                    future.set_exception(ConnectionError("could not reach Redis to commit"))
+            return
+        for (_, future), reply in zip(items, replies, strict=True):
+            if not future.done():
+                future.set_result(reply)
+        if claimed is not None:
+            next_due_ms, runs, jobs = claimed
+            self.stats.claims += 1
+            self._next_due_ms = next_due_ms
+            self._launch_all(runs, jobs)
 
     async def _flush(self, send: Any, items: list[tuple[Any, asyncio.Future[Any]]]) -> None:
         for attempt in range(1, 6):
@@ -513,9 +556,11 @@ class Worker:
         try:
             while True:
                 await asyncio.sleep(0.1)
-                for jid, status in self.queue.lease_events():
+                for jid, token, status in self.queue.lease_events():
                     flight = self._in_flight.get(jid)
-                    if flight is None or flight.task is None or flight.task.done():
+                    if flight is None or flight.token != token:
+                        continue  # that claim already ended, or a newer one replaced it
+                    if flight.task is None or flight.task.done():
                         continue
                     if status == "lost":
                         self.log.warning("job %s: lease lost; abandoning it", jid)
@@ -547,14 +592,6 @@ class Worker:
                     )
 
 
-def _run_id_of(raw_data: str) -> str:
-    try:
-        data: Mapping[str, Any] = jsoncodec.loads(raw_data)
-        return str(data.get("runId", ""))
-    except ValueError:
-        return ""
-
-
 DYNAMIC_PREFIX = "_dynamic."
 """Run-state fields holding the nodes a node added while the run goes (batch workers)."""
 
@@ -566,7 +603,7 @@ def run_graph(bp: Blueprint, state: Mapping[str, Any]) -> RunGraph:
     continuation links to the workers of the chunk before it).
     """
     graph = RunGraph(CompiledGraph.from_blueprint(bp))
-    pending = [v for k, v in state.items() if k.startswith(DYNAMIC_PREFIX)]
+    pending = [state[k] for k in state if k.startswith(DYNAMIC_PREFIX)]
     while pending:
         ready = [spec for spec in pending if _links_exist(graph, spec)]
         if not ready:

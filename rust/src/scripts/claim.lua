@@ -2,13 +2,15 @@
 
   KEYS[1] wait   KEYS[2] active   KEYS[3] delayed   KEYS[4] marker   KEYS[5] meta   KEYS[6] failed
   KEYS[7] prioritized (jobs BullMQ producers added with a priority; served after wait)
+  KEYS[8] completed
   ARGV[1] queue key prefix ("bull:<queue>:")   ARGV[2] lease token prefix   ARGV[3] lease ms
   ARGV[4] max jobs   ARGV[5] run-state key prefix ("workflow:state:")   ARGV[6] run key prefix
 
   First promotes due delayed jobs (BullMQ score: due_ms * 4096 + seq). Returns
-  {next_delayed_ms, job1, job2, ...}; each job is
-  {id, token, data, attempts_made, attempts_started, opts, input, run_status, state_flat,
-   resume, slept}: `input` is the value its incoming edges carried ("\1": a skip token),
+  {next_delayed_ms, {run_id, run_status, state_flat, ...}, job1, job2, ...}: each run's state
+  once, however many of its jobs were claimed; each job is
+  {id, token, data, attempts_made, attempts_started, opts, input, run_id, resume, slept}:
+  `input` is the value its incoming edges carried ("\1": a skip token),
   `resume` the output/action a client resumed a waiting node with, `slept` set once a sleep
   node's delay has passed.
   Jobs whose data is not a flowcraft job are moved to failed with a reason, never returned.
@@ -27,13 +29,13 @@ for _, id in ipairs(due) do
   redis.call('HSET', qp .. id, 'delay', 0)
 end
 
-local out = {0}
+local runs, run_list = {}, {}
+local out = {0, run_list}
 local nxt = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 if nxt[2] then out[1] = math.floor(tonumber(nxt[2]) / 4096) end
 
 if redis.call('HEXISTS', KEYS[5], 'paused') == 1 then return out end
 
-local runs = {}
 local max = tonumber(ARGV[4])
 local n = 0
 while n < max do
@@ -63,6 +65,13 @@ while n < max do
       redis.call('HSET', jk, 'failedReason', reason, 'finishedOn', now)
       redis.call('HINCRBY', jk, 'atm', 1)
     end
+  elseif redis.call('HEXISTS', ARGV[6] .. data['runId'],
+                    'done:' .. tostring(data['iteration'] or 0) .. '|' .. data['nodeId']) == 1 then
+    -- a copy of a job whose node already committed (re-delivery): settle it, run nothing
+    redis.call('LREM', KEYS[2], 0, id)
+    redis.call('ZADD', KEYS[8], now, id)
+    redis.call('HSET', jk, 'finishedOn', now)
+    if redis.call('HEXISTS', jk, 'returnvalue') == 0 then redis.call('HSET', jk, 'returnvalue', 'null') end
   else
     n = n + 1
     -- one token per claim, not per (worker, job): a worker that claims a job again after its
@@ -72,20 +81,26 @@ while n < max do
     redis.call('HSET', jk, 'processedOn', now)
     local ats = redis.call('HINCRBY', jk, 'ats', 1)
     local run_id = data['runId']
-    local run = runs[run_id]
-    if not run then
+    if not runs[run_id] then
       local status = redis.call('HGET', ARGV[6] .. run_id, 'status') or ''
       local state = {}
       if status == 'running' or status == 'awaiting' then
         state = redis.call('HGETALL', ARGV[5] .. run_id)
       end
-      run = {status, state}
-      runs[run_id] = run
+      runs[run_id] = true
+      run_list[#run_list + 1] = run_id
+      run_list[#run_list + 1] = status
+      run_list[#run_list + 1] = state
     end
     out[#out + 1] = {id, token, f[1], tonumber(f[2] or f[3] or 0), ats, f[5] or '{}', f[6] or false,
-                     run[1], run[2], f[7] or false, f[8] or false}
+                     run_id, f[7] or false, f[8] or false}
   end
 end
--- chained wake-up: another blocked worker may take what is left
-if n > 0 and (redis.call('LLEN', KEYS[1]) > 0 or redis.call('ZCARD', KEYS[7]) > 0) then redis.call('ZADD', KEYS[4], 0, '0') end
+if n > 0 and (redis.call('LLEN', KEYS[1]) > 0 or redis.call('ZCARD', KEYS[7]) > 0) then
+  -- chained wake-up: another blocked worker may take what is left
+  redis.call('ZADD', KEYS[4], 0, '0')
+elseif redis.call('LLEN', KEYS[1]) == 0 and redis.call('ZCARD', KEYS[7]) == 0 then
+  -- nothing is ready: a stale "ready" marker would only wake blocked workers for nothing
+  redis.call('ZREM', KEYS[4], '0')
+end
 return out

@@ -6,7 +6,8 @@
   KEYS[14..] one job hash per arrival, for the successor job it may create
 
   ARGV: queue prefix, job id, lease token, node key ("<iteration>|<nodeId>"), mode, result text,
-        state ttl s, keep completed, keep failed, run id, status payload,
+        state ttl s, keep completed, keep failed, run id, status payload, claim follows ("1": a
+        claim in the same round trip takes the new jobs and sets the marker if any are left),
         n_sets, (field, json)*, n_dels, field*, route json,
         n_arrivals, (target key, pred, value|"\1" for skipped, strategy, n_preds, pred*,
                      successor job id, successor data, successor opts)*
@@ -24,7 +25,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local qp, job_id, token, node_key, mode, result = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local ttl, keep_done, keep_failed = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local run_id, status_payload = ARGV[10], ARGV[11]
+local run_id, status_payload, claim_follows = ARGV[10], ARGV[11], ARGV[12] == '1'
 
 if redis.call('GET', KEYS[2]) ~= token then return {'lost', ''} end
 
@@ -86,7 +87,7 @@ if mode == 'fail' then
 end
 
 -- context writes and the node's output
-local i = 12
+local i = 13
 local n_sets = tonumber(ARGV[i]); i = i + 1
 if n_sets > 0 then
   redis.call('HSET', KEYS[9], unpack(ARGV, i, i + 2 * n_sets - 1))
@@ -171,7 +172,7 @@ for a = 1, n_arr do
     pending = pending + 1
   end
 end
-if pending > -1 then redis.call('ZADD', KEYS[7], 0, '0') end
+if pending > -1 and not claim_follows then redis.call('ZADD', KEYS[7], 0, '0') end
 
 local left = redis.call('HINCRBY', KEYS[10], 'pending', pending)
 if left <= 0 then

@@ -13,12 +13,14 @@
 if not redis.call('SET', KEYS[5], '1', 'NX', 'PX', ARGV[3]) then return {'|'} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local requeued, failed = {}, {}
+local requeued, failed, seen = {}, {}, {}
 local ttl = tonumber(ARGV[8])
 for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, 999)) do
   local jk = ARGV[1] .. id
-  if redis.call('EXISTS', jk .. ':lock') == 0 then
-    redis.call('LREM', KEYS[1], 1, id)
+  -- a job can sit in active more than once (re-delivered copies claimed together): one stall
+  if not seen[id] and redis.call('EXISTS', jk .. ':lock') == 0 then
+    seen[id] = true
+    redis.call('LREM', KEYS[1], 0, id)
     local stc = redis.call('HINCRBY', jk, 'stc', 1)
     if stc > tonumber(ARGV[2]) then
       local reason = 'job stalled more than allowable limit'
