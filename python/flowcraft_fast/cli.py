@@ -3,33 +3,54 @@
 Each subcommand is parsed by argparse and handled by one small function found in `HANDLERS`
 (subcommand name -> handler taking the parsed arguments and returning the exit code), so a handler
 can be replaced without touching the parser. ``validate`` and ``graph`` work on blueprint files;
-``run``, ``status``, ``resume``, ``cancel``, ``inspect`` and ``reconcile`` need the distributed
-layer.
+``run``, ``status``, ``resume``, ``cancel``, ``inspect`` and ``reconcile`` talk to the Redis queue
+that ``flowcraft-fastd`` workers serve, through the public `FlowClient` API (each runs its own
+event loop with `asyncio.run`).
 
-Exit codes: 0 success, 1 a command failed (invalid blueprint, unreadable file), 2 usage error or
-a command that is not available in this build.
+Exit codes: 0 success; 1 a command failed (invalid blueprint, unreadable file, Redis unreachable,
+unknown run, run failed or cancelled, ...); 2 usage error (bad arguments, an APP that does not
+name a FlowRuntime, a blueprint the APP does not define); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import math
 import os
+import re
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import _core
 from .blueprint import Blueprint, load_blueprint
-from .errors import BlueprintError
+from .errors import BlueprintError, FlowcraftError
 from .mermaid import to_mermaid
+
+if TYPE_CHECKING:
+    from .distributed.client import FlowClient
+    from .runtime import FlowRuntime
+    from .runtime.types import WorkflowResult
 
 __all__ = ["HANDLERS", "build_parser", "main"]
 
 PROG = "flowcraft-fast"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_QUEUE = "flowcraft-queue"
+PROGRESS_INTERVAL = 5.0
+"""Seconds between the progress lines of `run --wait` (it waits in slices this long)."""
+DEFAULT_STALLED_THRESHOLD = 300.0
+DEFAULT_INSPECT_LIMIT = 100
+LIVE_STATUSES = ("running", "awaiting")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -139,28 +160,326 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_available(command: str) -> Handler:
-    def handler(args: argparse.Namespace) -> int:
-        print(
-            f"{PROG} {command}: needs the distributed layer, not available in this build",
-            file=sys.stderr,
-        )
-        return 2
+# ---------------------------------------------------------------------------- distributed
 
-    handler.__name__ = f"cmd_{command}"
-    handler.__qualname__ = handler.__name__
-    return handler
+
+def _fail(message: str) -> None:
+    """One line on stderr for a distributed command that failed."""
+    print(f"{PROG}: {_one_line(message)}", file=sys.stderr)
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+_CORE_PREFIX = re.compile(r"^cannot (?:connect to|reach) Redis at \\S+?:? ")
+
+
+def _connection_cause(exc: BaseException) -> str:
+    """The cause of a connection error, without the core's own "cannot connect to ..." prefix."""
+    text = _one_line(exc) or type(exc).__name__
+    return _CORE_PREFIX.sub("", text, count=1) or text
+
+
+def redact_url(url: str) -> str:
+    """`url` without its password (the daemon's redaction, so both print the same)."""
+    from .daemon.checks import redact_url as redact
+
+    return redact(url)
+
+
+def _load_app(spec: str) -> FlowRuntime:
+    """The FlowRuntime named by APP, or `CliError` with the loader's one-line message."""
+    from .daemon.app import AppError, load_runtime
+
+    try:
+        return load_runtime(spec)
+    except AppError as exc:
+        raise CliError(f"APP {str(exc).removeprefix('--app ')}") from None
+
+
+def _run_async(args: argparse.Namespace, body: Callable[[], Awaitable[int]]) -> int:
+    """Run one command's coroutine; turn the expected failures into one line and exit 1."""
+    url = redact_url(args.redis_url)
+    try:
+        return asyncio.run(_guarded(body))
+    except CliError as exc:
+        _fail(str(exc))
+    except ConnectionError as exc:  # _core.RedisConnectionError and the OS's own
+        _fail(f"cannot reach Redis at {url}: {_connection_cause(exc)}")
+    except _core.RedisCommandError as exc:
+        _fail(f"Redis at {url} refused a command: {exc}")
+    except TimeoutError as exc:
+        _fail(f"Redis at {url} did not answer in time: {exc or 'timeout'}")
+    except FlowcraftError as exc:  # RunNotFound, "no worker serves ...", "not waiting at ..."
+        _fail(str(exc))
+    return EXIT_FAILED
+
+
+async def _guarded(body: Callable[[], Awaitable[int]]) -> int:
+    return await body()
+
+
+def _client(args: argparse.Namespace) -> FlowClient:
+    from .distributed.client import FlowClient
+
+    try:
+        return FlowClient(args.redis_url, queue_name=args.queue)
+    except ValueError as exc:  # a malformed URL or queue name
+        raise CliError(str(exc)) from None
+
+
+def _print_result(result: WorkflowResult) -> None:
+    print(f"run {result.run_id}: {result.status}")
+    print(json.dumps(result.context, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+    for error in result.errors:
+        where = f"node {error.node_id}" if error.node_id else "run"
+        kind = f" ({error.type})" if error.type else ""
+        print(f"error at {where}{kind}: {_one_line(error.message)}")
+
+
+def _result_exit_code(status: str) -> int:
+    return EXIT_OK if status in ("completed", "awaiting") else EXIT_FAILED
+
+
+async def _wait_with_progress(
+    client: FlowClient, run_id: str, timeout: float | None
+) -> WorkflowResult:
+    """`client.wait` in slices of `PROGRESS_INTERVAL`, one progress line on stderr per slice."""
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
+    while True:
+        now = time.monotonic()
+        slice_s = PROGRESS_INTERVAL if deadline is None else min(PROGRESS_INTERVAL, deadline - now)
+        if slice_s <= 0:
+            raise CliError(
+                f"run {run_id} did not finish within {_seconds(timeout)} s; it goes on: "
+                f"see '{PROG} status {run_id}'"
+            )
+        try:
+            return await client.wait(run_id, timeout=slice_s)
+        except TimeoutError:
+            pass
+        status = await client.status(run_id) or "unknown"
+        elapsed = int(time.monotonic() - started)
+        print(f"waiting for run {run_id}: {status}, {elapsed} s", file=sys.stderr, flush=True)
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.timeout is not None and not args.wait:
+        print(f"{PROG} run: error: --timeout only applies with --wait", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        runtime = _load_app(args.app)
+    except CliError as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
+    if args.blueprint not in runtime.blueprints:
+        ids = sorted(runtime.blueprints)
+        available = ", ".join(ids) if ids else "none"
+        _fail(f"APP {args.app} has no blueprint {args.blueprint!r}; available: {available}")
+        return EXIT_USAGE
+
+    async def body() -> int:
+        client = _client(args)
+        run_id = await client.start(args.blueprint, args.context)
+        if not args.wait:
+            print(run_id)
+            return EXIT_OK
+        print(f"started run {run_id}", file=sys.stderr, flush=True)
+        result = await _wait_with_progress(client, run_id, args.timeout)
+        _print_result(result)
+        return _result_exit_code(result.status)
+
+    return _run_async(args, body)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    async def body() -> int:
+        status = await _client(args).status(args.run_id)
+        if status is None:
+            print("unknown")
+            print(
+                f"{PROG}: no run {args.run_id!r} on queue {args.queue!r} (never started, or "
+                "its state expired)",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        print(status)
+        return EXIT_OK
+
+    return _run_async(args, body)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    async def body() -> int:
+        await _client(args).resume(args.run_id, args.node_id, output=args.output, action=args.action)
+        print(f"resumed run {args.run_id} at node {args.node_id}")
+        return EXIT_OK
+
+    return _run_async(args, body)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    async def body() -> int:
+        client = _client(args)
+        if await client.cancel(args.run_id):
+            print(f"cancelled run {args.run_id}")
+            return EXIT_OK
+        status = await client.status(args.run_id) or "ended"
+        _fail(f"run {args.run_id} had already ended ({status}); nothing to cancel")
+        return EXIT_FAILED
+
+    return _run_async(args, body)
+
+
+def _int_field(meta: dict[str, str], name: str) -> int | None:
+    try:
+        return int(meta[name])
+    except (KeyError, ValueError):
+        return None
+
+
+async def _runs_in_flight(client: FlowClient, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """Up to `limit` live runs, least recent progress first, and whether there are more."""
+    runs: list[dict[str, Any]] = []
+    offset = 0
+    page = max(1, min(limit + 1, 200))
+    now_ms = int(time.time() * 1000)
+    while True:
+        batch = await client.queue.stalled_runs(0, offset, page)
+        if not batch:
+            return runs, False
+        offset += len(batch)
+        for run_id, last_progress in batch:
+            meta, _ = await client.queue.run_info(run_id)
+            status = meta.get("status")
+            if status not in LIVE_STATUSES:
+                continue  # ended or expired, not yet swept from the index: not in flight
+            if len(runs) == limit:
+                return runs, True
+            started = _int_field(meta, "startedAt")
+            runs.append(
+                {
+                    "run_id": run_id,
+                    "status": status,
+                    "blueprint_id": meta.get("blueprintId"),
+                    "started_at_ms": started,
+                    "age_seconds": None if started is None else max(0, now_ms - started) / 1000,
+                    "last_progress_ms": last_progress,
+                    "idle_seconds": max(0, now_ms - last_progress) / 1000,
+                    "pending_jobs": _int_field(meta, "pending"),
+                }
+            )
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    async def body() -> int:
+        client = _client(args)
+        counts = await client.queue.counts()
+        runs, truncated = await _runs_in_flight(client, args.limit)
+        if args.json:
+            report = {
+                "queue": args.queue,
+                "redis_url": redact_url(args.redis_url),
+                "counts": counts,
+                "runs": runs,
+                "truncated": truncated,
+            }
+            print(json.dumps(report, indent=2))
+            return EXIT_OK
+        print(f"queue {args.queue} at {redact_url(args.redis_url)}")
+        order = ("wait", "active", "delayed", "completed", "failed")
+        keys = [k for k in order if k in counts] + sorted(k for k in counts if k not in order)
+        print("jobs: " + ", ".join(f"{k} {counts[k]}" for k in keys))
+        more = f" (showing the first {len(runs)}; --limit to see more)" if truncated else ""
+        print(f"runs in flight: {len(runs)}{'+' if truncated else ''}{more}")
+        if runs:
+            rows = [("RUN", "STATUS", "BLUEPRINT", "AGE", "IDLE", "PENDING")]
+            for r in runs:
+                pending = r["pending_jobs"]
+                rows.append(
+                    (
+                        r["run_id"],
+                        r["status"],
+                        r["blueprint_id"] or "?",
+                        _duration(r["age_seconds"]),
+                        _duration(r["idle_seconds"]),
+                        "?" if pending is None else str(pending),
+                    )
+                )
+            widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+            for row in rows:
+                print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        return EXIT_OK
+
+    return _run_async(args, body)
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    try:
+        runtime = _load_app(args.app)
+    except CliError as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
+
+    async def body() -> int:
+        from .distributed.adapter import BullMQAdapter
+        from .distributed.reconciler import create_bullmq_reconciler
+
+        try:  # built, never started: it only lends the reconciler its runtime and queue
+            adapter = BullMQAdapter(
+                runtime_options=runtime.options, connection=args.redis_url, queue_name=args.queue
+            )
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        reconciler = create_bullmq_reconciler(
+            adapter=adapter, stalled_threshold_seconds=args.stalled_threshold
+        )
+        print(
+            f"reconciling queue {args.queue}: runs idle for more than "
+            f"{_seconds(args.stalled_threshold)} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        stats = await reconciler.run()
+        print(
+            f"scanned {stats.scanned_keys} runs: {stats.stalled_runs} stalled, "
+            f"{stats.reconciled_runs} reconciled, {stats.failed_runs} failed"
+        )
+        return EXIT_FAILED if stats.failed_runs else EXIT_OK
+
+    return _run_async(args, body)
 
 
 HANDLERS: dict[str, Handler] = {
     "validate": cmd_validate,
     "graph": cmd_graph,
-    "run": _not_available("run"),
-    "status": _not_available("status"),
-    "resume": _not_available("resume"),
-    "cancel": _not_available("cancel"),
-    "inspect": _not_available("inspect"),
-    "reconcile": _not_available("reconcile"),
+    "run": cmd_run,
+    "status": cmd_status,
+    "resume": cmd_resume,
+    "cancel": cmd_cancel,
+    "inspect": cmd_inspect,
+    "reconcile": cmd_reconcile,
 }
 """Subcommand -> handler. Replace an entry to implement a subcommand."""
 

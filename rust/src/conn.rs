@@ -218,6 +218,45 @@ impl RedisConnection {
         })
     }
 
+    /// `CONFIG GET name`: the value, or None when the server has no such parameter. Raises
+    /// `RedisCommandError` when CONFIG is denied (ACL) or renamed.
+    fn config_get<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let conn = self.conn.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let mut m = conn.manager().await?;
+            let pairs: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(&name)
+                .query_async(&mut m)
+                .await
+                .map_err(|e| conn.error(&e))?;
+            Ok(pairs
+                .chunks(2)
+                .find(|p| p.len() == 2 && p[0].eq_ignore_ascii_case(&name))
+                .map(|p| p[1].clone()))
+        })
+    }
+
+    /// `INFO section` as a dict of its `field:value` lines.
+    fn info<'py>(&self, py: Python<'py>, section: String) -> PyResult<Bound<'py, PyAny>> {
+        let conn = self.conn.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let mut m = conn.manager().await?;
+            let text: String = redis::cmd("INFO")
+                .arg(&section)
+                .query_async(&mut m)
+                .await
+                .map_err(|e| conn.error(&e))?;
+            let fields: std::collections::HashMap<String, String> = text
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+                .collect();
+            Ok(fields)
+        })
+    }
+
     fn __repr__(&self) -> String {
         format!("RedisConnection({:?})", self.conn.server())
     }

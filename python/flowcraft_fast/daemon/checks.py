@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["RedisFacts", "StartupError", "check_redis", "redact_url"]
@@ -16,7 +15,6 @@ __all__ = ["RedisFacts", "StartupError", "check_redis", "redact_url"]
 log = logging.getLogger("flowcraft_fast.daemon")
 
 CONNECT_TIMEOUT = 5.0
-SAFE_POLICY = "noeviction"
 
 
 class StartupError(Exception):
@@ -56,51 +54,20 @@ async def _ping(url: str, where: str) -> None:
 
 
 async def _inspect(url: str, where: str) -> RedisFacts:
-    try:
-        import redis.asyncio as aioredis
-        from redis.exceptions import RedisError, ResponseError
-    except ImportError:
-        warning = (
-            "cannot verify Redis maxmemory-policy: the redis package is not installed "
-            "(pip install 'flowcraft-fast[redis]'); make sure it is noeviction"
-        )
-        log.warning(warning)
-        return RedisFacts(version=None, maxmemory_policy=None, warnings=(warning,))
+    from .. import _core
+    from ..distributed.connection import open_connection
+    from ..distributed.safety import UnsafeRedisError, check_server
 
-    client: Any = aioredis.from_url(
-        url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT
-    )
-    warnings: list[str] = []
+    conn = open_connection(url, connect_timeout=CONNECT_TIMEOUT, response_timeout=CONNECT_TIMEOUT)
     try:
-        policy: str | None
-        try:
-            reply = await client.config_get("maxmemory-policy")
-            policy = _text(reply.get("maxmemory-policy") or reply.get(b"maxmemory-policy"))
-        except ResponseError as exc:
-            # Managed Redis often denies CONFIG (ACL) or renames it: we cannot tell, so say so
-            # loudly and go on rather than refuse a server that may well be configured right.
-            policy = None
-            warning = (
-                f"cannot read maxmemory-policy from Redis at {where} ({_one_line(exc)}); "
-                f"make sure it is {SAFE_POLICY}, or workflow state may be evicted"
-            )
-            log.warning(warning)
-            warnings.append(warning)
-        if policy is not None and policy != SAFE_POLICY:
-            raise StartupError(
-                f"Redis at {where} has maxmemory-policy {policy}, which can evict workflow "
-                f"state; set it to {SAFE_POLICY} (CONFIG SET maxmemory-policy {SAFE_POLICY})"
-            )
-        try:
-            info = await client.info("server")
-            version = _text(info.get("redis_version"))
-        except ResponseError:
-            version = None
-    except RedisError as exc:
+        facts = await check_server(conn)
+    except UnsafeRedisError as exc:
+        raise StartupError(str(exc)) from None
+    except (_core.RedisConnectionError, _core.RedisCommandError) as exc:
         raise StartupError(f"cannot query Redis at {where}: {_one_line(exc)}") from None
-    finally:
-        await client.aclose()
-    return RedisFacts(version=version, maxmemory_policy=policy, warnings=tuple(warnings))
+    return RedisFacts(
+        version=facts.version, maxmemory_policy=facts.maxmemory_policy, warnings=facts.warnings
+    )
 
 
 def redact_url(url: str) -> str:

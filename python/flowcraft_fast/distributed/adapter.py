@@ -7,6 +7,7 @@ from typing import Any
 
 from ..runtime.runtime import RuntimeOptions
 from .frontier import reconcile_run
+from .safety import check_server
 from .store import RedisCoordinationStore
 from .worker import Worker
 
@@ -55,6 +56,7 @@ class BullMQAdapter:
         if self._started:
             return
         await self.store.connection.ping()
+        await check_server(self.store.connection)  # refuses an evicting Redis
         await self.worker.start()
         self._started = True
 
