@@ -9,6 +9,7 @@ __all__ = [
     "RedisConnectionError",
     "StateStore",
     "__version__",
+    "settle_at_exit",
     "state_key",
 ]
 __version__: str
@@ -126,3 +127,5 @@ class Queue:
     async def counts(self) -> dict[str, int]: ...
 
 def state_key(prefix: str, run_id: str) -> str: ...
+def settle_at_exit() -> None:
+    """Registered with atexit: lets an I/O thread finish handing a result to asyncio."""

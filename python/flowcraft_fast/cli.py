@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +56,10 @@ Handler = Callable[[argparse.Namespace], int]
 
 class CliError(Exception):
     """A failure worth one line on stderr (no traceback)."""
+
+
+class UsageError(CliError):
+    """A bad argument found only when it is used (a malformed Redis URL or queue name)."""
 
 
 def package_version() -> str:
@@ -120,6 +123,40 @@ def _json_value(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
 
 
+def _seconds_value(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"not a finite number of seconds: {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds_value(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
+    return value
+
+
+def _non_negative_seconds(text: str) -> float:
+    value = _seconds_value(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 seconds or more, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
 def _json_object(text: str) -> dict[str, Any]:
     value = _json_value(text)
     if not isinstance(value, dict):
@@ -172,7 +209,7 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-_CORE_PREFIX = re.compile(r"^cannot (?:connect to|reach) Redis at \\S+?:? ")
+_CORE_PREFIX = re.compile(r"^cannot (?:connect to|reach) Redis at \S+ ")
 
 
 def _connection_cause(exc: BaseException) -> str:
@@ -198,11 +235,14 @@ def _load_app(spec: str) -> FlowRuntime:
         raise CliError(f"APP {str(exc).removeprefix('--app ')}") from None
 
 
-def _run_async(args: argparse.Namespace, body: Callable[[], Awaitable[int]]) -> int:
-    """Run one command's coroutine; turn the expected failures into one line and exit 1."""
+def _run_async(args: argparse.Namespace, body: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run one command's coroutine; expected failures become one line and exit 1 (2 for usage)."""
     url = redact_url(args.redis_url)
     try:
-        return asyncio.run(_guarded(body))
+        return asyncio.run(body())
+    except UsageError as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
     except CliError as exc:
         _fail(str(exc))
     except ConnectionError as exc:  # _core.RedisConnectionError and the OS's own
@@ -210,14 +250,10 @@ def _run_async(args: argparse.Namespace, body: Callable[[], Awaitable[int]]) -> 
     except _core.RedisCommandError as exc:
         _fail(f"Redis at {url} refused a command: {exc}")
     except TimeoutError as exc:
-        _fail(f"Redis at {url} did not answer in time: {exc or 'timeout'}")
+        _fail(f"Redis at {url} did not answer in time: {_one_line(exc) or 'timeout'}")
     except FlowcraftError as exc:  # RunNotFound, "no worker serves ...", "not waiting at ..."
         _fail(str(exc))
     return EXIT_FAILED
-
-
-async def _guarded(body: Callable[[], Awaitable[int]]) -> int:
-    return await body()
 
 
 def _client(args: argparse.Namespace) -> FlowClient:
@@ -226,7 +262,7 @@ def _client(args: argparse.Namespace) -> FlowClient:
     try:
         return FlowClient(args.redis_url, queue_name=args.queue)
     except ValueError as exc:  # a malformed URL or queue name
-        raise CliError(str(exc)) from None
+        raise UsageError(str(exc)) from None
 
 
 def _print_result(result: WorkflowResult) -> None:
@@ -319,7 +355,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     async def body() -> int:
-        await _client(args).resume(args.run_id, args.node_id, output=args.output, action=args.action)
+        await _client(args).resume(
+            args.run_id, args.node_id, output=args.output, action=args.action
+        )
         print(f"resumed run {args.run_id} at node {args.node_id}")
         return EXIT_OK
 
@@ -429,7 +467,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 )
             widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
             for row in rows:
-                print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+                print(
+                    "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                )
         return EXIT_OK
 
     return _run_async(args, body)
@@ -450,8 +490,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             adapter = BullMQAdapter(
                 runtime_options=runtime.options, connection=args.redis_url, queue_name=args.queue
             )
-        except ValueError as exc:
-            raise CliError(str(exc)) from None
+        except ValueError as exc:  # a malformed URL or queue name
+            raise UsageError(str(exc)) from None
         reconciler = create_bullmq_reconciler(
             adapter=adapter, stalled_threshold_seconds=args.stalled_threshold
         )
@@ -558,7 +598,20 @@ def build_parser() -> argparse.ArgumentParser:
         default={},
         help="initial context as a JSON object (default: {})",
     )
-    p.add_argument("--wait", action="store_true", help="wait for the run to finish")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the run to finish, then print its status, context and errors (exit 0 "
+        "when it completed or awaits, 1 when it failed or was cancelled); progress goes to "
+        f"stderr every {PROGRESS_INTERVAL:g} s",
+    )
+    p.add_argument(
+        "--timeout",
+        metavar="S",
+        type=_positive_seconds,
+        default=None,
+        help="with --wait, give up after S seconds (exit 1; the run goes on); default: no limit",
+    )
 
     p = sub.add_parser(
         "status",
@@ -589,17 +642,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_id", metavar="RUN", help="run id")
 
-    sub.add_parser(
+    p = sub.add_parser(
         "inspect",
         parents=[conn],
         help="show queue counts and runs in flight",
-        description="Show the queue's job counts and the runs in flight.",
+        description=(
+            "Show the queue's job counts and the runs in flight (running or awaiting) with "
+            "their status, blueprint, age and time since their last progress, least recent "
+            "progress first."
+        ),
     )
-    sub.add_parser(
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument(
+        "--limit",
+        metavar="N",
+        type=_positive_int,
+        default=DEFAULT_INSPECT_LIMIT,
+        help=f"list at most N runs (default: {DEFAULT_INSPECT_LIMIT})",
+    )
+
+    p = sub.add_parser(
         "reconcile",
         parents=[conn],
         help="find stalled runs and resume them",
-        description="Scan for stalled runs once and re-enqueue their frontier.",
+        description=(
+            "Scan once for stalled runs (unfinished, no progress for longer than the threshold) "
+            "and re-enqueue their lost nodes. APP names the FlowRuntime the workers serve; the "
+            "CLI does not start a worker. Exits 1 if some stalled run could not be repaired."
+        ),
+    )
+    p.add_argument(
+        "app", metavar="APP", help="package.module:attribute naming a FlowRuntime or a factory"
+    )
+    p.add_argument(
+        "--stalled-threshold",
+        metavar="S",
+        type=_non_negative_seconds,
+        default=DEFAULT_STALLED_THRESHOLD,
+        help=(
+            "seconds without progress after which a run counts as stalled "
+            f"(default: {DEFAULT_STALLED_THRESHOLD:g})"
+        ),
     )
     return parser
 

@@ -208,7 +208,7 @@ impl RedisConnection {
     /// Open the connection if needed and round-trip a PING.
     fn ping<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let conn = self.conn.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let mut m = conn.manager().await?;
             let pong: String = redis::cmd("PING")
                 .query_async(&mut m)
@@ -222,7 +222,7 @@ impl RedisConnection {
     /// `RedisCommandError` when CONFIG is denied (ACL) or renamed.
     fn config_get<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
         let conn = self.conn.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let mut m = conn.manager().await?;
             let pairs: Vec<String> = redis::cmd("CONFIG")
                 .arg("GET")
@@ -240,7 +240,7 @@ impl RedisConnection {
     /// `INFO section` as a dict of its `field:value` lines.
     fn info<'py>(&self, py: Python<'py>, section: String) -> PyResult<Bound<'py, PyAny>> {
         let conn = self.conn.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let mut m = conn.manager().await?;
             let text: String = redis::cmd("INFO")
                 .arg(&section)

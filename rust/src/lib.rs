@@ -19,6 +19,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     runtime::install_tls_provider();
     runtime::configure();
+    m.add_function(wrap_pyfunction!(runtime::settle_at_exit, m)?)?;
+    m.py()
+        .import("atexit")?
+        .call_method1("register", (m.getattr("settle_at_exit")?,))?;
     errors::register(m)?;
     conn::register(m)?;
     keys::register(m)?;

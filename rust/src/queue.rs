@@ -287,7 +287,7 @@ impl Queue {
         token_prefix: String,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let call = inner.claim_call(max_jobs, lease_ms, token_prefix);
             let mut m = inner.conn.manager().await?;
             let reply = eval_one(&mut m, &inner.scripts.claim, call)
@@ -337,7 +337,7 @@ impl Queue {
     /// `timeout_s` seconds. Returns True when woken by a marker.
     fn wait_for_work<'py>(&self, py: Python<'py>, timeout_s: f64) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let mut m = inner.blocking.manager().await?;
             let reply: Value = redis::cmd("BZPOPMIN")
                 .arg(inner.q.key("marker"))
@@ -362,7 +362,7 @@ impl Queue {
         token_prefix: String,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let mut calls: Vec<Call> = batch
                 .iter()
                 .map(|c| inner.commit_call(c, claim_max > 0))
@@ -386,9 +386,17 @@ impl Queue {
                 })
                 .collect();
             let mut m = inner.conn.manager().await?;
-            let mut replies = eval_mixed(&mut m, &pairs)
+            let (mut replies, reordered) = eval_mixed(&mut m, &pairs)
                 .await
                 .map_err(|e| inner.conn.error(&e))?;
+            if reordered && claim_max > 0 {
+                // A commit ran after the claim that should have taken its new jobs (its script
+                // had to be loaded first): raise the ready marker so they are claimed anyway.
+                let (): () = m
+                    .zadd(inner.q.key("marker"), "0", 0)
+                    .await
+                    .map_err(|e| inner.conn.error(&e))?;
+            }
             let claimed = if claim_max > 0 {
                 let reply = replies.pop().unwrap_or(Value::Nil).extract_error();
                 Some(parse_claim(&reply.map_err(|e| inner.conn.error(&e))?)?)
@@ -407,7 +415,7 @@ impl Queue {
         batch: Vec<(String, String, u64, String, bool)>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let q = &inner.q;
             let calls: Vec<Call> = batch
                 .into_iter()
@@ -449,7 +457,7 @@ impl Queue {
         lease_ms: u64,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             if jobs.is_empty() {
                 return Ok(Vec::new());
             }
@@ -484,7 +492,7 @@ impl Queue {
         guard_ms: u64,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let q = &inner.q;
             let call = Call {
                 keys: vec![
@@ -533,7 +541,7 @@ impl Queue {
         jobs: Vec<(String, String, String, String)>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let q = &inner.q;
             let mut keys = vec![
                 inner.runs.state(&run_id),
@@ -567,7 +575,7 @@ impl Queue {
         payload: String,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let r = &inner.runs;
             let call = Call {
                 keys: vec![
@@ -601,7 +609,7 @@ impl Queue {
         payload: String,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let (r, q) = (&inner.runs, &inner.q);
             let call = Call {
                 keys: vec![
@@ -632,7 +640,7 @@ impl Queue {
         candidates: Vec<(String, String, String, String, String, String)>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let q = &inner.q;
             let mut keys = vec![
                 inner.runs.meta(&run_id),
@@ -667,7 +675,7 @@ impl Queue {
         count: usize,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let mut m = inner.conn.manager().await?;
             let (secs, micros): (u64, u64) = redis::cmd("TIME")
                 .query_async(&mut m)
@@ -697,7 +705,7 @@ impl Queue {
     /// Drop a run from the queue's index of unfinished runs (it ended or its keys are gone).
     fn forget_run<'py>(&self, py: Python<'py>, run_id: String) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let mut m = inner.conn.manager().await?;
             let (): () = m
                 .zrem(inner.q.active_runs(), run_id)
@@ -710,7 +718,7 @@ impl Queue {
     /// A run's join arrivals: "<node key>\x1f<predecessor>" -> value JSON ("\x01": skipped).
     fn run_joins<'py>(&self, py: Python<'py>, run_id: String) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let mut m = inner.conn.manager().await?;
             let all: HashMap<String, String> = m
                 .hgetall(inner.runs.joins(&run_id))
@@ -723,7 +731,7 @@ impl Queue {
     /// The run's meta hash and its final status JSON (None while it runs).
     fn run_info<'py>(&self, py: Python<'py>, run_id: String) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let mut m = inner.conn.manager().await?;
             let (meta, status): (HashMap<String, String>, Option<String>) = redis::pipe()
                 .hgetall(inner.runs.meta(&run_id))
@@ -744,7 +752,7 @@ impl Queue {
         timeout_s: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let channel = inner.runs.status(&run_id);
             let mut pubsub = inner.conn.pubsub().await?;
             pubsub
@@ -778,7 +786,7 @@ impl Queue {
         items: Vec<(String, String)>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             if items.is_empty() {
                 return Ok(());
             }
@@ -798,7 +806,7 @@ impl Queue {
         blueprint_id: String,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let mut m = inner.conn.manager().await?;
             let found: Option<String> = m
                 .hget(inner.q.blueprints(), blueprint_id)
@@ -811,7 +819,7 @@ impl Queue {
     /// Job counts by state, read the way BullMQ reads them.
     fn counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let q = &inner.q;
             let mut m = inner.conn.manager().await?;
             let (wait, active, delayed, completed, failed): (i64, i64, i64, i64, i64) =

@@ -3,7 +3,10 @@
 //! A forked child must not reuse the parent's runtime (its threads did not survive the fork):
 //! the process id is remembered and a use after `fork()` is refused with a clear error.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -40,4 +43,46 @@ pub fn configure() {
         .thread_name("flowcraft-io")
         .enable_all();
     pyo3_async_runtimes::tokio::init(builder);
+    EPOCH.get_or_init(Instant::now);
+}
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+/// When (µs after `EPOCH`) one of our futures last completed; 0: never.
+static LAST_DONE_US: AtomicU64 = AtomicU64::new(0);
+/// How long a completed future's result delivery may still be running on an I/O thread.
+const SETTLE: Duration = Duration::from_millis(100);
+
+fn now_us() -> u64 {
+    u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// `pyo3_async_runtimes::tokio::future_into_py`, noting when the future completes.
+///
+/// Handing a result to asyncio (`call_soon_threadsafe`) briefly releases the GIL on the I/O
+/// thread; if the interpreter finalizes in that window the thread cannot take the GIL back and
+/// the process aborts. `settle_at_exit` (registered with `atexit`) waits that window out.
+pub fn future_into_py<'py, F, T>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        let out = fut.await;
+        LAST_DONE_US.store(now_us().max(1), Ordering::Relaxed);
+        out
+    })
+}
+
+/// Registered with `atexit`: if a result was handed to asyncio moments ago, give the I/O thread
+/// the time to finish delivering it before the interpreter goes away.
+#[pyfunction]
+pub fn settle_at_exit(py: Python<'_>) {
+    let last = LAST_DONE_US.load(Ordering::Relaxed);
+    if last == 0 {
+        return;
+    }
+    let since = Duration::from_micros(now_us().saturating_sub(last));
+    if since < SETTLE {
+        py.detach(|| std::thread::sleep(SETTLE.saturating_sub(since)));
+    }
 }

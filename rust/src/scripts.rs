@@ -50,16 +50,18 @@ pub async fn eval_many(
     calls: &[Call],
 ) -> RedisResult<Vec<Value>> {
     let pairs: Vec<(&Script, &Call)> = calls.iter().map(|c| (script, c)).collect();
-    eval_mixed(conn, &pairs).await
+    Ok(eval_mixed(conn, &pairs).await?.0)
 }
 
-/// Run calls of several scripts in one round trip (a pipeline); one reply per call.
+/// Run calls of several scripts in one round trip (a pipeline); one reply per call, and
+/// whether some calls had to be sent again after loading their script (they then ran after
+/// the calls that follow them in `calls`).
 pub async fn eval_mixed(
     conn: &mut ConnectionManager,
     calls: &[(&Script, &Call)],
-) -> RedisResult<Vec<Value>> {
+) -> RedisResult<(Vec<Value>, bool)> {
     if calls.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     }
     let mut replies = send(conn, calls.iter().copied()).await?;
     let missing: Vec<usize> = (0..replies.len())
@@ -78,8 +80,9 @@ pub async fn eval_mixed(
         for (i, reply) in missing.into_iter().zip(again) {
             replies[i] = reply;
         }
+        return Ok((replies, true));
     }
-    Ok(replies)
+    Ok((replies, false))
 }
 
 async fn send<'a>(

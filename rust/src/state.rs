@@ -43,7 +43,7 @@ impl StateStore {
         field: String,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (conn, key) = (self.conn.clone(), self.key(run_id));
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let mut m = conn.manager().await?;
             let value: Option<String> = m.hget(key, field).await.map_err(|e| conn.error(&e))?;
             Ok(value)
@@ -59,7 +59,7 @@ impl StateStore {
         value: String,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (conn, key) = (self.conn.clone(), self.key(run_id));
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let mut m = conn.manager().await?;
             let (): () = m
                 .hset(key, field, value)
@@ -76,7 +76,7 @@ impl StateStore {
         field: String,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (conn, key) = (self.conn.clone(), self.key(run_id));
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let mut m = conn.manager().await?;
             let exists: bool = m.hexists(key, field).await.map_err(|e| conn.error(&e))?;
             Ok(exists)
@@ -91,7 +91,7 @@ impl StateStore {
         field: String,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (conn, key) = (self.conn.clone(), self.key(run_id));
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let mut m = conn.manager().await?;
             let removed: u64 = m.hdel(key, field).await.map_err(|e| conn.error(&e))?;
             Ok(removed > 0)
@@ -101,7 +101,7 @@ impl StateStore {
     /// Every field of the run's state as JSON text.
     fn get_all<'py>(&self, py: Python<'py>, run_id: &str) -> PyResult<Bound<'py, PyAny>> {
         let (conn, key) = (self.conn.clone(), self.key(run_id));
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let mut m = conn.manager().await?;
             let all: HashMap<String, String> = m.hgetall(key).await.map_err(|e| conn.error(&e))?;
             Ok(all)
@@ -117,7 +117,7 @@ impl StateStore {
         deletes: Vec<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (conn, key) = (self.conn.clone(), self.key(run_id));
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             if sets.is_empty() && deletes.is_empty() {
                 return Ok(());
             }

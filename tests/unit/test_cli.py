@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from importlib import metadata
@@ -149,29 +150,156 @@ def test_graph_invalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert out == "" and err.startswith("error: ")
 
 
-# ---------------------------------------------------------------- distributed stubs
+# ---------------------------------------------------------------- distributed: argument errors
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run"], "APP"),
+        (["run", "m:rt"], "BLUEPRINT"),
+        (["run", "m:rt", "bp", "--wait", "--timeout", "0"], "more than 0"),
+        (["run", "m:rt", "bp", "--wait", "--timeout", "-3"], "more than 0"),
+        (["run", "m:rt", "bp", "--wait", "--timeout", "soon"], "not a number"),
+        (["run", "m:rt", "bp", "--wait", "--timeout", "nan"], "finite"),
+        (["status"], "RUN"),
+        (["resume", "r1"], "NODE"),
+        (["resume", "r1", "n", "--output", "{bad"], "not valid JSON"),
+        (["cancel"], "RUN"),
+        (["inspect", "--limit", "0"], "at least 1"),
+        (["inspect", "--limit", "x"], "whole number"),
+        (["inspect", "extra"], "unrecognized arguments"),
+        (["reconcile"], "APP"),
+        (["reconcile", "m:rt", "--stalled-threshold", "-1"], "0 seconds or more"),
+        (["status", "r1", "--redis-url"], "--redis-url"),
+    ],
+)
+def test_distributed_argument_errors(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert expected in err
+    assert "Traceback" not in err
+
+
+def test_run_timeout_needs_wait(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "m:rt", "bp", "--timeout", "5"]) == 2
+    assert (
+        capsys.readouterr().err == "flowcraft-fast run: error: --timeout only applies with --wait\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("nocolon", "APP 'nocolon' must look like package.module:attribute"),
+        ("no_such_module_for_cli_tests:rt", "no module named 'no_such_module_for_cli_tests'"),
+        ("json:nothing_here", "has no attribute 'nothing_here'"),
+        ("json:__doc__", "is a str, not a FlowRuntime"),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "reconcile"])
+def test_bad_app_is_a_one_line_usage_error(
+    command: str, spec: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [command, spec, "bp"] if command == "run" else [command, spec]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("flowcraft-fast: APP ")
+    assert expected in err
+    assert err.count("\n") == 1
+
+
+def test_unknown_blueprint_lists_the_app_blueprints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "cli_unit_app.py").write_text(
+        "from flowcraft_fast import FlowRuntime\n"
+        f"runtime = FlowRuntime(blueprints=[{GOOD!r}], registry={{}})\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(__import__("sys").modules, "cli_unit_app", raising=False)
+    assert main(["run", "cli_unit_app:runtime", "other"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "flowcraft-fast: APP cli_unit_app:runtime has no blueprint 'other'; available: demo\n"
+    )
 
 
 @pytest.mark.parametrize(
     "argv",
     [
-        ["run", "app.mod:runtime", "bp", "--context", '{"a": 1}', "--wait"],
-        ["status", "run-1"],
-        ["resume", "run-1", "node", "--output", '{"ok": true}', "--action", "approve"],
-        ["cancel", "run-1"],
-        ["inspect"],
-        ["reconcile"],
+        ["status", "r1", "--queue", "a:b"],
+        ["inspect", "--queue", ""],
+        ["cancel", "r1", "--redis-url", "foo://nowhere"],
     ],
 )
-def test_distributed_commands_are_stubs(
+def test_bad_queue_or_url_is_a_one_line_usage_error(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err == (
-        f"flowcraft-fast {argv[0]}: needs the distributed layer, not available in this build\n"
+    assert err.startswith("flowcraft-fast: ") and err.count("\n") == 1
+
+
+def test_connection_cause_drops_the_core_prefix() -> None:
+    exc = ConnectionError(
+        "cannot connect to Redis at redis://u:***@127.0.0.1:1/0: connection refused (is "
+        "redis-server running?)"
     )
+    assert cli._connection_cause(exc) == "connection refused (is redis-server running?)"
+    assert cli._connection_cause(ConnectionError("reset by peer")) == "reset by peer"
+    assert cli._connection_cause(ConnectionError()) == "ConnectionError"
+
+
+def test_redact_url_hides_the_password() -> None:
+    assert cli.redact_url("redis://user:pw@host:1/0") == "redis://user:***@host:1/0"
+    assert cli.redact_url("redis://host:1/0") == "redis://host:1/0"
+
+
+class _FakeClient:
+    """Times out `timeouts` times, then returns a result."""
+
+    def __init__(self, timeouts: int) -> None:
+        self.timeouts = timeouts
+        self.slices: list[float | None] = []
+
+    async def wait(self, run_id: str, timeout: float | None = 30.0) -> Any:
+        self.slices.append(timeout)
+        if len(self.slices) <= self.timeouts:
+            await asyncio.sleep(timeout or 0)
+            raise TimeoutError
+        return "result"
+
+    async def status(self, run_id: str) -> str | None:
+        return "running"
+
+
+def test_wait_prints_progress_each_slice(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "PROGRESS_INTERVAL", 0.01)
+    client = _FakeClient(timeouts=2)
+    result: Any = asyncio.run(cli._wait_with_progress(client, "r1", None))  # type: ignore[arg-type]
+    assert result == "result"
+    assert client.slices == [0.01, 0.01, 0.01]
+    err = capsys.readouterr().err
+    assert err == "waiting for run r1: running, 0 s\n" * 2
+
+
+def test_wait_gives_up_at_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "PROGRESS_INTERVAL", 0.02)
+    client = _FakeClient(timeouts=1000)
+    with pytest.raises(cli.CliError, match=r"did not finish within 0.05 s"):
+        asyncio.run(cli._wait_with_progress(client, "r1", 0.05))  # type: ignore[arg-type]
+    assert all(s is not None and s <= 0.02 for s in client.slices)
+    assert 2 <= len(client.slices) <= 4
 
 
 def test_run_arguments_are_parsed() -> None:
@@ -186,7 +314,20 @@ def test_run_arguments_are_parsed() -> None:
         "q",
     )
     args = build_parser().parse_args(["run", "pkg.mod:rt", "bp"])
-    assert args.context == {} and args.wait is False
+    assert args.context == {} and args.wait is False and args.timeout is None
+    args = build_parser().parse_args(["run", "pkg.mod:rt", "bp", "--wait", "--timeout", "2.5"])
+    assert args.timeout == 2.5
+
+
+def test_inspect_and_reconcile_arguments_are_parsed() -> None:
+    args = build_parser().parse_args(["inspect"])
+    assert (args.json, args.limit) == (False, 100)
+    args = build_parser().parse_args(["inspect", "--json", "--limit", "5"])
+    assert (args.json, args.limit) == (True, 5)
+    args = build_parser().parse_args(["reconcile", "pkg.mod:rt"])
+    assert (args.app, args.stalled_threshold) == ("pkg.mod:rt", 300.0)
+    args = build_parser().parse_args(["reconcile", "pkg.mod:rt", "--stalled-threshold", "0"])
+    assert args.stalled_threshold == 0.0
 
 
 def test_resume_arguments_are_parsed() -> None:
@@ -212,7 +353,7 @@ def test_redis_url_and_queue_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert build_parser().parse_args(["inspect"]).redis_url == "redis://other:1/2"
     monkeypatch.setenv("FLOWCRAFT_REDIS_URL", "redis://mine:3/4")
     monkeypatch.setenv("FLOWCRAFT_QUEUE", "my-queue")
-    args = build_parser().parse_args(["reconcile"])
+    args = build_parser().parse_args(["reconcile", "m:rt"])
     assert (args.redis_url, args.queue) == ("redis://mine:3/4", "my-queue")
     args = build_parser().parse_args(["cancel", "r", "--redis-url", "unix:///s.sock"])
     assert args.redis_url == "unix:///s.sock"

@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,7 +33,6 @@ log = logging.getLogger("flowcraft_fast.daemon")
 T = TypeVar("T")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-RUST_HANDOFF_GRACE = 0.05
 CLOSE_GRACE = 5.0  # beyond --drain-timeout, for an adapter that enforces the timeout itself
 
 
@@ -280,15 +278,10 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
             pass
         else:
             loop_factory = uvloop.new_event_loop
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(main)
-    finally:
-        # A Rust core thread may still be handing a finished future to the loop (it waits for
-        # the GIL to do so); if the interpreter starts finalizing first, that thread is torn
-        # down and the process aborts (SIGABRT, exit 134). Releasing the GIL briefly lets it
-        # finish. The real fix belongs in the core (stop its runtime before finalization).
-        time.sleep(RUST_HANDOFF_GRACE)
+    # (A core thread still handing a result to the loop at exit is waited for by the core's own
+    # atexit hook, `_core.settle_at_exit`.)
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main)
 
 
 def _one_line(exc: BaseException) -> str:

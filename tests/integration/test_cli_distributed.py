@@ -1,0 +1,432 @@
+"""`flowcraft-fast` against a real Redis and an in-process worker serving the queue.
+
+`main` runs its own event loop (`asyncio.run`), so the tests call it in a thread while the
+worker keeps running on the test's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from flowcraft_fast import BullMQAdapter, FlowClient, FlowRuntime, cli
+from flowcraft_fast.cli import main
+from flowcraft_fast.distributed.jobs import job_id
+
+pytestmark = pytest.mark.timeout(120)
+
+QUEUE = "cli"
+WAIT_S = "30"  # the first run after a worker starts can take a few seconds
+
+APP_SOURCE = """
+import asyncio
+
+from flowcraft_fast import FlowRuntime
+
+
+async def one(ctx):
+    return 1
+
+
+async def plus(ctx):
+    return int(ctx.input) + 1
+
+
+async def slow(ctx):
+    await asyncio.sleep(1.5)
+    return "done"
+
+
+async def boom(ctx):
+    raise ValueError("kaboom")
+
+
+BLUEPRINTS = [
+    {
+        "id": "chain",
+        "nodes": [{"id": "a", "uses": "one"}, {"id": "b", "uses": "plus"}],
+        "edges": [{"source": "a", "target": "b"}],
+    },
+    {
+        "id": "approval",
+        "nodes": [
+            {"id": "a", "uses": "one"},
+            {"id": "w", "uses": "wait"},
+            {"id": "b", "uses": "plus"},
+        ],
+        "edges": [{"source": "a", "target": "w"}, {"source": "w", "target": "b"}],
+    },
+    {"id": "slow", "nodes": [{"id": "s", "uses": "slow"}]},
+    {"id": "boom", "nodes": [{"id": "x", "uses": "boom"}]},
+]
+
+
+def make_runtime():
+    return FlowRuntime(
+        blueprints=BLUEPRINTS,
+        registry={"one": one, "plus": plus, "slow": slow, "boom": boom},
+    )
+
+
+runtime = make_runtime()
+"""
+
+
+@dataclass
+class App:
+    spec: str  # "module:attr" as the CLI takes it
+    runtime: FlowRuntime
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    """A tiny app module in tmp_path, importable from the cwd as `flowcraft-fast run` needs."""
+    name = f"cli_app_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(APP_SOURCE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module(name)
+    try:
+        yield App(f"{name}:runtime", module.runtime)
+    finally:
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture
+async def worker(app: App, redis_url: str) -> AsyncIterator[BullMQAdapter]:
+    adapter = BullMQAdapter(
+        runtime_options=app.runtime.options, connection=redis_url, queue_name=QUEUE
+    )
+    await adapter.start()
+    try:
+        yield adapter
+    finally:
+        await adapter.close(timeout=5)
+
+
+async def cli_main(*argv: str) -> int:
+    return await asyncio.to_thread(main, list(argv))
+
+
+def conn(redis_url: str) -> list[str]:
+    return ["--redis-url", redis_url, "--queue", QUEUE]
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"redis://user:s3cret@127.0.0.1:{port}/0"
+
+
+def context_json(out: str) -> dict[str, object]:
+    """The context block `run --wait` prints between the status line and the error lines."""
+    lines = out.splitlines()
+    end = max(i for i, line in enumerate(lines) if line == "}")
+    value = json.loads("\n".join(lines[1 : end + 1]))
+    assert isinstance(value, dict)
+    return value
+
+
+# ---------------------------------------------------------------- run
+
+
+async def test_run_wait_prints_the_result(
+    app: App, worker: BullMQAdapter, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = await cli_main(
+        "run", app.spec, "chain", *conn(redis_url), "--context", '{"x": 7}', "--wait",
+        "--timeout", WAIT_S,
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    first = out.splitlines()[0]
+    assert first.startswith("run ") and first.endswith(": completed")
+    context = context_json(out)
+    assert context["x"] == 7 and context["b"] == 2
+    assert "error" not in out
+    assert "started run" in err and "Traceback" not in err
+
+
+async def test_run_wait_shows_progress_while_waiting(
+    app: App,
+    worker: BullMQAdapter,
+    redis_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cli, "PROGRESS_INTERVAL", 0.3)
+    code = await cli_main("run", app.spec, "slow", *conn(redis_url), "--wait", "--timeout", WAIT_S)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.splitlines()[0].endswith(": completed")
+    assert context_json(out)["s"] == "done"
+    progress = [line for line in err.splitlines() if line.startswith("waiting for run ")]
+    assert progress, err
+    assert ": running, " in progress[0] and progress[0].endswith(" s")
+
+
+async def test_run_wait_timeout_gives_up_but_the_run_goes_on(
+    app: App, worker: BullMQAdapter, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = await cli_main("run", app.spec, "slow", *conn(redis_url), "--wait", "--timeout", "0.2")
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out == ""
+    assert "did not finish within 0.2 s" in err
+    run_id = err.split("started run ", 1)[1].split()[0]
+    result = await FlowClient(redis_url, queue_name=QUEUE).wait(run_id, timeout=30)
+    assert result.status == "completed"
+
+
+async def test_run_wait_failed_run_exits_1_with_its_errors(
+    app: App, worker: BullMQAdapter, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = await cli_main("run", app.spec, "boom", *conn(redis_url), "--wait", "--timeout", WAIT_S)
+    out, err = capsys.readouterr()
+    assert code == 1, err
+    assert out.splitlines()[0].endswith(": failed")
+    assert any(
+        line.startswith("error at node x") and "kaboom" in line for line in out.splitlines()
+    ), out
+
+
+async def test_run_without_wait_prints_the_id_then_status(
+    app: App, worker: BullMQAdapter, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await cli_main("run", app.spec, "chain", *conn(redis_url)) == 0
+    out, err = capsys.readouterr()
+    run_id = out.strip()
+    assert len(out.splitlines()) == 1 and run_id
+    assert err == ""
+    await FlowClient(redis_url, queue_name=QUEUE).wait(run_id, timeout=30)
+
+    assert await cli_main("status", run_id, *conn(redis_url)) == 0
+    assert capsys.readouterr().out == "completed\n"
+
+
+async def test_run_unknown_blueprint_lists_the_available_ones(
+    app: App, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await cli_main("run", app.spec, "nope", *conn(redis_url)) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "no blueprint 'nope'" in err
+    assert "available: approval, boom, chain, slow" in err
+
+
+async def test_run_without_a_worker_says_so(
+    app: App, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await cli_main("run", app.spec, "chain", *conn(redis_url)) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("flowcraft-fast: ")
+    assert "no worker on queue 'cli' serves blueprint 'chain'" in err
+
+
+async def test_run_bad_app(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert await cli_main("run", "no_such_module_xyz:rt", "chain", *conn(redis_url)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no module named 'no_such_module_xyz'" in err
+
+
+# ---------------------------------------------------------------- status / resume / cancel
+
+
+async def test_resume_an_awaiting_run(
+    app: App, worker: BullMQAdapter, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = await cli_main(
+        "run", app.spec, "approval", *conn(redis_url), "--wait", "--timeout", WAIT_S
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err  # awaiting is not a failure
+    run_id = out.splitlines()[0].split()[1].rstrip(":")
+    assert out.splitlines()[0] == f"run {run_id}: awaiting"
+
+    assert await cli_main("status", run_id, *conn(redis_url)) == 0
+    assert capsys.readouterr().out == "awaiting\n"
+
+    # Not waiting at that node: one line, exit 1.
+    assert await cli_main("resume", run_id, "b", *conn(redis_url)) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "not waiting at node 'b'" in err
+
+    argv = ["resume", run_id, "w", *conn(redis_url), "--output", "41"]
+    assert await cli_main(*argv) == 0
+    assert capsys.readouterr().out == f"resumed run {run_id} at node w\n"
+    result = await FlowClient(redis_url, queue_name=QUEUE).wait(run_id, timeout=30)
+    assert result.status == "completed"
+    assert result.context["b"] == 42
+
+
+async def test_cancel_an_awaiting_run(
+    app: App, worker: BullMQAdapter, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = FlowClient(redis_url, queue_name=QUEUE)
+    run_id = await client.start("approval", {"k": "v"})
+    assert (await client.wait(run_id, timeout=30)).status == "awaiting"
+
+    assert await cli_main("cancel", run_id, *conn(redis_url)) == 0
+    assert capsys.readouterr().out == f"cancelled run {run_id}\n"
+    assert await cli_main("status", run_id, *conn(redis_url)) == 0
+    assert capsys.readouterr().out == "cancelled\n"
+
+    assert await cli_main("cancel", run_id, *conn(redis_url)) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"flowcraft-fast: run {run_id} had already ended (cancelled); nothing to cancel\n"
+
+
+async def test_unknown_run(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert await cli_main("status", "no-such-run", *conn(redis_url)) == 1
+    out, err = capsys.readouterr()
+    assert out == "unknown\n"
+    assert "no run 'no-such-run'" in err
+
+    for argv in (["cancel", "no-such-run"], ["resume", "no-such-run", "w"]):
+        assert await cli_main(*argv, *conn(redis_url)) == 1
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err == "flowcraft-fast: no run 'no-such-run'\n"
+
+
+# ---------------------------------------------------------------- inspect
+
+
+async def test_inspect_json_and_table(
+    app: App, worker: BullMQAdapter, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = FlowClient(redis_url, queue_name=QUEUE)
+    done = await client.start("chain", {})
+    assert (await client.wait(done, timeout=30)).status == "completed"
+    waiting = await client.start("approval", {})
+    assert (await client.wait(waiting, timeout=30)).status == "awaiting"
+
+    assert await cli_main("inspect", *conn(redis_url), "--json") == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    report = json.loads(out)
+    assert report["queue"] == QUEUE
+    assert set(report["counts"]) >= {"wait", "active", "delayed", "completed", "failed"}
+    assert report["counts"]["completed"] >= 2
+    assert report["truncated"] is False
+    runs = {r["run_id"]: r for r in report["runs"]}
+    assert set(runs) == {waiting}  # the completed run is not in flight
+    run = runs[waiting]
+    assert (run["status"], run["blueprint_id"]) == ("awaiting", "approval")
+    assert 0 <= run["age_seconds"] < 60 and 0 <= run["idle_seconds"] < 60
+
+    assert await cli_main("inspect", *conn(redis_url)) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"queue {QUEUE} at {redis_url}\njobs: wait ")
+    assert "runs in flight: 1\n" in out
+    row = next(line for line in out.splitlines() if line.startswith(waiting))
+    assert row.split()[1:3] == ["awaiting", "approval"]
+
+
+async def test_inspect_limit_truncates(
+    app: App, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    adapter = BullMQAdapter(
+        runtime_options=app.runtime.options, connection=redis_url, queue_name=QUEUE
+    )
+    await adapter.queue.publish_blueprints(  # published, never served: the runs stay queued
+        [("chain", json.dumps(app.runtime.blueprints["chain"].to_json()))]
+    )
+    client = FlowClient(redis_url, queue_name=QUEUE)
+    runs = [await client.start("chain", {}) for _ in range(3)]
+    assert await cli_main("inspect", *conn(redis_url), "--json", "--limit", "2") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["truncated"] is True
+    listed = [r["run_id"] for r in report["runs"]]
+    assert len(listed) == 2 and set(listed) < set(runs)  # runs started in one ms: any order
+    assert report["counts"]["wait"] == 3
+    assert await cli_main("inspect", *conn(redis_url), "--limit", "2") == 0
+    assert "runs in flight: 2+ (showing the first 2" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- reconcile
+
+
+async def test_reconcile_reenqueues_a_lost_job(
+    app: App, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    adapter = BullMQAdapter(
+        runtime_options=app.runtime.options, connection=redis_url, queue_name=QUEUE
+    )
+    await adapter.queue.publish_blueprints(
+        [("chain", json.dumps(app.runtime.blueprints["chain"].to_json()))]
+    )
+    assert await cli_main("run", app.spec, "chain", *conn(redis_url)) == 0
+    run_id = capsys.readouterr().out.strip()
+    r = redis.Redis.from_url(redis_url)
+    jid = job_id(run_id, "a", 0)
+    r.lrem(f"bull:{QUEUE}:wait", 0, jid)  # what a lost job looks like
+    r.delete(f"bull:{QUEUE}:{jid}")
+
+    # Under the threshold: nothing counts as stalled.
+    assert await cli_main("reconcile", app.spec, *conn(redis_url)) == 0
+    assert capsys.readouterr().out == "scanned 0 runs: 0 stalled, 0 reconciled, 0 failed\n"
+
+    argv = ["reconcile", app.spec, *conn(redis_url), "--stalled-threshold", "0"]
+    assert await cli_main(*argv) == 0
+    out, err = capsys.readouterr()
+    assert out == "scanned 1 runs: 1 stalled, 1 reconciled, 0 failed\n"
+    assert "Traceback" not in err
+
+    async with BullMQAdapter(
+        runtime_options=app.runtime.options, connection=redis_url, queue_name=QUEUE
+    ):
+        result = await FlowClient(redis_url, queue_name=QUEUE).wait(run_id, timeout=30)
+    assert result.status == "completed" and result.context["b"] == 2
+
+
+# ---------------------------------------------------------------- Redis unreachable
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "{app}", "chain"],
+        ["run", "{app}", "chain", "--wait"],
+        ["status", "r1"],
+        ["resume", "r1", "w", "--output", "1"],
+        ["cancel", "r1"],
+        ["inspect"],
+        ["inspect", "--json"],
+        ["reconcile", "{app}"],
+    ],
+)
+async def test_unreachable_redis_is_one_line(
+    app: App, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = closed_port_url()
+    args = [a.replace("{app}", app.spec) for a in argv]
+    assert await cli_main(*args, "--redis-url", url, "--queue", QUEUE) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    shown = url.replace("s3cret", "***")
+    lines = [line for line in err.splitlines() if not line.startswith("reconciling queue")]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"flowcraft-fast: cannot reach Redis at {shown}: "), err
+    assert "connection refused" in lines[0]
+    assert "s3cret" not in err and "Traceback" not in err
