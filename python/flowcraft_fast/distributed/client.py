@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -128,8 +129,24 @@ class FlowClient:
         return meta.get("status")
 
     async def wait(self, run_id: str, timeout: float | None = 30.0) -> WorkflowResult:
-        """Block until the run ends (or awaits); TimeoutError after `timeout` seconds."""
-        raw = await self.queue.wait_status(run_id, 1e9 if timeout is None else timeout)
+        """Block until the run ends (or awaits); TimeoutError after `timeout` seconds.
+
+        A dropped connection (Redis restarting) does not end the wait early: it subscribes
+        again until the deadline, and only then raises the connection error it last met.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (1e9 if timeout is None else timeout)
+        while True:
+            try:
+                # None also when the subscription ended early (the connection dropped)
+                raw = await self.queue.wait_status(run_id, max(0.0, deadline - loop.time()))
+            except ConnectionError:
+                if loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
+                continue
+            if raw is not None or loop.time() >= deadline:
+                break
         if raw is None:
             meta, _ = await self.queue.run_info(run_id)
             if not meta:

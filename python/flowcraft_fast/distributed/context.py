@@ -6,13 +6,12 @@ Flowcraft and any Redis client can read it. All I/O runs in the Rust core.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from .. import _core, jsoncodec
+from ..runtime.context import PatchOp, normalise_op
 from .connection import open_connection
-
-PatchOp = Mapping[str, Any] | tuple[str, str] | tuple[str, str, Any]
 
 
 class RedisContext:
@@ -58,7 +57,7 @@ class RedisContext:
         """
         final: dict[str, str | None] = {}
         for op in ops:
-            kind, key, value = _parse_op(op)
+            kind, key, value = normalise_op(op)
             if kind == "set":
                 final[key] = jsoncodec.dumps(value, what=f"context key {key!r}")
             else:
@@ -69,20 +68,3 @@ class RedisContext:
 
     def __repr__(self) -> str:
         return f"RedisContext({self._conn.server!r}, run_id={self.run_id!r})"
-
-
-def _parse_op(op: PatchOp) -> tuple[str, str, Any]:
-    if isinstance(op, Mapping):
-        kind, key, value = op.get("op"), op.get("key"), op.get("value")
-    elif isinstance(op, tuple) and len(op) in (2, 3):
-        kind, key = op[0], op[1]
-        value = op[2] if len(op) == 3 else None
-    else:
-        raise TypeError(f"patch operation must be a mapping or a tuple, got {op!r}")
-    if kind not in ("set", "delete"):
-        raise ValueError(f"patch operation must be 'set' or 'delete', got {kind!r}")
-    if not isinstance(key, str):
-        raise TypeError(f"patch key must be a string, got {key!r}")
-    if kind == "set" and isinstance(op, tuple) and len(op) != 3:
-        raise ValueError(f"a set operation needs a value: {op!r}")
-    return kind, key, value

@@ -15,11 +15,9 @@ from .. import _core, jsoncodec
 from ..errors import FlowcraftError
 from ..runtime.joins import join_input
 from ..runtime.runtime import RuntimeOptions
-from .jobs import SKIP, job_data, job_opts
+from .jobs import LIVE, SKIP, job_data, job_opts
 from .store import RedisCoordinationStore
 from .worker import run_graph
-
-LIVE = ("running", "awaiting")
 
 
 async def reconcile_run(

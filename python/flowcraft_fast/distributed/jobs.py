@@ -15,6 +15,8 @@ from .. import jsoncodec
 from ..blueprint import NodeDefinition
 
 JOB_NAME = "executeNode"
+LIVE = ("running", "awaiting")
+"""Run statuses in which nodes still run and commit."""
 SKIP = "\x01"
 """Join arrival value (and job input) meaning "skipped": a dead path passing through."""
 

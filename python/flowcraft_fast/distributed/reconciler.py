@@ -16,9 +16,8 @@ from typing import Any
 
 from ..errors import FlowcraftError
 from .adapter import BullMQAdapter
+from .jobs import LIVE
 from .store import RedisCoordinationStore
-
-LIVE = ("running", "awaiting")
 
 
 @dataclass(slots=True)

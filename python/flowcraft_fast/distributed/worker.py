@@ -36,9 +36,8 @@ from ..runtime.runtime import RuntimeOptions
 from ..runtime.state import AWAITING_KEY
 from ..runtime.types import NodeContext, NodeResult, WorkflowError
 from .buffered import BufferedContext, LazyState
-from .jobs import SKIP, job_data, job_id, job_opts, node_key
+from .jobs import LIVE, SKIP, job_data, job_id, job_opts, node_key
 
-LIVE = ("running", "awaiting")
 VERSION_RETRY_DELAY_MS = 5_000
 VERSION_RETRY_LIMIT = 12
 """A job whose blueprint version no worker here serves is offered again this many times
@@ -505,48 +504,34 @@ class Worker:
         claim_max = 0
         if not self._closing:
             claim_max = max(0, self.concurrency - (len(self._in_flight) - len(items)))
-        requests = [request for request, _ in items]
-        for attempt in range(1, 6):
-            try:
-                replies, claimed = await self.queue.commit(
-                    requests, claim_max, self.lease_ms, self.token_prefix
-                )
-                break
-            except (ConnectionError, _core.RedisCommandError) as exc:
-                # Commits are idempotent (lease + done markers), so sending them again is safe.
-                self.log.warning("commit round trip failed (attempt %d): %s", attempt, exc)
-                await asyncio.sleep(0.2 * attempt)
-        else:
-            for _, future in items:
-                if not future.done():
-                    future.set_exception(ConnectionError("could not reach Redis to commit"))
-            return
-        for (_, future), reply in zip(items, replies, strict=True):
-            if not future.done():
-                future.set_result(reply)
-        if claimed is not None:
-            next_due_ms, runs, jobs = claimed
+
+        async def send(requests: list[_core._CommitRequest]) -> Any:
+            return await self.queue.commit(requests, claim_max, self.lease_ms, self.token_prefix)
+
+        result = await self._send([request for request, _ in items], send)
+        _settle(items, None if result is None else result[0])
+        if result is not None and result[1] is not None:
+            next_due_ms, runs, jobs = result[1]
             self.stats.claims += 1
             self._next_due_ms = next_due_ms
             self._launch_all(runs, jobs)
 
     async def _flush(self, send: Any, items: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        _settle(items, await self._send([request for request, _ in items], send))
+
+    async def _send(self, requests: list[Any], send: Any) -> Any:
+        """One batched round trip, tried again on connection trouble; None if Redis stays away.
+
+        Commits and retries are idempotent (lease tokens and done markers), so sending them
+        again is safe.
+        """
         for attempt in range(1, 6):
             try:
-                replies = await send([request for request, _ in items])
-                break
+                return await send(requests)
             except (ConnectionError, _core.RedisCommandError) as exc:
-                # Commits are idempotent (lease + done markers), so sending them again is safe.
                 self.log.warning("commit round trip failed (attempt %d): %s", attempt, exc)
                 await asyncio.sleep(0.2 * attempt)
-        else:
-            for _, future in items:
-                if not future.done():
-                    future.set_exception(ConnectionError("could not reach Redis to commit"))
-            return
-        for (_, future), reply in zip(items, replies, strict=True):
-            if not future.done():
-                future.set_result(reply)
+        return None
 
     # ------------------------------------------------------------------ leases
 
@@ -626,6 +611,17 @@ def _links_exist(graph: RunGraph, spec: Mapping[str, Any]) -> bool:
             ids = node.get(key, default)
             needed.update([ids] if isinstance(ids, str) else ids)
     return all(graph.has_node(n) for n in needed - own)
+
+
+def _settle(items: list[tuple[Any, asyncio.Future[Any]]], replies: list[Any] | None) -> None:
+    """Hand each waiting node its reply (or the error that Redis could not be reached)."""
+    for index, (_, future) in enumerate(items):
+        if future.done():
+            continue
+        if replies is None:
+            future.set_exception(ConnectionError("could not reach Redis to commit"))
+        else:
+            future.set_result(replies[index])
 
 
 def job_node_key(job: _core._ClaimedJob) -> str:
