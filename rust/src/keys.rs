@@ -91,7 +91,8 @@ impl QueueKeys {
     pub fn lock(&self, job_id: &str) -> String {
         join(&[&self.base, job_id, ":lock"])
     }
-    /// Hash of the blueprints served on this queue: id -> JSON (with its version).
+    /// Hash of the blueprints served on this queue: id -> JSON, and `<id>\x1fversion` -> the
+    /// version the workers serve (checked by the start script).
     pub fn blueprints(&self) -> String {
         self.key("flowcraft:blueprints")
     }

@@ -549,6 +549,7 @@ impl Queue {
                 q.active_runs(),
                 q.key("wait"),
                 q.key("marker"),
+                q.blueprints(),
             ];
             let mut args = vec![run_id, blueprint_id, version, sets.len().to_string()];
             for (k, v) in sets {

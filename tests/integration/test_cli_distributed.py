@@ -349,9 +349,7 @@ async def test_inspect_limit_truncates(
     adapter = BullMQAdapter(
         runtime_options=app.runtime.options, connection=redis_url, queue_name=QUEUE
     )
-    await adapter.queue.publish_blueprints(  # published, never served: the runs stay queued
-        [("chain", json.dumps(app.runtime.blueprints["chain"].to_json()))]
-    )
+    await adapter.publish()  # published, never served: the runs stay queued
     client = FlowClient(redis_url, queue_name=QUEUE)
     runs = [await client.start("chain", {}) for _ in range(3)]
     assert await cli_main("inspect", *conn(redis_url), "--json", "--limit", "2") == 0
@@ -373,9 +371,7 @@ async def test_reconcile_reenqueues_a_lost_job(
     adapter = BullMQAdapter(
         runtime_options=app.runtime.options, connection=redis_url, queue_name=QUEUE
     )
-    await adapter.queue.publish_blueprints(
-        [("chain", json.dumps(app.runtime.blueprints["chain"].to_json()))]
-    )
+    await adapter.publish()
     assert await cli_main("run", app.spec, "chain", *conn(redis_url)) == 0
     run_id = capsys.readouterr().out.strip()
     r = redis.Redis.from_url(redis_url)

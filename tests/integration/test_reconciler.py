@@ -82,7 +82,7 @@ def lose_job(url: str, queue: str, jid: str) -> None:
 async def test_lost_start_job_is_reenqueued_and_the_run_completes(redis_url: str) -> None:
     rt = runtime()
     adapter = BullMQAdapter(runtime_options=rt.options, connection=redis_url, queue_name="q")
-    await adapter.queue.publish_blueprints([("chain", __import__("json").dumps(CHAIN))])
+    await adapter.publish()
     client = FlowClient(redis_url, queue_name="q")
     run_id = await client.start("chain", {})
     lose_job(redis_url, "q", job_id(run_id, "a", 0))
@@ -107,7 +107,7 @@ async def test_lost_start_job_is_reenqueued_and_the_run_completes(redis_url: str
 async def test_threshold_spares_runs_with_recent_progress(redis_url: str) -> None:
     rt = runtime()
     adapter = BullMQAdapter(runtime_options=rt.options, connection=redis_url, queue_name="q")
-    await adapter.queue.publish_blueprints([("chain", __import__("json").dumps(CHAIN))])
+    await adapter.publish()
     client = FlowClient(redis_url, queue_name="q")
     run_id = await client.start("chain", {})
     lose_job(redis_url, "q", job_id(run_id, "a", 0))
@@ -119,7 +119,7 @@ async def test_threshold_spares_runs_with_recent_progress(redis_url: str) -> Non
 async def test_two_reconcilers_at_once_enqueue_once(redis_url: str) -> None:
     rt = runtime()
     adapter = BullMQAdapter(runtime_options=rt.options, connection=redis_url, queue_name="q")
-    await adapter.queue.publish_blueprints([("chain", __import__("json").dumps(CHAIN))])
+    await adapter.publish()
     client = FlowClient(redis_url, queue_name="q")
     runs = [await client.start("chain", {}) for _ in range(20)]
     for run_id in runs:

@@ -60,6 +60,11 @@ class BullMQAdapter:
         await self.worker.start()
         self._started = True
 
+    async def publish(self) -> None:
+        """Publish the blueprints on the queue without consuming (`start` does it too), so
+        clients can start runs that a worker will serve later."""
+        await self.worker.publish()
+
     async def close(self, timeout: float | None = 30.0) -> None:
         """Stop claiming, let in-flight nodes finish and commit (within `timeout`), stop."""
         if not self._started:

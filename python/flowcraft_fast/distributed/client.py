@@ -36,21 +36,22 @@ class FlowClient:
         self.queue_name = queue_name
         self.queue = self.store.queue(queue_name)
         self._states = self.store.state_store()
-        self._blueprints: dict[str, Blueprint] = {}
+        self._blueprints: dict[str, tuple[str, Blueprint]] = {}
 
     async def blueprint(self, blueprint_id: str) -> Blueprint:
-        """The blueprint as the queue's workers published it."""
+        """The blueprint as the queue's workers published it (fetched now, then cached)."""
         raw = await self.queue.get_blueprint(blueprint_id)
         if raw is None:
+            self._blueprints.pop(blueprint_id, None)
             raise FlowcraftError(
                 f"no worker on queue {self.queue_name!r} serves blueprint {blueprint_id!r} "
                 "(start flowcraft-fastd with an app that registers it)"
             )
         cached = self._blueprints.get(blueprint_id)
-        if cached is None or jsoncodec.dumps(cached.to_json()) != raw:
-            cached = load_blueprint(raw)
+        if cached is None or cached[0] != raw:
+            cached = (raw, load_blueprint(raw))
             self._blueprints[blueprint_id] = cached
-        return cached
+        return cached[1]
 
     async def start(
         self,
@@ -58,13 +59,31 @@ class FlowClient:
         initial_context: dict[str, Any] | None = None,
         run_id: str | None = None,
     ) -> str:
-        """Create a run and enqueue its start nodes in one atomic step; returns the run id."""
-        bp = await self.blueprint(blueprint_id)
+        """Create a run and enqueue its start nodes in one atomic step; returns the run id.
+
+        The blueprint is cached; the start script checks that the workers still serve the
+        cached version (one round trip), and a changed blueprint is fetched again.
+        """
         run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
         sets = [
             (str(k), jsoncodec.dumps(v, what=f"initial context key {k!r}"))
             for k, v in (initial_context or {}).items()
         ]
+        cached = self._blueprints.get(blueprint_id)
+        bp = cached[1] if cached is not None else await self.blueprint(blueprint_id)
+        for _ in range(3):
+            outcome = await self.queue.start_run(
+                run_id, bp.id, bp.version or "", sets, self._start_jobs(bp, run_id)
+            )
+            if outcome == "ok":
+                return run_id
+            if outcome == "exists":
+                raise FlowcraftError(f"a run with id {run_id!r} already exists")
+            bp = await self.blueprint(blueprint_id)  # unpublished raises; stale refetches
+        raise FlowcraftError(f"blueprint {blueprint_id!r} keeps changing; try again")
+
+    @staticmethod
+    def _start_jobs(bp: Blueprint, run_id: str) -> list[tuple[str, str, str, str]]:
         version = bp.version or ""
         graph = CompiledGraph.from_blueprint(bp)
         jobs = []
@@ -78,10 +97,7 @@ class FlowClient:
                     job_opts(graph.nodes[node_id], jid),
                 )
             )
-        outcome = await self.queue.start_run(run_id, bp.id, version, sets, jobs)
-        if outcome == "exists":
-            raise FlowcraftError(f"a run with id {run_id!r} already exists")
-        return run_id
+        return jobs
 
     async def cancel(self, run_id: str) -> bool:
         """End a running or awaiting run as `cancelled`, keeping its context.

@@ -20,6 +20,9 @@ LIVE = ("running", "awaiting")
 SKIP = "\x01"
 """Join arrival value (and job input) meaning "skipped": a dead path passing through."""
 
+VERSION_FIELD = "\x1fversion"
+"""Suffix of the published-blueprints field holding the version workers serve."""
+
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_\-{}]{1,128}")
 
 

@@ -36,7 +36,7 @@ from ..runtime.runtime import RuntimeOptions
 from ..runtime.state import AWAITING_KEY
 from ..runtime.types import NodeContext, NodeResult, WorkflowError
 from .buffered import BufferedContext, LazyState
-from .jobs import LIVE, SKIP, job_data, job_id, job_opts, node_key
+from .jobs import LIVE, SKIP, VERSION_FIELD, job_data, job_id, job_opts, node_key
 
 VERSION_RETRY_DELAY_MS = 5_000
 VERSION_RETRY_LIMIT = 12
@@ -55,6 +55,8 @@ class _InFlight:
     run_id: str
     task: asyncio.Task[None] | None = None
     run_ended: bool = False
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    """The nodes' `ctx.cancelled`: set when their run ended elsewhere (failed, cancelled)."""
 
 
 @dataclass(slots=True)
@@ -110,10 +112,16 @@ class Worker:
 
     # ------------------------------------------------------------------ lifecycle
 
+    async def publish(self) -> None:
+        """Publish the runtime's blueprints (JSON and served version) on the queue."""
+        published: list[tuple[str, str]] = []
+        for bp in self.options.blueprints.values():
+            published.append((bp.id, jsoncodec.dumps(bp.to_json())))
+            published.append((bp.id + VERSION_FIELD, bp.version or ""))
+        await self.queue.publish_blueprints(published)
+
     async def start(self) -> None:
-        await self.queue.publish_blueprints(
-            [(bp.id, jsoncodec.dumps(bp.to_json())) for bp in self.options.blueprints.values()]
-        )
+        await self.publish()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._claim_loop(), name="flowcraft-claim"),
@@ -320,6 +328,7 @@ class Worker:
                 return fail(f"sleep node {node_id!r}: {exc}")
             return (jid, token, int(delay), "sleeping", False)
         ctx = self._node_context(context, node_input, node, run_id, bp_id, iteration, attempt)
+        ctx.cancelled = flight.cancelled
         outcome = await execute_node(self.options.executor, events, node, ctx, attempts=[attempt])
         owners: tuple[str, ...] = ()
         errors: list[WorkflowError] = []
@@ -336,6 +345,7 @@ class Worker:
             await events.emit("node:fallback", nodeId=node_id, fallback=fallback)
             fb_node = graph.node(fallback)
             fb_ctx = self._node_context(context, node_input, fb_node, run_id, bp_id, iteration, 1)
+            fb_ctx.cancelled = flight.cancelled
             outcome = await execute_node(self.options.executor, events, fb_node, fb_ctx)
             if outcome.result is None:
                 assert outcome.error is not None
@@ -551,6 +561,7 @@ class Worker:
                         self.log.warning("job %s: lease lost; abandoning it", jid)
                     else:
                         flight.run_ended = True
+                        flight.cancelled.set()
                     flight.task.cancel()
         finally:
             self.queue.stop_heartbeat()
@@ -560,6 +571,7 @@ class Worker:
         for flight in list(self._in_flight.values()):
             if flight.run_id == run_id and flight.job_id != except_job and flight.task is not None:
                 flight.run_ended = True
+                flight.cancelled.set()
                 flight.task.cancel()
 
     async def _stalled_loop(self) -> None:

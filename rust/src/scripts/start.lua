@@ -1,12 +1,17 @@
 --[[ start: create a run and enqueue its start nodes, atomically.
 
   KEYS[1] run state   KEYS[2] run meta   KEYS[3] active-runs index   KEYS[4] wait   KEYS[5] marker
-  KEYS[6..] one job hash per start node
+  KEYS[6] the queue's published blueprints   KEYS[7..] one job hash per start node
   ARGV: run id, blueprint id, blueprint version, n_sets, (field, json)*,
         n_jobs, (job id, node key, data, opts)*
-  Returns "ok", or "exists" when a run with this id was already started (nothing is changed).
+  Returns "ok"; or, changing nothing: "exists" when a run with this id was already started,
+  "unpublished" when no worker serves the blueprint, "stale" when the workers now serve another
+  version of it than the caller built the start jobs from.
 ]]
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'exists' end
+local served = redis.call('HGET', KEYS[6], ARGV[2] .. '\31version')
+if not served then return 'unpublished' end
+if served ~= ARGV[3] then return 'stale' end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local run_id = ARGV[1]
@@ -24,7 +29,7 @@ for j = 1, n_jobs do
   local id, key, data, opts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   i = i + 4
   redis.call('HSET', KEYS[2], 'fired:' .. key, id)
-  redis.call('HSET', KEYS[5 + j], 'name', 'executeNode', 'data', data, 'opts', opts,
+  redis.call('HSET', KEYS[6 + j], 'name', 'executeNode', 'data', data, 'opts', opts,
              'timestamp', now, 'delay', 0, 'priority', 0, 'atm', 0, 'ats', 0)
   redis.call('LPUSH', KEYS[4], id)
 end
