@@ -349,7 +349,7 @@ impl Queue {
         })
     }
 
-    /// Commit many finished nodes in one round trip; one (code, detail) per node. With
+    /// Commit many finished nodes in one round trip; one (code, detail, fired) per node. With
     /// `claim_max` > 0 the same round trip then claims up to that many ready jobs (the slots the
     /// committed nodes free), so a busy worker needs one round trip per step.
     #[pyo3(signature = (batch, claim_max=0, lease_ms=30_000, token_prefix=String::new()))]
@@ -403,7 +403,10 @@ impl Queue {
             } else {
                 None
             };
-            Ok((replies.iter().map(pair).collect::<Vec<_>>(), claimed))
+            Ok((
+                replies.iter().map(commit_reply).collect::<Vec<_>>(),
+                claimed,
+            ))
         })
     }
 
@@ -844,13 +847,15 @@ impl Queue {
     }
 }
 
-fn pair(v: &Value) -> (String, String) {
+/// A commit's reply: (code, detail, fired successor node keys separated by \x1f).
+fn commit_reply(v: &Value) -> (String, String, String) {
     match v {
-        Value::Array(items) if items.len() == 2 => (
+        Value::Array(items) if items.len() >= 2 => (
             text(&items[0]).unwrap_or_default(),
             text(&items[1]).unwrap_or_default(),
+            items.get(2).and_then(text).unwrap_or_default(),
         ),
-        Value::ServerError(e) => ("error".to_string(), format!("{e:?}")),
-        other => ("error".to_string(), format!("{other:?}")),
+        Value::ServerError(e) => ("error".to_string(), format!("{e:?}"), String::new()),
+        other => ("error".to_string(), format!("{other:?}"), String::new()),
     }
 }

@@ -48,6 +48,7 @@ class BullMQAdapter:
             stalled_interval_s=stalled_interval_seconds,
             max_stalls=max_stalled_count,
             logger=logger,
+            queue_name=queue_name,
         )
         self._started = False
 

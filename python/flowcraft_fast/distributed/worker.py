@@ -87,11 +87,13 @@ class Worker:
         stalled_interval_s: float = 30.0,
         max_stalls: int = 1,
         logger: logging.Logger | None = None,
+        queue_name: str = "",
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self.options = options
         self.queue = queue
+        self.queue_name = queue_name
         self.concurrency = concurrency
         self.lease_ms = lease_ms
         self.stalled_interval_s = stalled_interval_s
@@ -104,7 +106,7 @@ class Worker:
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._pending_commits: list[
-            tuple[_core._CommitRequest, asyncio.Future[tuple[str, str]]]
+            tuple[_core._CommitRequest, asyncio.Future[tuple[str, str, str]]]
         ] = []
         self._pending_retries: list[tuple[_Retry, asyncio.Future[str]]] = []
         self._commit_ready = asyncio.Event()
@@ -212,8 +214,10 @@ class Worker:
             if isinstance(request, tuple) and len(request) == 5:
                 await self._retry(request)
             else:
-                code, detail = await self._commit(request)
+                code, detail, fired = await self._commit(request)
                 self._count(code, detail, flight)
+                if self.options.event_bus is not None:
+                    await self._job_events(job, request, code, detail, fired, started)
             self.stats.latencies.append(time.perf_counter() - started)
         except asyncio.CancelledError:
             pass  # lease lost or shutdown: the job returns to the queue when its lease expires
@@ -228,6 +232,41 @@ class Worker:
             if self._in_flight.get(flight.job_id) is flight:
                 del self._in_flight[flight.job_id]
             self._slot_freed.set()
+
+    async def _job_events(
+        self,
+        job: _core._ClaimedJob,
+        request: _core._CommitRequest,
+        code: str,
+        detail: str,
+        fired: str,
+        started: float,
+    ) -> None:
+        """The adapter-level events of a committed job (SPEC section 3: job:enqueued,
+        job:processed, job:failed, and workflow:finish from the worker that ended the run)."""
+        data = jsoncodec.loads(job[2])
+        events = EventEmitter(
+            self.options.event_bus, request[2], str(data.get("blueprintId", "")), self.log
+        )
+        node_id = str(data.get("nodeId", ""))
+        if code != "ok":
+            return
+        failed = request[4] == "fail"
+        if failed:
+            await events.emit("job:failed", nodeId=node_id, error=request[5])
+        await events.emit(
+            "job:processed",
+            nodeId=node_id,
+            duration=round((time.perf_counter() - started) * 1000, 3),
+            success=not failed,
+        )
+        for key in filter(None, fired.split("\x1f")):
+            await events.emit(
+                "job:enqueued", nodeId=key.partition("|")[2], queueName=self.queue_name
+            )
+        if failed or detail == "0":
+            status = "failed" if failed else "completed"
+            await events.emit("workflow:finish", status=status)
 
     def _count(self, code: str, detail: str, flight: _InFlight) -> None:
         if code == "ok":
@@ -480,8 +519,8 @@ class Worker:
 
     # ------------------------------------------------------------------ committing
 
-    async def _commit(self, request: _core._CommitRequest) -> tuple[str, str]:
-        future: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+    async def _commit(self, request: _core._CommitRequest) -> tuple[str, str, str]:
+        future: asyncio.Future[tuple[str, str, str]] = asyncio.get_running_loop().create_future()
         self._pending_commits.append((request, future))
         self._commit_ready.set()
         return await future
@@ -508,7 +547,7 @@ class Worker:
                 await self._flush(self.queue.retry, retries)
 
     async def _flush_commits(
-        self, items: list[tuple[_core._CommitRequest, asyncio.Future[tuple[str, str]]]]
+        self, items: list[tuple[_core._CommitRequest, asyncio.Future[tuple[str, str, str]]]]
     ) -> None:
         """Commit a batch and, in the same round trip, claim the slots it frees."""
         claim_max = 0

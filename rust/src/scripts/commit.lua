@@ -18,7 +18,9 @@
   a later commit of the same node (re-delivery, duplicate job) only finishes its job.
   Joins: each arrival is one field "<target key>\31<pred>" of the run's joins hash, written with
   HSETNX (a set of arrivals, never a bare counter); counters move only when a field is new.
-  Returns {code, detail}: code "ok", "dup", "terminal", "lost".
+  Returns {code, detail, fired}: code "ok", "dup", "terminal", "lost"; for "ok" the
+  detail is the run's outstanding job count (or "failed"/"awaiting") and `fired` the node
+  keys of the successor jobs enqueued, separated by \31.
 ]]
 local SKIP = '\1'
 local t = redis.call('TIME')
@@ -113,6 +115,7 @@ if mode == 'await' then
 end
 
 local pending = -1
+local fired_keys = {}
 local n_arr = tonumber(ARGV[i]); i = i + 1
 for a = 1, n_arr do
   local target, pred, value, strategy = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -169,6 +172,7 @@ for a = 1, n_arr do
     -- the input the edges carry; "\1" makes it a skip token (a dead path passing through)
     redis.call('HSET', sk, 'fci', input)
     redis.call('LPUSH', KEYS[6], succ_id)
+    fired_keys[#fired_keys + 1] = target
     pending = pending + 1
   end
 end
@@ -181,4 +185,4 @@ else
   redis.call('ZADD', KEYS[13], now, run_id)
 end
 finish(false, result)
-return {'ok', tostring(left)}
+return {'ok', tostring(left), table.concat(fired_keys, '\31')}
