@@ -129,48 +129,56 @@ for a = 1, n_arr do
   -- a join's predecessors can grow while the run goes (batch workers added on the way):
   -- decide against the largest set any arrival has known
   local known = tonumber(redis.call('HGET', KEYS[10], 'np:' .. target) or '0')
-  if n_preds > known then
-    redis.call('HSET', KEYS[10], 'np:' .. target, n_preds)
+  if n_listed == 1 and known <= 1 then
+    -- one predecessor (most edges): no join to count. The arrival is still recorded (the
+    -- reconciler rebuilds inputs from it) and `fired:` guards the one activation.
+    redis.call('HSET', KEYS[11], target .. '\31' .. pred, value)
+    if redis.call('HSETNX', KEYS[10], 'fired:' .. target, succ_id) == 1 then
+      fire, input = true, value
+    end
   else
-    n_preds = known
-  end
-  if redis.call('HSETNX', KEYS[11], target .. '\31' .. pred, value) == 1 then
-    local arrived = redis.call('HINCRBY', KEYS[10], 'n:' .. target, 1)
-    local finished = tonumber(redis.call('HGET', KEYS[10], 'f:' .. target) or '0')
-    if value ~= SKIP then finished = redis.call('HINCRBY', KEYS[10], 'f:' .. target, 1) end
-    local fired = redis.call('HEXISTS', KEYS[10], 'fired:' .. target) == 1
-    if not fired then
-      if strategy == 'any' and value ~= SKIP then
-        fire, input = true, value
-      elseif arrived >= n_preds and (strategy == 'all' or finished == 0) then
-        fire = true
-        if finished == 0 then
-          input = SKIP
-        elseif n_listed == 1 or strategy == 'any' then
-          input = value
-        else
-          local fields = {}
-          for p = 0, n_listed - 1 do fields[#fields + 1] = target .. '\31' .. ARGV[preds_at + p] end
-          local values = redis.call('HMGET', KEYS[11], unpack(fields))
-          local parts = {}
-          for p = 0, n_listed - 1 do
-            local v = values[p + 1]
-            if v and v ~= SKIP then
-              parts[#parts + 1] = cjson.encode(ARGV[preds_at + p]) .. ':' .. v
+    if n_preds > known then
+      redis.call('HSET', KEYS[10], 'np:' .. target, n_preds)
+    else
+      n_preds = known
+    end
+    if redis.call('HSETNX', KEYS[11], target .. '\31' .. pred, value) == 1 then
+      local arrived = redis.call('HINCRBY', KEYS[10], 'n:' .. target, 1)
+      local finished = tonumber(redis.call('HGET', KEYS[10], 'f:' .. target) or '0')
+      if value ~= SKIP then finished = redis.call('HINCRBY', KEYS[10], 'f:' .. target, 1) end
+      if redis.call('HEXISTS', KEYS[10], 'fired:' .. target) == 0 then
+        if strategy == 'any' and value ~= SKIP then
+          fire, input = true, value
+        elseif arrived >= n_preds and (strategy == 'all' or finished == 0) then
+          fire = true
+          if finished == 0 then
+            input = SKIP
+          elseif strategy == 'any' then
+            input = value
+          else
+            local fields = {}
+            for p = 0, n_listed - 1 do
+              fields[#fields + 1] = target .. '\31' .. ARGV[preds_at + p]
             end
+            local values = redis.call('HMGET', KEYS[11], unpack(fields))
+            local parts = {}
+            for p = 0, n_listed - 1 do
+              local v = values[p + 1]
+              if v and v ~= SKIP then
+                parts[#parts + 1] = cjson.encode(ARGV[preds_at + p]) .. ':' .. v
+              end
+            end
+            input = '{' .. table.concat(parts, ',') .. '}'
           end
-          input = '{' .. table.concat(parts, ',') .. '}'
         end
       end
     end
   end
   if fire then
-    redis.call('HSET', KEYS[10], 'fired:' .. target, succ_id)
-    local sk = KEYS[13 + a]
-    redis.call('HSET', sk, 'name', 'executeNode', 'data', succ_data, 'opts', succ_opts,
-               'timestamp', now, 'delay', 0, 'priority', 0, 'atm', 0, 'ats', 0)
-    -- the input the edges carry; "\1" makes it a skip token (a dead path passing through)
-    redis.call('HSET', sk, 'fci', input)
+    redis.call('HSET', KEYS[10], 'fired:' .. target, succ_id)  -- (already set on the fast path)
+    -- `fci`: the input the edges carry; "\1" makes it a skip token (a dead path passing through)
+    redis.call('HSET', KEYS[13 + a], 'name', 'executeNode', 'data', succ_data, 'opts', succ_opts,
+               'timestamp', now, 'delay', 0, 'priority', 0, 'atm', 0, 'ats', 0, 'fci', input)
     redis.call('LPUSH', KEYS[6], succ_id)
     fired_keys[#fired_keys + 1] = target
     pending = pending + 1
