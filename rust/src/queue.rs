@@ -410,19 +410,20 @@ impl Queue {
         })
     }
 
-    /// Send jobs back to the queue after a delay: (job id, token, delay ms, reason, counts as a
-    /// failed attempt) each. A sleep node parks itself with the flag false.
+    /// Send jobs back to the queue after a delay: (job id, token, delay ms, reason, why) each,
+    /// `why` being "attempt" (a failed attempt), "sleep" (a sleep node parks itself) or "defer"
+    /// (left for another worker).
     fn retry<'py>(
         &self,
         py: Python<'py>,
-        batch: Vec<(String, String, u64, String, bool)>,
+        batch: Vec<(String, String, u64, String, String)>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
         crate::runtime::future_into_py(py, async move {
             let q = &inner.q;
             let calls: Vec<Call> = batch
                 .into_iter()
-                .map(|(id, token, delay, reason, counts)| Call {
+                .map(|(id, token, delay, reason, why)| Call {
                     keys: vec![
                         q.job(&id),
                         q.lock(&id),
@@ -432,13 +433,7 @@ impl Queue {
                         q.key("marker"),
                         q.key("events"),
                     ],
-                    args: vec![
-                        id,
-                        token,
-                        delay.to_string(),
-                        reason,
-                        if counts { "1" } else { "0" }.to_string(),
-                    ],
+                    args: vec![id, token, delay.to_string(), reason, why],
                 })
                 .collect();
             let mut m = inner.conn.manager().await?;

@@ -16,6 +16,9 @@ from .jobs import check_run_id, job_data, job_id, job_opts, node_key
 from .store import RedisCoordinationStore
 from .worker import DYNAMIC_PREFIX
 
+RECONNECT_PAUSE_S = 0.2
+"""Pause before sending a command again after the connection broke (it reconnects itself)."""
+
 BOOKKEEPING_PREFIXES = (*INTERNAL_KEY_PREFIXES, DYNAMIC_PREFIX)
 
 
@@ -71,10 +74,21 @@ class FlowClient:
         ]
         cached = self._blueprints.get(blueprint_id)
         bp = cached[1] if cached is not None else await self.blueprint(blueprint_id)
+        resent = False
         for _ in range(3):
-            outcome = await self.queue.start_run(
-                run_id, bp.id, bp.version or "", sets, self._start_jobs(bp, run_id)
-            )
+            jobs = self._start_jobs(bp, run_id)
+            try:
+                outcome = await self.queue.start_run(run_id, bp.id, bp.version or "", sets, jobs)
+            except ConnectionError:
+                # The connection reconnects by itself after a broken link (a Redis restart);
+                # the command may or may not have run, so a second "exists" means ours did.
+                if resent:
+                    raise
+                resent = True
+                await asyncio.sleep(RECONNECT_PAUSE_S)
+                outcome = await self.queue.start_run(run_id, bp.id, bp.version or "", sets, jobs)
+                if outcome == "exists":
+                    return run_id
             if outcome == "ok":
                 return run_id
             if outcome == "exists":

@@ -44,8 +44,8 @@ VERSION_RETRY_LIMIT = 12
 (every 5 s, for a minute) before its run fails with the reason."""
 
 
-_Retry = tuple[str, str, int, str, bool]
-"""(job id, token, delay ms, reason, counts as a failed attempt)"""
+_Retry = tuple[str, str, int, str, str]
+"""(job id, token, delay ms, reason, why: "attempt" | "sleep" | "defer"; see retry.lua)"""
 
 
 @dataclass(slots=True)
@@ -317,7 +317,7 @@ class Worker:
             )
             if attempts_started <= VERSION_RETRY_LIMIT:
                 self.log.warning("job %s: %s; leaving it for another worker", jid, reason)
-                return (jid, token, VERSION_RETRY_DELAY_MS, reason, False)
+                return (jid, token, VERSION_RETRY_DELAY_MS, reason, "defer")
             return fail(f"{reason} (no matching worker took the job)")
         snapshot = LazyState(raw)
         try:
@@ -365,7 +365,7 @@ class Worker:
                 delay = parse_duration_ms(thaw(node.params).get("duration"))
             except ValueError as exc:
                 return fail(f"sleep node {node_id!r}: {exc}")
-            return (jid, token, int(delay), "sleeping", False)
+            return (jid, token, int(delay), "sleeping", "sleep")
         ctx = self._node_context(context, node_input, node, run_id, bp_id, iteration, attempt)
         ctx.cancelled = flight.cancelled
         outcome = await execute_node(self.options.executor, events, node, ctx, attempts=[attempt])
@@ -376,7 +376,7 @@ class Worker:
             if should_retry(node.config, attempt):
                 delay = backoff_delay_ms(node.config, attempt, self.options.executor.rng)
                 await events.emit("node:retry", nodeId=node_id, attempt=attempt)
-                return (jid, token, int(delay), outcome.error.message, True)
+                return (jid, token, int(delay), outcome.error.message, "attempt")
             errors.append(outcome.error)
             fallback = node.config.fallback
             if fallback is None or not graph.has_node(fallback):
@@ -614,9 +614,13 @@ class Worker:
                 flight.task.cancel()
 
     async def _stalled_loop(self) -> None:
+        """Every interval: return stalled jobs to the queue, and publish the blueprints again
+        (a Redis that lost its data, or a FLUSHALL, must not leave clients unable to start runs
+        while this worker keeps serving)."""
         while True:
             await asyncio.sleep(self.stalled_interval_s)
             with contextlib.suppress(ConnectionError, _core.RedisCommandError):
+                await self.publish()
                 requeued, failed = await self.queue.requeue_stalled(
                     self.max_stalls, int(self.stalled_interval_s * 1000)
                 )

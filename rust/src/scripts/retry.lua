@@ -3,8 +3,10 @@
   KEYS[1] job hash   KEYS[2] job lock   KEYS[3] active   KEYS[4] delayed   KEYS[5] wait
   KEYS[6] marker   KEYS[7] events
   ARGV[1] job id   ARGV[2] lease token   ARGV[3] delay ms   ARGV[4] failed reason
-  ARGV[5] "1" when this counts as a failed attempt; "0" for a sleep node parking itself, which
-  also marks the job `fcw` so that its next run passes its input on.
+  ARGV[5] why: "attempt" (a failed attempt: counted in `atm`, reason kept), "sleep" (a sleep
+  node parking itself: not an attempt, and `fcw` marks that its next run passes its input on),
+  "defer" (left for another worker, e.g. one serving the job's blueprint version: not an
+  attempt; `ats` keeps counting the offers).
   Returns "ok", or "lost" when the lease was lost (another worker owns the job now).
 ]]
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 'lost' end
@@ -13,12 +15,14 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id, delay = ARGV[1], tonumber(ARGV[3])
 redis.call('DEL', KEYS[2])
 redis.call('LREM', KEYS[3], 0, id)  -- all entries: superseded claims of it too
-if ARGV[5] == '1' then
+if ARGV[5] == 'attempt' then
   redis.call('HINCRBY', KEYS[1], 'atm', 1)
   redis.call('HSET', KEYS[1], 'failedReason', ARGV[4], 'delay', delay)
-else
+elseif ARGV[5] == 'sleep' then
   redis.call('HSET', KEYS[1], 'fcw', '1', 'delay', delay)
   redis.call('HINCRBY', KEYS[1], 'ats', -1)
+else
+  redis.call('HSET', KEYS[1], 'delay', delay)
 end
 if delay > 0 then
   local due = now + delay
