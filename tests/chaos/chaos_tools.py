@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
@@ -12,25 +11,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
+from waiting import wait_until
+
 HERE = Path(__file__).resolve().parent
 WORKER_SCRIPT = HERE / "chaos_worker.py"
-
-
-async def wait_until(pred: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll `pred` every 20 ms until it is truthy; AssertionError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class WorkerProcess:

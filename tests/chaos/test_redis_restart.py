@@ -21,8 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -38,6 +37,7 @@ from flowcraft_fast import (
 )
 from flowcraft_fast.devserver import RedisServer
 from flowcraft_fast.distributed.client import RunNotFound
+from waiting import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -104,18 +104,6 @@ def count_done(r: redis.Redis, runs: list[str], node: str) -> int:
             pipe.hexists(f"workflow:run:{run_id}", f"done:0|{node}")
         return sum(1 for s in pipe.execute() if s)
     return 0
-
-
-async def wait_until(pred: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll `pred` every 20 ms until it is truthy; AssertionError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def error_counts(r: redis.Redis) -> dict[str, int]:

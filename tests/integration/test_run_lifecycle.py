@@ -25,7 +25,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -41,6 +41,7 @@ from flowcraft_fast import (
 )
 from flowcraft_fast.distributed import worker as worker_module
 from flowcraft_fast.errors import FlowcraftError
+from waiting import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
 
@@ -63,18 +64,6 @@ def note(ctx: NodeContext, what: str) -> None:
 
 def gate(run_id: str, node: str) -> asyncio.Event:
     return GATES.setdefault(f"{run_id}:{node}", asyncio.Event())
-
-
-async def wait_until(pred: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll `pred` every 20 ms until it is truthy; AssertionError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def ok(ctx: NodeContext) -> Any:
