@@ -335,7 +335,7 @@ class Worker:
                 evaluations=(),
             )
             return self._success(
-                job, run_id, bp, graph, node_id, iteration, None, decision, context
+                job, run_id, bp, graph, node_id, iteration, None, decision, context, key
             )
 
         node = graph.node(node_id)
@@ -430,7 +430,10 @@ class Worker:
             graph, node_id, result.output, result.action, context.view(),
             self.options.evaluate, inherit_from=owners,
         )  # fmt: skip
-        return self._success(job, run_id, bp, graph, node_id, iteration, result, decision, context)
+        key = node_key((*owners, node_id)[0], iteration)  # the job's own node, not its fallback
+        return self._success(
+            job, run_id, bp, graph, node_id, iteration, result, decision, context, key
+        )
 
     def _node_context(
         self,
@@ -465,7 +468,10 @@ class Worker:
         result: NodeResult | None,
         decision: RoutingDecision,
         context: BufferedContext,
+        key: str,
     ) -> _core._CommitRequest:
+        """The commit of a finished node: its writes, its routing decision and the arrivals at
+        its successors, under the node key `key` of the job."""
         version = bp.version or ""
         arrivals: list[_core._Arrival] = []
         action = result.action if result is not None else None
