@@ -49,6 +49,20 @@ _Retry = tuple[str, str, int, str, str]
 
 
 @dataclass(slots=True)
+class _ClaimedRun:
+    """A run as one claim returned it, shared by the claim's jobs of that run."""
+
+    status: str
+    raw: dict[str, str]
+    """State fields as JSON text (each node decodes what it reads)."""
+    dynamic_keys: list[str] = field(init=False)
+    """The fields recording dynamic nodes, found once per claim rather than once per job."""
+
+    def __post_init__(self) -> None:
+        self.dynamic_keys = [k for k in self.raw if k.startswith(DYNAMIC_PREFIX)]
+
+
+@dataclass(slots=True)
 class _InFlight:
     job_id: str
     token: str
@@ -189,10 +203,12 @@ class Worker:
     def _launch_all(
         self, runs: dict[str, tuple[str, dict[str, str]]], jobs: list[_core._ClaimedJob]
     ) -> None:
+        claimed = {run_id: _ClaimedRun(status, raw) for run_id, (status, raw) in runs.items()}
+        missing = _ClaimedRun("", {})
         for job in jobs:
-            self._launch(job, runs.get(job[7], ("", {})))
+            self._launch(job, claimed.get(job[7], missing))
 
-    def _launch(self, job: _core._ClaimedJob, run: tuple[str, dict[str, str]]) -> None:
+    def _launch(self, job: _core._ClaimedJob, run: _ClaimedRun) -> None:
         jid, token, run_id = job[0], job[1], job[7]
         flight = _InFlight(jid, token, run_id)
         self._in_flight[jid] = flight
@@ -200,9 +216,7 @@ class Worker:
         self.stats.claimed += 1
         flight.task = asyncio.get_running_loop().create_task(self._process(job, run, flight))
 
-    async def _process(
-        self, job: _core._ClaimedJob, run: tuple[str, dict[str, str]], flight: _InFlight
-    ) -> None:
+    async def _process(self, job: _core._ClaimedJob, run: _ClaimedRun, flight: _InFlight) -> None:
         started = time.perf_counter()
         try:
             try:
@@ -287,11 +301,11 @@ class Worker:
     # ------------------------------------------------------------------ running one node
 
     async def _execute(
-        self, job: _core._ClaimedJob, run: tuple[str, dict[str, str]], flight: _InFlight
+        self, job: _core._ClaimedJob, run: _ClaimedRun, flight: _InFlight
     ) -> _core._CommitRequest | _Retry:
         jid, token, raw_data, attempts_made, attempts_started, _opts, raw_input = job[:7]
         resumed, slept = job[8], job[9]
-        status, raw = run
+        status, raw = run.status, run.raw
         data = jsoncodec.loads(raw_data, what=f"job {jid} data")
         run_id, bp_id = str(data["runId"]), str(data.get("blueprintId", ""))
         node_id, iteration = str(data["nodeId"]), int(data.get("iteration", 0))
@@ -321,7 +335,7 @@ class Worker:
             return fail(f"{reason} (no matching worker took the job)")
         snapshot = LazyState(raw)
         try:
-            graph = run_graph(bp, snapshot)
+            graph = run_graph(bp, snapshot, run.dynamic_keys)
         except (ValueError, FlowcraftError) as exc:
             return fail(f"run state is unreadable: {exc}")
         if not graph.has_node(node_id):
@@ -642,14 +656,18 @@ DYNAMIC_PREFIX = "_dynamic."
 """Run-state fields holding the nodes a node added while the run goes (batch workers)."""
 
 
-def run_graph(bp: Blueprint, state: Mapping[str, Any]) -> RunGraph:
+def run_graph(
+    bp: Blueprint, state: Mapping[str, Any], dynamic_keys: list[str] | None = None
+) -> RunGraph:
     """The run's graph: the blueprint plus the dynamic nodes recorded in its state.
 
     Producers' specs are applied in an order where every node they link to exists (a batch
     continuation links to the workers of the chunk before it).
     """
     graph = RunGraph(CompiledGraph.from_blueprint(bp))
-    pending = [state[k] for k in state if k.startswith(DYNAMIC_PREFIX)]
+    if dynamic_keys is None:
+        dynamic_keys = [k for k in state if k.startswith(DYNAMIC_PREFIX)]
+    pending = [state[k] for k in dynamic_keys]
     while pending:
         ready = [spec for spec in pending if _links_exist(graph, spec)]
         if not ready:
