@@ -28,11 +28,13 @@ from workloads import SHAPES, final_value
 HERE = Path(__file__).resolve().parent
 WORKER_SCRIPT = HERE / "worker_main.py"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-IMPLS = ("ours", "bullmq", "arq")
+IMPLS = ("ours", "bullmq", "arq", "baseline")
 IMPL_SHAPES = {  # arq has no fan-in primitive: it runs the chains only
     "ours": ("chain10", "fan10", "fan100"),
     "bullmq": ("chain10", "fan10", "fan100"),
     "arq": ("chain10",),
+    # the minimal batched Redis loop (SPEC §8 reference, worker_main.run_baseline): chains only
+    "baseline": ("chain10",),
 }
 
 
@@ -64,7 +66,7 @@ def code_identity() -> dict[str, str]:
 
 
 def available(impl: str) -> bool:
-    mod = {"ours": "flowcraft_fast", "bullmq": "bullmq", "arq": "arq"}[impl]
+    mod = {"ours": "flowcraft_fast", "bullmq": "bullmq", "arq": "arq", "baseline": "hiredis"}[impl]
     try:
         __import__(mod)
     except ImportError:
@@ -311,9 +313,27 @@ class ArqDriver(_DoneListDriver):
         await self.pool.enqueue_job("step", run, 0, 0, _queue_name=self.queue)
 
 
+class BaselineDriver(_DoneListDriver):
+    """The minimal batched Redis loop: a run starts with one LPUSH of its first job."""
+
+    impl = "baseline"
+
+    async def open(self) -> None:
+        await super().open()
+        from worker_main import baseline_keys
+
+        self.wait = baseline_keys(self.queue)[0]
+
+    async def enqueue(self, shape: str, run: str) -> None:
+        if shape != "chain10":
+            raise ValueError("the baseline runs chain10 only")
+        await self.r.lpush(self.wait, f"{run}|0|0")
+
+
 def make_driver(impl: str, url: str, queue: str) -> Driver:
-    cls = {"ours": OursDriver, "bullmq": BullmqDriver, "arq": ArqDriver}[impl]
-    return cls(url, queue)  # type: ignore[abc]
+    cls = {"ours": OursDriver, "bullmq": BullmqDriver, "arq": ArqDriver,
+           "baseline": BaselineDriver}[impl]  # fmt: skip
+    return cls(url, queue)
 
 
 # --------------------------------------------------------------------------- measurements
@@ -376,7 +396,7 @@ class Session:
         outside the timed window."""
         steps = runs * SHAPES[shape]["steps"]
         self.admin.config_resetstat()
-        w_stats0 = self.worker.stats() if self.impl == "ours" else None
+        w_stats0 = self.worker.stats() if self.impl in ("ours", "baseline") else None
         r_cpu0, w_cpu0, c_cpu0 = redis_cpu_s(self.admin), self.worker.cpu_s(), time.process_time()
         t0 = time.perf_counter()
         self.run_batch(shape, runs, timeout)
@@ -399,7 +419,11 @@ class Session:
             "client_cpu_us_per_step": (c_cpu1 - c_cpu0) * 1e6 / steps,
             "worker_rss_kb": proc_rss_kb(self.worker.pid),
         }  # fmt: skip
-        if w_stats0 is not None:
+        if w_stats0 is not None and self.impl == "baseline":
+            w1 = self.worker.stats()
+            rts = w1.get("round_trips", 0) - w_stats0.get("round_trips", 0)
+            out["worker_rt_per_step"] = rts / steps  # pipelines + blocking pops, all counted
+        elif w_stats0 is not None:
             w1 = self.worker.stats()
             calls = {k: v - w_stats0["calls"].get(k, 0) for k, v in w1["calls"].items()}
             calls = {k: v for k, v in calls.items() if v and k in ROUND_TRIP_METHODS}
@@ -519,3 +543,119 @@ def worker_only_cost(url: str, shape: str, runs: int, concurrency: int = 64,
         "client_start_cmds_by_name_per_run": {k: v / runs for k, v in start_cmds.items()},
         "client_start_redis_cpu_us_per_run": start_cpu * 1e6 / runs,
     }  # fmt: skip
+
+
+# --------------------------------------------------------------------------- reconciler
+
+
+class ReconcilerBench:
+    """Reconciler keys per second (SPEC §8), in this process, with no worker consuming.
+
+    `seed(runs, lost)` publishes the blueprints (`BullMQAdapter.publish`, no worker), starts
+    `runs` chain10 runs with `FlowClient.start` (each enqueues its n0 job), and, when `lost`,
+    deletes those start jobs (their hashes and the wait list) so every run is stalled with its
+    only fired node lost. `timed_pass()` then runs one `create_bullmq_reconciler(adapter=...,
+    stalled_threshold_seconds=0).run()` and measures it: with lost jobs every run is re-enqueued;
+    with the jobs still queued (healthy but idle runs) the pass only scans."""
+
+    def __init__(self, url: str) -> None:
+        import logging
+
+        self.url = url
+        self.admin = redis.Redis.from_url(url)
+        self.loop = asyncio.new_event_loop()
+        # One WARNING line per re-enqueued run would go to stderr: silenced for the measurement.
+        logging.getLogger("flowcraft_fast.reconciler").setLevel(logging.ERROR)
+        self.seeded: dict[str, Any] = {}
+
+    def close(self) -> None:
+        self.loop.close()
+        self.admin.close()
+
+    def __enter__(self) -> ReconcilerBench:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def seed(self, runs: int, lost: bool) -> None:
+        from workloads import blueprints, step, sum_inputs
+
+        from flowcraft_fast import FlowRuntime
+        from flowcraft_fast.distributed.adapter import BullMQAdapter
+        from flowcraft_fast.distributed.client import FlowClient
+
+        queue = "rec" + uuid.uuid4().hex[:6]
+        rt = FlowRuntime(blueprints=blueprints(), registry={"step": step, "sum": sum_inputs})
+        adapter = BullMQAdapter(runtime_options=rt.options, connection=self.url, queue_name=queue)
+        client = FlowClient(self.url, queue_name=queue)
+
+        async def go() -> None:
+            await adapter.publish()
+            await bounded((client.start("chain10", {}) for _ in range(runs)), 64)
+
+        t0 = time.perf_counter()
+        self.loop.run_until_complete(go())
+        seed_s = time.perf_counter() - t0
+        wait_key = f"bull:{queue}:wait"
+        ids = [
+            j.decode() if isinstance(j, bytes) else j for j in self.admin.lrange(wait_key, 0, -1)
+        ]
+        if len(ids) != runs:
+            raise AssertionError(f"seed: {len(ids)} start jobs queued for {runs} runs")
+        if lost:
+            pipe = self.admin.pipeline(transaction=False)
+            for jid in ids:
+                pipe.delete(f"bull:{queue}:{jid}")
+            pipe.delete(wait_key)
+            pipe.execute()
+        self.seeded = {"queue": queue, "adapter": adapter, "runs": runs, "lost": lost,
+                       "wait_key": wait_key, "seed_s": seed_s}  # fmt: skip
+
+    def timed_pass(self) -> dict[str, Any]:
+        from flowcraft_fast import create_bullmq_reconciler
+
+        sd, self.seeded = self.seeded, {}
+        if not sd:
+            raise RuntimeError("seed() first")
+        reconciler = create_bullmq_reconciler(adapter=sd["adapter"], stalled_threshold_seconds=0)
+        runs = sd["runs"]
+        self.admin.config_resetstat()
+        r0, c0 = redis_cpu_s(self.admin), time.process_time()
+        t0 = time.perf_counter()
+        stats = self.loop.run_until_complete(reconciler.run())
+        elapsed = time.perf_counter() - t0
+        r_cpu, c_cpu = redis_cpu_s(self.admin) - r0, time.process_time() - c0
+        cmds = commandstats(self.admin)
+        for own in [k for k in cmds if k.startswith(("config", "info"))]:
+            del cmds[own]
+        queued = self.admin.llen(sd["wait_key"])
+        want_reconciled = runs if sd["lost"] else 0
+        if (stats.scanned_keys, stats.reconciled_runs, stats.failed_runs, queued) != (
+            runs,
+            want_reconciled,
+            0,
+            runs,
+        ):
+            raise AssertionError(f"reconciler pass over {runs} runs (lost={sd['lost']}): "
+                                 f"{stats}, {queued} jobs queued after")  # fmt: skip
+        scanned = max(1, stats.scanned_keys)
+        return {
+            "case": "lost" if sd["lost"] else "idle", "runs": runs,
+            "seed_s": sd["seed_s"], "elapsed_s": elapsed,
+            "scanned": stats.scanned_keys, "stalled": stats.stalled_runs,
+            "reconciled": stats.reconciled_runs, "failed": stats.failed_runs,
+            "scanned_per_s": stats.scanned_keys / elapsed,
+            "reconciled_per_s": stats.reconciled_runs / elapsed,
+            "redis_cmds_per_run": sum(cmds.values()) / scanned,
+            "redis_cmds_by_name_per_run": {
+                k: round(v / scanned, 3) for k, v in sorted(cmds.items(), key=lambda kv: -kv[1])
+            },
+            "redis_cpu_us_per_run": r_cpu * 1e6 / scanned,
+            "client_cpu_us_per_run": c_cpu * 1e6 / scanned,
+        }  # fmt: skip
+
+    def measure(self, runs: int, lost: bool) -> dict[str, Any]:
+        self.admin.flushall()
+        self.seed(runs, lost)
+        return self.timed_pass()

@@ -23,8 +23,9 @@ sys.path.insert(0, str(HERE))
 
 import benchlib  # noqa: E402
 
-FULL = {"chain10": 200, "fan10": 200, "fan100": 50, "latency": 50, "rounds": 3}
-SMOKE = {"chain10": 10, "fan10": 10, "fan100": 3, "latency": 3, "rounds": 1}
+# "reconcile": stalled (or idle) runs per reconciler pass, bench_reconciler.py
+FULL = {"chain10": 200, "fan10": 200, "fan100": 50, "latency": 50, "reconcile": 2000, "rounds": 3}
+SMOKE = {"chain10": 10, "fan10": 10, "fan100": 3, "latency": 3, "reconcile": 20, "rounds": 1}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -63,7 +63,13 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "jobs_per_commit_batch",
         ):
             entry[key] = med(rows, key)  # fmt: skip
+        # VmHWM is the worker process's peak since it started (its warm-up of every shape came
+        # first), VmRSS its resident size at the end of this round; the max over repetitions.
         entry["worker_rss_kb_max"] = max(r["worker_rss_kb"].get("VmHWM", 0) for r in rows)
+        entry["worker_peak_rss_mb"] = entry["worker_rss_kb_max"] / 1024
+        entry["worker_rss_end_mb_max"] = (
+            max(r["worker_rss_kb"].get("VmRSS", 0) for r in rows) / 1024
+        )
         entry["redis_cmds_by_name_per_step_last"] = rows[-1]["redis_cmds_by_name_per_step"]
     return out
 
@@ -80,8 +86,9 @@ def table(summary: dict[str, dict[str, Any]], latency: dict[str, dict[str, Any]]
           impls: list[str]) -> str:  # fmt: skip
     lines = [
         "| impl | shape | steps/s (median) | min-max | ours / impl | Redis cmds/step | "
-        "EVALSHA/step | Redis CPU us/step | worker CPU us/step | worker RTT/step |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "EVALSHA/step | Redis CPU us/step | worker CPU us/step | worker RTT/step | "
+        "worker peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for shape in ("chain10", "fan10", "fan100"):
         ours = summary.get(f"ours/{shape}")
@@ -97,7 +104,7 @@ def table(summary: dict[str, dict[str, Any]], latency: dict[str, dict[str, Any]]
                 f"{fmt(e['steps_per_s_min'])}-{fmt(e['steps_per_s_max'])} | {rel} | "
                 f"{fmt(e['redis_cmds_per_step'], 1)} | {fmt(e['evalsha_per_step'], 2)} | "
                 f"{fmt(e['redis_cpu_us_per_step'], 1)} | {fmt(e['worker_cpu_us_per_step'], 0)} | "
-                f"{fmt(e['worker_rt_per_step'], 3)} |"
+                f"{fmt(e['worker_rt_per_step'], 3)} | {fmt(e['worker_peak_rss_mb'], 1)} |"
             )
     if latency:
         lines += ["", "| impl | sequential chain10, runs | p50 ms | p99 ms | min ms | max ms | "
@@ -133,6 +140,45 @@ def cost_table(cost: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def summarize_reconciler(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for case in ("lost", "idle"):
+        sel = [r for r in rows if r["case"] == case]
+        if not sel:
+            continue
+        rates = [r["scanned_per_s"] for r in sel]
+        out[case] = {
+            "runs": sel[0]["runs"], "reps": len(sel),
+            "scanned_per_s": statistics.median(rates), "scanned_per_s_min": min(rates),
+            "scanned_per_s_max": max(rates),
+            "reconciled_per_s": statistics.median(r["reconciled_per_s"] for r in sel),
+            "reconciled_runs": sel[-1]["reconciled"],
+            "elapsed_s": statistics.median(r["elapsed_s"] for r in sel),
+            "redis_cmds_per_run": med(sel, "redis_cmds_per_run"),
+            "redis_cpu_us_per_run": med(sel, "redis_cpu_us_per_run"),
+            "client_cpu_us_per_run": med(sel, "client_cpu_us_per_run"),
+            "redis_cmds_by_name_per_run_last": sel[-1]["redis_cmds_by_name_per_run"],
+        }  # fmt: skip
+    return out
+
+
+def reconciler_table(rec: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        "| reconciler pass (no worker) | runs | scanned runs/s (median) | min-max | "
+        "reconciled runs/s | Redis cmds/run | Redis CPU us/run | reconciler CPU us/run |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    names = {"lost": "stalled, start job lost", "idle": "healthy but idle (job queued)"}
+    for case, e in rec.items():
+        lines.append(
+            f"| {names[case]} | {e['runs']} | {fmt(e['scanned_per_s'])} | "
+            f"{fmt(e['scanned_per_s_min'])}-{fmt(e['scanned_per_s_max'])} | "
+            f"{fmt(e['reconciled_per_s'])} | {fmt(e['redis_cmds_per_run'], 1)} | "
+            f"{fmt(e['redis_cpu_us_per_run'], 1)} | {fmt(e['client_cpu_us_per_run'], 0)} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--impls", default=",".join(benchlib.IMPLS))
@@ -146,11 +192,18 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="tiny counts, 1 repetition (smoke)")
     ap.add_argument("--no-cost", action="store_true",
                     help="skip the worker-only Redis cost measurement of ours")  # fmt: skip
+    ap.add_argument(
+        "--reconcile-runs",
+        type=int,
+        default=2000,
+        help="stalled / idle runs per reconciler pass (0 skips the reconciler)",
+    )
     ap.add_argument("--out", default=str(HERE / "results.json"))
     args = ap.parse_args()
     if args.quick:
         args.reps, args.chain_runs, args.fan10_runs = 1, 20, 20
         args.fan100_runs, args.latency_runs = 5, 5
+        args.reconcile_runs = min(args.reconcile_runs, 20)
     runs = {"chain10": args.chain_runs, "fan10": args.fan10_runs, "fan100": args.fan100_runs}
     impls = [i for i in args.impls.split(",") if i]
     missing = [i for i in impls if not benchlib.available(i)]
@@ -163,6 +216,7 @@ def main() -> int:
     rounds: list[dict[str, Any]] = []
     latency: dict[str, dict[str, Any]] = {}
     cost: dict[str, dict[str, Any]] = {}
+    rec_rounds: list[dict[str, Any]] = []
     with RedisServer() as srv:
         admin = redis.Redis.from_url(srv.url)
         redis_version = admin.info("server")["redis_version"]
@@ -189,8 +243,18 @@ def main() -> int:
                 admin.flushall()
                 cost[shape] = benchlib.worker_only_cost(srv.url, shape, runs[shape],
                                                         args.concurrency, args.timeout)  # fmt: skip
+        if "ours" in impls and args.reconcile_runs > 0:  # no worker process is alive here
+            with benchlib.ReconcilerBench(srv.url) as rb:
+                for rep in range(args.reps):
+                    for lost in (True, False):
+                        row = rb.measure(args.reconcile_runs, lost)
+                        row["rep"] = rep
+                        rec_rounds.append(row)
+                        print(f"rep {rep} reconciler {row['case']:4s} {row['scanned_per_s']:8,.0f} "
+                              "scanned runs/s", file=sys.stderr, flush=True)  # fmt: skip
         admin.close()
 
+    reconciler = summarize_reconciler(rec_rounds)
     summary = summarize(rounds)
     ratios = {}
     for key, e in summary.items():
@@ -212,6 +276,8 @@ def main() -> int:
     text = table(summary, latency, impls)
     if cost:
         text += "\n\n" + cost_table(cost)
+    if reconciler:
+        text += "\n\n" + reconciler_table(reconciler)
     print(text)
     result = {
         "date_utc": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds"),
@@ -228,6 +294,8 @@ def main() -> int:
         "ratios": ratios,
         "latency": latency,
         "worker_only_cost_ours": cost,
+        "reconciler": reconciler,
+        "reconciler_rounds": rec_rounds,
         "rounds": rounds,
         "table_markdown": text,
     }  # fmt: skip

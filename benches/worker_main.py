@@ -1,6 +1,7 @@
 """One benchmark worker process: `python benches/worker_main.py KIND URL QUEUE CONCURRENCY`.
 
-KIND is `ours` (flowcraft-fast's BullMQAdapter), `bullmq` (the bullmq Python package) or `arq`.
+KIND is `ours` (flowcraft-fast's BullMQAdapter), `bullmq` (the bullmq Python package), `arq`, or
+`baseline` (the SPEC §8 "minimal batched Redis loop": chain10 only, see `run_baseline`).
 The process prints `READY {...}` once it consumes, then obeys lines on stdin:
 `stats` -> prints `STATS {json}`; `stop` (or EOF) -> closes the worker, prints `BYE {json}`, exits.
 The client (the benchmark process) enqueues the work and waits for it; this process only works.
@@ -180,9 +181,99 @@ async def run_arq(url: str, queue: str, concurrency: int) -> tuple[Any, Any]:
     return stats, close
 
 
+# --------------------------------------------------------------------------- baseline
+# The SPEC §8 reference: "a minimal batched Redis loop doing the least Redis work a step needs".
+# A job is the string "<run>|<k>|<v>" in the list bench:<queue>:bl:wait. Claiming moves up to N
+# jobs to bench:<queue>:bl:active (one script call, LMOVE each: the reliable-queue pattern, so a
+# claimed job is never only in the worker's memory); committing a step is one script call that
+# removes the job from the active list and pushes the next step (or the run's completion signal),
+# atomically. Each round trip is one pipeline: the commits of every finished job, followed by
+# the claim of the next batch. No lease, no run state, no retention, no events: a floor, not a
+# product (a crashed worker's active jobs would need a sweeper this loop does not have).
+
+BASELINE_CLAIM = """
+local out = {}
+for i = 1, tonumber(ARGV[1]) do
+  local job = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not job then break end
+  out[i] = job
+end
+return out
+"""
+BASELINE_COMMIT = """
+if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 1 then
+  redis.call('LPUSH', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+def baseline_keys(queue: str) -> tuple[str, str]:
+    return f"bench:{queue}:bl:wait", f"bench:{queue}:bl:active"
+
+
+def baseline_step(job: str) -> tuple[bool, str]:
+    """Run one chain10 step: returns (done, payload): the next job, or "<run>:<value>"."""
+    run, k, v = job.split("|")
+    k1, v1 = int(k) + 1, int(v) + 1  # the node: input + 1
+    if k1 < SHAPES["chain10"]["steps"]:
+        return False, f"{run}|{k1}|{v1}"
+    return True, f"{run}:{v1}"
+
+
+async def run_baseline(url: str, queue: str, concurrency: int) -> tuple[Any, Any]:
+    import redis.asyncio as aioredis
+
+    r = aioredis.from_url(url, decode_responses=True)  # hiredis parses when installed
+    wait, active = baseline_keys(queue)
+    done = done_key(queue)
+    claim_sha = await r.script_load(BASELINE_CLAIM)
+    commit_sha = await r.script_load(BASELINE_COMMIT)
+    counts: Counter[str] = Counter()
+    stopping = asyncio.Event()
+
+    async def loop() -> None:
+        jobs: list[Any] = []  # str (decode_responses)
+        while not stopping.is_set():
+            if not jobs:  # drained: block for one job, then top the batch up
+                job = await r.blmove(wait, active, 1, "RIGHT", "LEFT")
+                if job is None:
+                    continue
+                counts["round_trips"] += 1
+                jobs = [job]
+                if concurrency > 1:
+                    jobs += await r.evalsha(claim_sha, 2, wait, active, concurrency - 1)
+                    counts["round_trips"] += 1
+            pipe = r.pipeline(transaction=False)
+            for job in jobs:
+                finished, payload = baseline_step(job)
+                pipe.evalsha(commit_sha, 2, active, done if finished else wait, job, payload)
+            pipe.evalsha(claim_sha, 2, wait, active, concurrency)
+            results = await pipe.execute()
+            counts["round_trips"] += 1
+            counts["processed"] += len(jobs)
+            jobs = results[-1]
+
+    task = asyncio.get_running_loop().create_task(loop())
+
+    def stats() -> dict[str, Any]:
+        return dict(counts)
+
+    async def close() -> None:
+        stopping.set()
+        try:
+            await asyncio.wait_for(task, timeout=5)
+        except (TimeoutError, asyncio.CancelledError):
+            task.cancel()
+        await r.aclose()
+
+    return stats, close
+
+
 async def main() -> None:
     kind, url, queue, concurrency = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    starters = {"ours": run_ours, "bullmq": run_bullmq, "arq": run_arq}
+    starters = {"ours": run_ours, "bullmq": run_bullmq, "arq": run_arq, "baseline": run_baseline}
     stats, close = await starters[kind](url, queue, concurrency)
     print("READY " + json.dumps({"pid": os.getpid(), "kind": kind}), flush=True)
     loop = asyncio.get_running_loop()
