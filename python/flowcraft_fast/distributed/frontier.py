@@ -21,9 +21,16 @@ from .worker import run_graph
 
 
 async def reconcile_run(
-    options: RuntimeOptions, queue: _core.Queue, store: RedisCoordinationStore, run_id: str
+    options: RuntimeOptions,
+    queue: _core.Queue,
+    store: RedisCoordinationStore,
+    run_id: str,
+    meta: dict[str, str] | None = None,
 ) -> set[str]:
-    meta, _ = await queue.run_info(run_id)
+    """Re-enqueue the run's lost nodes; returns their ids. `meta`: the run's meta hash when the
+    caller has just read it."""
+    if meta is None:
+        meta, _ = await queue.run_info(run_id)
     if meta.get("status") not in LIVE:
         return set()
     frontier = [

@@ -10,12 +10,14 @@ repaired in one atomic script). Finished runs are never touched.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import FlowcraftError
 from .adapter import BullMQAdapter
+from .frontier import reconcile_run
 from .jobs import LIVE
 from .store import RedisCoordinationStore
 
@@ -70,38 +72,44 @@ class BullMQReconciler:
         self.log = logger or logging.getLogger("flowcraft_fast.reconciler")
 
     async def run(self) -> ReconciliationStats:
+        """One pass over the runs without progress for the threshold, a page at a time; the
+        runs of a page are examined concurrently (each repair is its own atomic script)."""
         stats = ReconciliationStats()
         seen: set[str] = set()
         offset = 0  # position in the index, oldest progress first
         while True:
-            batch = await self.queue.stalled_runs(self.threshold_ms, offset, self.scan_count)
-            if not batch:
+            page = await self.queue.stalled_runs(self.threshold_ms, offset, self.scan_count)
+            if not page:
                 return stats
-            for run_id, _last_progress in batch:
-                if run_id in seen:  # re-stamped by this pass and met again further on
-                    offset += 1
-                    continue
-                seen.add(run_id)
-                stats.scanned_keys += 1
-                meta, _ = await self.queue.run_info(run_id)
-                if meta.get("status") not in LIVE:
-                    await self.queue.forget_run(run_id)  # ended or expired: nothing to repair
-                    continue  # it left the index: the next entry moved into its place
-                stats.stalled_runs += 1
-                try:
-                    enqueued = await self.adapter.reconcile(run_id)
-                except (FlowcraftError, ValueError, ConnectionError) as exc:
-                    stats.failed_runs += 1
-                    self.log.error("reconciling run %s failed: %s", run_id, exc)
-                    offset += 1
-                    continue
-                if enqueued:
-                    stats.reconciled_runs += 1  # its progress stamp moved to the end
-                    self.log.warning(
-                        "run %s was stalled: re-enqueued %s", run_id, ", ".join(sorted(enqueued))
-                    )
-                else:
-                    offset += 1
+            fresh = [run_id for run_id, _ in page if run_id not in seen]
+            seen.update(fresh)
+            outcomes = await asyncio.gather(*(self._examine(run_id, stats) for run_id in fresh))
+            # Forgotten runs left the index and reconciled ones moved to its end (their progress
+            # stamp changed): the entries after this page moved up by that many places.
+            offset += len(page) - sum(1 for left in outcomes if left)
+
+    async def _examine(self, run_id: str, stats: ReconciliationStats) -> bool:
+        """Repair one run if it needs it; True when it left its place in the index."""
+        stats.scanned_keys += 1
+        meta, _ = await self.queue.run_info(run_id)
+        if meta.get("status") not in LIVE:
+            await self.queue.forget_run(run_id)  # ended or expired: nothing to repair
+            return True
+        stats.stalled_runs += 1
+        adapter = self.adapter
+        try:
+            enqueued = await reconcile_run(
+                adapter.worker.options, adapter.queue, adapter.store, run_id, meta
+            )
+        except (FlowcraftError, ValueError, ConnectionError) as exc:
+            stats.failed_runs += 1
+            self.log.error("reconciling run %s failed: %s", run_id, exc)
+            return False
+        if not enqueued:
+            return False
+        stats.reconciled_runs += 1
+        self.log.warning("run %s was stalled: re-enqueued %s", run_id, ", ".join(sorted(enqueued)))
+        return True
 
 
 def create_bullmq_reconciler(
