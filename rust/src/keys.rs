@@ -96,6 +96,11 @@ impl QueueKeys {
     pub fn blueprints(&self) -> String {
         self.key("flowcraft:blueprints")
     }
+    /// Pub/sub channel announcing runs that ended early (failed, cancelled): workers stop their
+    /// nodes at once.
+    pub fn stops_channel(&self) -> String {
+        self.key("flowcraft:stops")
+    }
     /// Sorted set of this queue's unfinished runs, scored by their last progress (ms).
     pub fn active_runs(&self) -> String {
         self.key("flowcraft:runs")

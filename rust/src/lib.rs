@@ -12,6 +12,7 @@ mod queue;
 mod runtime;
 mod scripts;
 mod state;
+mod stops;
 
 /// The `flowcraft_fast._core` extension module.
 #[pymodule]

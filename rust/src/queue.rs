@@ -15,6 +15,7 @@ use crate::conn::{Connection, RedisConnection};
 use crate::keys::{QueueKeys, RunKeys};
 use crate::leases::Leases;
 use crate::scripts::{eval_many, eval_mixed, eval_one, Call, Scripts};
+use crate::stops::Stops;
 
 /// A claimed job: (id, lease token, data JSON, attempts made, attempts started, opts JSON,
 /// input JSON carried by the job (None: resolve it), run id, resume payload JSON, slept flag).
@@ -77,6 +78,7 @@ struct Inner {
     keep_completed: i64,
     keep_failed: i64,
     leases: Arc<Leases>,
+    stops: Arc<Stops>,
 }
 
 /// A BullMQ-layout queue of flowcraft node jobs.
@@ -216,6 +218,7 @@ impl Inner {
             run_id.clone(),
             payload.clone(),
             if claim_follows { "1" } else { "0" }.to_string(),
+            q.stops_channel(),
             sets.len().to_string(),
         ];
         for (k, v) in sets {
@@ -267,6 +270,7 @@ impl Queue {
                 keep_completed,
                 keep_failed,
                 leases: Arc::new(Leases::default()),
+                stops: Arc::new(Stops::default()),
             }),
         }
     }
@@ -306,6 +310,18 @@ impl Queue {
 
     fn stop_heartbeat(&self) {
         self.inner.leases.stop();
+        self.inner.stops.stop();
+    }
+
+    /// Listen on the queue's stops channel for runs that ended early (failed, cancelled).
+    fn listen_for_stops(&self) {
+        let i = &self.inner;
+        i.stops.start(i.conn.clone(), i.q.stops_channel());
+    }
+
+    /// Runs announced on the stops channel since the last call.
+    fn stopped_runs(&self) -> Vec<String> {
+        self.inner.stops.take()
     }
 
     /// Keep renewing this job's lease until `untrack`.
@@ -510,6 +526,7 @@ impl Queue {
                     inner.runs.state_prefix(),
                     inner.runs.joins_prefix(),
                     inner.state_ttl_s.to_string(),
+                    q.stops_channel(),
                 ],
             };
             let mut m = inner.conn.manager().await?;
@@ -584,7 +601,12 @@ impl Queue {
                     r.status(&run_id),
                     inner.q.active_runs(),
                 ],
-                args: vec![run_id.clone(), inner.state_ttl_s.to_string(), payload],
+                args: vec![
+                    run_id.clone(),
+                    inner.state_ttl_s.to_string(),
+                    payload,
+                    inner.q.stops_channel(),
+                ],
             };
             let mut m = inner.conn.manager().await?;
             let reply = eval_one(&mut m, &inner.scripts.cancel, call)

@@ -71,6 +71,8 @@ class _InFlight:
     run_ended: bool = False
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     """The nodes' `ctx.cancelled`: set when their run ended elsewhere (failed, cancelled)."""
+    committing: bool = False
+    """The node finished and its commit (or retry) is on its way: no longer stoppable."""
 
 
 @dataclass(slots=True)
@@ -225,6 +227,7 @@ class Worker:
                 if not flight.run_ended or self._closing:
                     raise
                 request = self._noop_commit(job, flight)  # the run ended elsewhere
+            flight.committing = True
             if isinstance(request, tuple) and len(request) == 5:
                 await self._retry(request)
             else:
@@ -605,11 +608,15 @@ class Worker:
     # ------------------------------------------------------------------ leases
 
     async def _heartbeat_loop(self) -> None:
-        """Leases are renewed by the Rust heartbeat; here, stop the nodes it reports."""
+        """Leases are renewed by the Rust heartbeat; here, stop the nodes it reports, and the
+        nodes of runs announced on the queue's stops channel (failed or cancelled elsewhere)."""
         self.queue.start_heartbeat(self.lease_ms)
+        self.queue.listen_for_stops()
         try:
             while True:
                 await asyncio.sleep(0.1)
+                for run_id in self.queue.stopped_runs():
+                    self._stop_run_locally(run_id, except_job="")
                 for jid, token, status in self.queue.lease_events():
                     flight = self._in_flight.get(jid)
                     if flight is None or flight.token != token:
@@ -626,9 +633,15 @@ class Worker:
             self.queue.stop_heartbeat()
 
     def _stop_run_locally(self, run_id: str, except_job: str) -> None:
-        """The run failed here: stop this process's other nodes of it right away."""
+        """The run ended early (failed here or elsewhere, cancelled): stop this process's nodes
+        of it right away (those already committing are left to finish)."""
         for flight in list(self._in_flight.values()):
-            if flight.run_id == run_id and flight.job_id != except_job and flight.task is not None:
+            if (
+                flight.run_id == run_id
+                and flight.job_id != except_job
+                and not flight.committing
+                and flight.task is not None
+            ):
                 flight.run_ended = True
                 flight.cancelled.set()
                 flight.task.cancel()

@@ -3,8 +3,10 @@
   KEYS[1] run state   KEYS[2] run meta   KEYS[3] run joins   KEYS[4] run status
   KEYS[5] active-runs index
   ARGV[1] run id   ARGV[2] state ttl s   ARGV[3] status payload
-  Queued jobs of the run are dropped when claimed; in-flight nodes are stopped by their
-  worker's next lease renewal, which reports the run's status. Returns "ok", the run's final
+  ARGV[4] the queue's stops channel (workers stop the run's running nodes when told there)
+  Queued jobs of the run are dropped when claimed; in-flight nodes are stopped at once by
+  their workers, told on the stops channel (or, should a worker miss it, at its next lease
+  renewal, which reports the run's status). Returns "ok", the run's final
   status when it had already ended, or "missing".
 ]]
 local status = redis.call('HGET', KEYS[2], 'status')
@@ -17,4 +19,5 @@ redis.call('SET', KEYS[4], ARGV[3])
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], tonumber(ARGV[2])) end
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('PUBLISH', KEYS[4], 'cancelled')
+redis.call('PUBLISH', ARGV[4], ARGV[1])
 return 'ok'

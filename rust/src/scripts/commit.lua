@@ -8,6 +8,7 @@
   ARGV: queue prefix, job id, lease token, node key ("<iteration>|<nodeId>"), mode, result text,
         state ttl s, keep completed, keep failed, run id, status payload, claim follows ("1": a
         claim in the same round trip takes the new jobs and sets the marker if any are left),
+        stops channel (where a run that fails is announced, so workers stop its other nodes),
         n_sets, (field, json)*, n_dels, field*, route json,
         n_arrivals, (target key, pred, value|"\1" for skipped, strategy, n_preds, pred*,
                      successor job id, successor data, successor opts)*
@@ -28,6 +29,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local qp, job_id, token, node_key, mode, result = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local ttl, keep_done, keep_failed = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local run_id, status_payload, claim_follows = ARGV[10], ARGV[11], ARGV[12] == '1'
+local stops_channel = ARGV[13]
 
 if redis.call('GET', KEYS[2]) ~= token then return {'lost', ''} end
 
@@ -84,12 +86,13 @@ end
 
 if mode == 'fail' then
   end_run('failed', status_payload)
+  redis.call('PUBLISH', stops_channel, run_id)
   finish(true, result)
   return {'ok', 'failed'}
 end
 
 -- context writes and the node's output
-local i = 13
+local i = 14
 local n_sets = tonumber(ARGV[i]); i = i + 1
 if n_sets > 0 then
   redis.call('HSET', KEYS[9], unpack(ARGV, i, i + 2 * n_sets - 1))

@@ -4,6 +4,7 @@
   KEYS[6] active-runs index
   ARGV[1] queue key prefix   ARGV[2] max stalls before failing   ARGV[3] guard ms
   ARGV[4..7] run meta, status, state and joins key prefixes   ARGV[8] state ttl s
+  ARGV[9] the queue's stops channel
   A job is claimed together with its lock in one script, so an active job without a lock key has
   outlived its lease. One worker per interval does the check (the guard key, SET NX PX).
   A job that stalled more than the limit goes to failed, and so does its run (with the reason),
@@ -45,6 +46,7 @@ for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, 999)) do
           end
           redis.call('ZREM', KEYS[6], run)
           redis.call('PUBLISH', status_key, 'failed')
+          redis.call('PUBLISH', ARGV[9], run)
         end
       end
     else
