@@ -162,6 +162,14 @@ fn parse_claim(reply: &Value) -> PyResult<ClaimReply> {
 }
 
 impl Inner {
+    /// One script call on the queue's connection, its error turned into a Python exception.
+    async fn eval(&self, script: &redis::Script, call: Call) -> PyResult<Value> {
+        let mut m = self.conn.manager().await?;
+        eval_one(&mut m, script, call)
+            .await
+            .map_err(|e| self.conn.error(&e))
+    }
+
     fn claim_call(&self, max_jobs: usize, lease_ms: u64, token_prefix: String) -> Call {
         let q = &self.q;
         Call {
@@ -293,10 +301,7 @@ impl Queue {
         let inner = self.inner.clone();
         crate::runtime::future_into_py(py, async move {
             let call = inner.claim_call(max_jobs, lease_ms, token_prefix);
-            let mut m = inner.conn.manager().await?;
-            let reply = eval_one(&mut m, &inner.scripts.claim, call)
-                .await
-                .map_err(|e| inner.conn.error(&e))?;
+            let reply = inner.eval(&inner.scripts.claim, call).await?;
             parse_claim(&reply)
         })
     }
@@ -483,10 +488,9 @@ impl Queue {
             for (id, token, run) in jobs {
                 args.extend([id, token, run]);
             }
-            let mut m = inner.conn.manager().await?;
-            let reply = eval_one(&mut m, &inner.scripts.renew, Call { keys: vec![], args })
-                .await
-                .map_err(|e| inner.conn.error(&e))?;
+            let reply = inner
+                .eval(&inner.scripts.renew, Call { keys: vec![], args })
+                .await?;
             let Value::Array(items) = &reply else {
                 return Err(bad_reply("renew", &reply));
             };
@@ -529,10 +533,7 @@ impl Queue {
                     q.stops_channel(),
                 ],
             };
-            let mut m = inner.conn.manager().await?;
-            let reply = eval_one(&mut m, &inner.scripts.stalled, call)
-                .await
-                .map_err(|e| inner.conn.error(&e))?;
+            let reply = inner.eval(&inner.scripts.stalled, call).await?;
             let Value::Array(items) = &reply else {
                 return Ok((Vec::new(), Vec::new()));
             };
@@ -575,10 +576,9 @@ impl Queue {
                 keys.push(q.job(&id));
                 args.extend([id, key, data, opts]);
             }
-            let mut m = inner.conn.manager().await?;
-            let reply = eval_one(&mut m, &inner.scripts.start, Call { keys, args })
-                .await
-                .map_err(|e| inner.conn.error(&e))?;
+            let reply = inner
+                .eval(&inner.scripts.start, Call { keys, args })
+                .await?;
             Ok(text(&reply).unwrap_or_default())
         })
     }
@@ -608,10 +608,7 @@ impl Queue {
                     inner.q.stops_channel(),
                 ],
             };
-            let mut m = inner.conn.manager().await?;
-            let reply = eval_one(&mut m, &inner.scripts.cancel, call)
-                .await
-                .map_err(|e| inner.conn.error(&e))?;
+            let reply = inner.eval(&inner.scripts.cancel, call).await?;
             Ok(text(&reply).unwrap_or_default())
         })
     }
@@ -643,10 +640,7 @@ impl Queue {
                 ],
                 args: vec![run_id, node_key, job_id, data, opts, payload],
             };
-            let mut m = inner.conn.manager().await?;
-            let reply = eval_one(&mut m, &inner.scripts.resume, call)
-                .await
-                .map_err(|e| inner.conn.error(&e))?;
+            let reply = inner.eval(&inner.scripts.resume, call).await?;
             Ok(text(&reply).unwrap_or_default())
         })
     }
@@ -675,10 +669,9 @@ impl Queue {
                 keys.extend([q.job(&old), q.lock(&old), q.job(&new)]);
                 args.extend([key, old, new, data, opts, input]);
             }
-            let mut m = inner.conn.manager().await?;
-            let reply = eval_one(&mut m, &inner.scripts.reconcile, Call { keys, args })
-                .await
-                .map_err(|e| inner.conn.error(&e))?;
+            let reply = inner
+                .eval(&inner.scripts.reconcile, Call { keys, args })
+                .await?;
             let Value::Array(items) = &reply else {
                 return Ok(Vec::new());
             };
