@@ -18,10 +18,15 @@ from flowcraft_fast.runtime import FlowRuntime, WorkflowResult
 from .vocabulary import Ledger, MemoryLedger, ledger_counts, make_registry
 
 CASES_PATH = Path(__file__).with_name("cases.json")
+"""The shared conformance cases (a copy of shared/conformance/cases.json, kept identical)."""
+ENGINE_CASES_PATH = Path(__file__).with_name("engine_cases.json")
+"""This project's own cases: one per rule the two modes must agree on (each says `why`)."""
 
 
 def load_cases() -> list[dict[str, Any]]:
-    cases: list[dict[str, Any]] = json.loads(CASES_PATH.read_text())["cases"]
+    cases: list[dict[str, Any]] = []
+    for path in (CASES_PATH, ENGINE_CASES_PATH):
+        cases.extend(json.loads(path.read_text())["cases"])
     return cases
 
 

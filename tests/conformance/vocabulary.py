@@ -121,6 +121,17 @@ async def double(ctx: NodeContext) -> Any:
     return ctx.input * 2
 
 
+async def cyclic(ctx: NodeContext) -> Any:
+    """Not in the shared vocabulary: a value with a reference cycle, written to the context
+    (`params.where == "context"`) or returned as the output."""
+    value: dict[str, Any] = {"name": "loop"}
+    value["self"] = value
+    if ctx.params.get("where") == "context":
+        await ctx.context.set("cyclic", value)
+        return None
+    return value
+
+
 VOCABULARY: dict[str, Node] = {
     "const": const,
     "echo": echo,
@@ -134,6 +145,7 @@ VOCABULARY: dict[str, Node] = {
     "flaky": flaky,
     "slow": slow,
     "double": double,
+    "cyclic": cyclic,
 }
 
 
