@@ -186,13 +186,94 @@ def load_blueprint(
         raise BlueprintError(f"{where}: 'metadata' must be a mapping")
     bp = Blueprint(id=bp_id, nodes=nodes, edges=edges, metadata=_freeze(metadata))
 
-    fallbacks = {n.config.fallback for n in nodes if n.config.fallback}
-    targets = {e.target for e in edges}
-    if not any(n.id not in targets and n.id not in fallbacks for n in nodes):
-        raise BlueprintError(
-            f"{where} has no start node (every node has an incoming edge or is a fallback)"
-        )
+    start_node_ids(bp)  # raises when there is none
     return bp
+
+
+def start_node_ids(bp: Blueprint) -> tuple[str, ...]:
+    """The nodes a run starts with, in blueprint order.
+
+    Every node with no incoming edge that is not another node's `config.fallback`. When every
+    node has an incoming edge (the graph is made of cycles), Flowcraft's rule: one node per
+    cycle that nothing outside it leads into, the first of `metadata.cycleEntryPoints` on that
+    cycle, else its first node in blueprint order. Raises BlueprintError when there is none.
+    """
+    fallbacks = {n.config.fallback for n in bp.nodes if n.config.fallback}
+    targets = {e.target for e in bp.edges}
+    start = tuple(n.id for n in bp.nodes if n.id not in targets and n.id not in fallbacks)
+    if start:
+        return start
+    entries = _cycle_entries(bp, fallbacks)
+    if not entries:
+        raise BlueprintError(
+            f"blueprint '{bp.id}' has no start node (every node is a fallback, or is reached "
+            "only from fallbacks)"
+        )
+    return entries
+
+
+def _cycle_entries(bp: Blueprint, fallbacks: set[str]) -> tuple[str, ...]:
+    """One entry node per source cycle: a strongly connected component (of non-fallback
+    nodes) that no edge from outside it enters."""
+    declared = bp.metadata.get("cycleEntryPoints", ())
+    if isinstance(declared, str) or not all(isinstance(x, str) for x in declared):
+        raise BlueprintError(f"blueprint '{bp.id}': metadata.cycleEntryPoints must be node ids")
+    order = [n.id for n in bp.nodes if n.id not in fallbacks]
+    successors: dict[str, list[str]] = {n: [] for n in order}
+    for e in bp.edges:
+        if e.source in successors and e.target in successors:
+            successors[e.source].append(e.target)
+    component = _components(order, successors)
+    entered = {
+        component[t] for s, ts in successors.items() for t in ts if component[s] != component[t]
+    }
+    entries: dict[int, str] = {}
+    for node_id in [*declared, *order]:  # declared entry points first, then blueprint order
+        group = component.get(node_id)
+        if group is not None and group not in entered and group not in entries:
+            entries[group] = node_id
+    return tuple(sorted(entries.values(), key=order.index))
+
+
+def _components(order: list[str], successors: Mapping[str, list[str]]) -> dict[str, int]:
+    """Strongly connected components (Tarjan's algorithm, iterative): node -> component id."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    component: dict[str, int] = {}
+    groups = 0
+    for root in order:
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            node, child = work.pop()
+            if child == 0:
+                index[node] = low[node] = len(index)
+                stack.append(node)
+                on_stack.add(node)
+            nexts = successors[node]
+            if child < len(nexts):
+                work.append((node, child + 1))
+                target = nexts[child]
+                if target not in index:
+                    work.append((target, 0))
+                elif target in on_stack:
+                    low[node] = min(low[node], index[target])
+                continue
+            if low[node] == index[node]:
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component[member] = groups
+                    if member == node:
+                        break
+                groups += 1
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return component
 
 
 def _load_node(raw: Any, index: int, where: str, limits: BlueprintLimits) -> NodeDefinition:

@@ -25,7 +25,14 @@ def dumps(value: Any, *, what: str = "value", max_bytes: int = MAX_VALUE_BYTES) 
     """Encode one value as compact JSON text; TypeError/ValueError name `what` on failure."""
     try:
         text = _encoder.encode(value)
-    except (TypeError, ValueError) as exc:
+    except ValueError as exc:
+        if "ircular reference" in str(exc):  # the stdlib's check_circular
+            raise TypeError(
+                f"{what} is not JSON-serialisable: a container that contains itself "
+                "(a reference cycle)"
+            ) from None
+        raise ValueError(f"{what} is not JSON-serialisable: {exc}") from None
+    except TypeError as exc:
         raise type(exc)(f"{what} is not JSON-serialisable: {exc}") from None
     except RecursionError:
         raise JSONLimitError(f"{what} is nested too deeply to store") from None

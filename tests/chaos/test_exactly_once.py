@@ -44,7 +44,7 @@ def sync_redis(url: str) -> redis.Redis:
 
 
 def jid(run: str, node: str) -> str:
-    return job_id(run, node, 0)
+    return job_id(run, node, ())
 
 
 def ledger(r: redis.Redis, run: str) -> dict[str, int]:

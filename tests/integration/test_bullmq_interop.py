@@ -136,7 +136,7 @@ async def test_job_added_by_bullmq_is_processed_by_our_worker(redis_url: str) ->
     try:
         run_id = await client.start("chain", {"x": 4})
         # Replace our own start job with the same job added through bullmq.
-        ours = job_id(run_id, "a", 0)
+        ours = job_id(run_id, "a", ())
         assert r.lrange(f"bull:{queue}:wait", 0, -1) == [ours.encode()]
         assert r.lrem(f"bull:{queue}:wait", 0, ours) == 1
         assert r.delete(f"bull:{queue}:{ours}") == 1
@@ -163,7 +163,7 @@ async def test_job_added_by_bullmq_is_processed_by_our_worker(redis_url: str) ->
             assert job.returnvalue == {"value": 40, "label": "from-a"}
             assert job.finishedOn and job.processedOn
             # b's job was created by our commit and is completed too, with b's output.
-            b_job = await bq.getJob(job_id(run_id, "b", 0))
+            b_job = await bq.getJob(job_id(run_id, "b", ()))
             assert b_job is not None and b_job.returnvalue == 41
             counts = nonzero(await bq.getJobCounts())
             assert counts == {"completed": 2}
@@ -176,7 +176,7 @@ async def _replace_start_job_with_bullmq_job(
 ) -> tuple[str, str]:
     """Start a chain run (no worker up), swap our start job for one added by bullmq."""
     run_id = await client.start("chain", {"x": 4})
-    ours = job_id(run_id, "a", 0)
+    ours = job_id(run_id, "a", ())
     r = redis.Redis.from_url(redis_url)
     try:
         assert r.lrem(f"bull:{queue}:wait", 0, ours) == 1
@@ -262,7 +262,7 @@ async def test_bullmq_sees_our_waiting_job(redis_url: str) -> None:
     await publish_blueprints(rt, redis_url, queue)
     client = FlowClient(redis_url, queue_name=queue)
     run_id = await client.start("waits", {"x": 1})
-    jid = job_id(run_id, "a", 0)
+    jid = job_id(run_id, "a", ())
     async with bull_queue(queue, redis_url) as bq:
         counts = await bq.getJobCounts()
         assert counts["waiting"] == 1
@@ -304,13 +304,13 @@ async def test_bullmq_sees_our_completed_jobs(redis_url: str) -> None:
         counts = await bq.getJobCounts()
         assert nonzero(counts) == {"completed": 3}
         for node in ("a", "b", "c"):
-            job = await bq.getJob(job_id(run_id, node, 0))
+            job = await bq.getJob(job_id(run_id, node, ()))
             assert job is not None, node
             assert await job.getState() == "completed"
             assert job.data["nodeId"] == node
             assert job.attemptsMade == 1
             assert job.returnvalue == result.context[node]
-        assert (await bq.getJob(job_id(run_id, "a", 0))).returnvalue == {
+        assert (await bq.getJob(job_id(run_id, "a", ()))).returnvalue == {
             "value": 20,
             "label": "from-a",
         }
@@ -335,7 +335,7 @@ async def test_bullmq_sees_our_failed_job(redis_url: str) -> None:
             run_id = await client.start("fails")
             result = await client.wait(run_id, timeout=WAIT_S)
         assert result.status == "failed"
-        jid = job_id(run_id, "a", 0)
+        jid = job_id(run_id, "a", ())
         job = await bq.getJob(jid)
         assert job is not None
         assert await job.getState() == "failed"
@@ -367,7 +367,7 @@ async def test_bullmq_sees_our_delayed_retry(redis_url: str) -> None:
     client = FlowClient(redis_url, queue_name=queue)
     async with bull_queue(queue, redis_url) as bq, adapter_running(rt, redis_url, queue):
         run_id = await client.start("retries")
-        jid = job_id(run_id, "a", 0)
+        jid = job_id(run_id, "a", ())
 
         async def delayed() -> bool:
             return (await bq.getJobCounts("delayed"))["delayed"] == 1
@@ -404,7 +404,7 @@ async def test_bullmq_sees_our_active_job(redis_url: str) -> None:
     async with bull_queue(queue, redis_url) as bq:
         async with adapter_running(rt, redis_url, queue):
             run_id = await client.start("slow")
-            jid = job_id(run_id, "a", 0)
+            jid = job_id(run_id, "a", ())
             await asyncio.wait_for(entered.wait(), timeout=WAIT_S)
             try:
                 job = await bq.getJob(jid)

@@ -375,7 +375,7 @@ async def test_reconcile_reenqueues_a_lost_job(
     assert await cli_main("run", app.spec, "chain", *conn(redis_url)) == 0
     run_id = capsys.readouterr().out.strip()
     r = redis.Redis.from_url(redis_url)
-    jid = job_id(run_id, "a", 0)
+    jid = job_id(run_id, "a", ())
     r.lrem(f"bull:{QUEUE}:wait", 0, jid)  # what a lost job looks like
     r.delete(f"bull:{QUEUE}:{jid}")
 

@@ -85,7 +85,7 @@ async def test_lost_start_job_is_reenqueued_and_the_run_completes(redis_url: str
     await adapter.publish()
     client = FlowClient(redis_url, queue_name="q")
     run_id = await client.start("chain", {})
-    lose_job(redis_url, "q", job_id(run_id, "a", 0))
+    lose_job(redis_url, "q", job_id(run_id, "a", ()))
 
     reconciler = create_bullmq_reconciler(
         adapter=adapter, redis=redis_url, stalled_threshold_seconds=0
@@ -110,7 +110,7 @@ async def test_threshold_spares_runs_with_recent_progress(redis_url: str) -> Non
     await adapter.publish()
     client = FlowClient(redis_url, queue_name="q")
     run_id = await client.start("chain", {})
-    lose_job(redis_url, "q", job_id(run_id, "a", 0))
+    lose_job(redis_url, "q", job_id(run_id, "a", ()))
     stats = await create_bullmq_reconciler(adapter=adapter, stalled_threshold_seconds=300).run()
     assert stats.stalled_runs == 0
     assert stats.reconciled_runs == 0
@@ -123,7 +123,7 @@ async def test_two_reconcilers_at_once_enqueue_once(redis_url: str) -> None:
     client = FlowClient(redis_url, queue_name="q")
     runs = [await client.start("chain", {}) for _ in range(20)]
     for run_id in runs:
-        lose_job(redis_url, "q", job_id(run_id, "a", 0))
+        lose_job(redis_url, "q", job_id(run_id, "a", ()))
     first = create_bullmq_reconciler(adapter=adapter, stalled_threshold_seconds=0)
     second = create_bullmq_reconciler(adapter=adapter, redis=redis_url, stalled_threshold_seconds=0)
     s1, s2 = await asyncio.gather(first.run(), second.run())
@@ -146,7 +146,7 @@ async def test_lost_join_job_gets_its_input_rebuilt_from_the_arrivals(redis_url:
     async with serving(runtime(gather=stuck), redis_url, "q"):
         run_id = await client.start("fan", {})
         await asyncio.wait_for(entered.wait(), 10)
-    lose_job(redis_url, "q", job_id(run_id, "j", 0))  # its worker is gone and so is its job
+    lose_job(redis_url, "q", job_id(run_id, "j", ()))  # its worker is gone and so is its job
 
     rt = runtime()
     async with serving(rt, redis_url, "q") as adapter:

@@ -1,4 +1,5 @@
-"""The pure pieces of the engine: joins, routing, retry backoff, inputs, context, durations."""
+"""The pure pieces of the engine: the ledger's join rule, routing, loop activations, start
+nodes, retry backoff, inputs, context, durations."""
 
 from __future__ import annotations
 
@@ -8,45 +9,84 @@ from typing import Any
 import pytest
 from runtime_helpers import blueprint
 
-from flowcraft_fast.blueprint import NodeConfig, load_blueprint
+from flowcraft_fast.blueprint import NodeConfig, load_blueprint, start_node_ids
+from flowcraft_fast.errors import BlueprintError
 from flowcraft_fast.nodes.sleep import parse_duration_ms
 from flowcraft_fast.runtime.context import MemoryContext
 from flowcraft_fast.runtime.graph import CompiledGraph, RunGraph
 from flowcraft_fast.runtime.inputs import resolve_input, resolve_source
-from flowcraft_fast.runtime.joins import FIRE, SKIP, WAIT, join_decision, join_input
+from flowcraft_fast.runtime.ledger import SKIPPED, Arrival, MemoryLedger, rebuilt_input
 from flowcraft_fast.runtime.retry import backoff_delay_ms, should_retry
 from flowcraft_fast.runtime.routing import route
-from flowcraft_fast.runtime.state import Arrival, RunState, apply_arrivals
 
 
-class TestJoinDecision:
+def _arrive(
+    ledger: MemoryLedger, committer: str, source: str, value: Any, strategy: Any = "all",
+    preds: tuple[str, ...] = ("a", "b"),
+) -> list[Any]:  # fmt: skip
+    committed = ledger.commit(f"0|{committer}", [Arrival("j", (), source, value, strategy, preds)])
+    return [f.input for f in committed.fired]
+
+
+class TestLedger:
     def test_all_waits_then_fires_once(self) -> None:
-        preds = ["a", "b"]
-        assert join_decision("all", preds, {"a"}, set(), fired=False) is WAIT
-        assert join_decision("all", preds, {"a", "b"}, set(), fired=False) is FIRE
-        assert join_decision("all", preds, {"a", "b"}, set(), fired=True) is WAIT
+        ledger = MemoryLedger()
+        assert _arrive(ledger, "a", "a", 1) == []
+        assert _arrive(ledger, "b", "b", 2) == [{"a": 1, "b": 2}]
+        assert _arrive(ledger, "c", "a", 3) == []  # later arrivals do nothing
 
     def test_all_fires_when_the_rest_was_skipped(self) -> None:
-        assert join_decision("all", ["a", "b"], {"a"}, {"b"}, fired=False) is FIRE
+        ledger = MemoryLedger()
+        assert _arrive(ledger, "a", "a", 1) == []
+        assert _arrive(ledger, "b", "b", SKIPPED) == [{"a": 1}]
 
     def test_all_skipped_when_every_predecessor_skipped(self) -> None:
-        assert join_decision("all", ["a", "b"], set(), {"a", "b"}, fired=False) is SKIP
+        ledger = MemoryLedger()
+        assert _arrive(ledger, "a", "a", SKIPPED) == []
+        assert _arrive(ledger, "b", "b", SKIPPED) == [SKIPPED]
 
     def test_any_fires_on_first_finished(self) -> None:
-        assert join_decision("any", ["a", "b"], {"b"}, set(), fired=False) is FIRE
-        assert join_decision("any", ["a", "b"], set(), {"a"}, fired=False) is WAIT
-        assert join_decision("any", ["a", "b"], set(), {"a", "b"}, fired=False) is SKIP
+        ledger = MemoryLedger()
+        assert _arrive(ledger, "a", "a", SKIPPED, "any") == []
+        assert _arrive(ledger, "b", "b", 2, "any") == [2]
+        both = MemoryLedger()
+        assert _arrive(both, "a", "a", SKIPPED, "any") == []
+        assert _arrive(both, "b", "b", SKIPPED, "any") == [SKIPPED]
 
-    def test_arrival_sets_are_idempotent(self) -> None:
-        # a re-delivered arrival is the same set member: it cannot fire a join twice
-        finished = {"a"} | {"a"}
-        assert join_decision("all", ["a", "b"], finished, set(), fired=False) is WAIT
+    def test_arrivals_are_a_set_and_commits_happen_once(self) -> None:
+        ledger = MemoryLedger()
+        assert _arrive(ledger, "a", "a", 1) == []
+        assert _arrive(ledger, "a2", "a", 1) == []  # the same predecessor again: not counted
+        assert ledger.commit("0|a", []).duplicate  # the same node again: a duplicate
+        assert _arrive(ledger, "b", "b", 2) == [{"a": 1, "b": 2}]
 
-    def test_join_input(self) -> None:
-        values = {"a": 1, "b": 2}
-        assert join_input("all", ["a", "b", "c"], values, "b") == {"a": 1, "b": 2}
-        assert join_input("any", ["a", "b"], values, "b") == 2
-        assert join_input("all", ["a"], values, "a") == 1
+    def test_growing_predecessor_set_is_waited_for(self) -> None:
+        ledger = MemoryLedger()
+        assert _arrive(ledger, "s", "s", 0, preds=("s", "w0", "w1")) == []
+        assert _arrive(ledger, "w0", "w0", 1, preds=("s", "w0")) == []  # a stale, smaller view
+        assert _arrive(ledger, "w1", "w1", 2, preds=("s", "w0", "w1")) == [
+            {"s": 0, "w0": 1, "w1": 2}
+        ]
+
+    def test_pending_counts_outstanding_activations(self) -> None:
+        ledger = MemoryLedger()
+        ledger.start(["0|s"])
+        committed = ledger.commit("0|s", [Arrival("t", (), "s", 1, "all", ("s",))])
+        assert committed.pending == 1 and [f.input for f in committed.fired] == [1]
+        assert ledger.commit("0|t", []).pending == 0
+
+    def test_round_trips_through_json(self) -> None:
+        ledger = MemoryLedger()
+        _arrive(ledger, "a", "a", SKIPPED)
+        ledger.park("0|w", "w")
+        again = MemoryLedger.from_json(ledger.to_json())
+        assert again == ledger
+        assert _arrive(again, "b", "b", SKIPPED) == [SKIPPED]
+
+    def test_rebuilt_input(self) -> None:
+        assert rebuilt_input({"a": 1, "b": 2}, "all", ["a", "b", "c"]) == {"a": 1, "b": 2}
+        assert rebuilt_input({"b": SKIPPED, "a": 1}, "any", ["a", "b"]) == 1
+        assert rebuilt_input({"a": SKIPPED}, "all", ["a", "b"]) is SKIPPED
 
 
 def _graph(raw: dict[str, Any]) -> RunGraph:
@@ -108,22 +148,110 @@ class TestRouting:
         assert [(t.source, t.target, t.value) for t in d.taken] == [("f", "n", "v")]
 
 
-class TestDeadPath:
-    def test_skips_propagate_until_a_live_join(self) -> None:
-        # s -> (L | R); R -> r2 -> j; L -> j; r2 -> k (k only behind R)
-        g = _graph(
+class TestLoopsAndStarts:
+    def _nested(self) -> RunGraph:
+        return _graph(
             blueprint(
-                "d",
-                [{"id": n, "uses": "x"} for n in ["s", "L", "R", "r2", "j", "k"]],
-                [("s", "L"), ("s", "R"), ("R", "r2"), ("r2", "j"), ("L", "j"), ("r2", "k")],
+                "n",
+                [
+                    {"id": "O", "uses": "loop-controller", "params": {"condition": "true"}},
+                    {"id": "I", "uses": "loop-controller", "params": {"condition": "true"}},
+                    *({"id": n, "uses": "x"} for n in ["init", "ib", "ob", "done"]),
+                ],
+                [
+                    ("init", "O"),
+                    {"source": "O", "target": "I", "action": "continue"},
+                    {"source": "I", "target": "ib", "action": "continue"},
+                    ("ib", "I"),
+                    {"source": "I", "target": "ob", "action": "break"},
+                    ("ob", "O"),
+                    {"source": "O", "target": "done", "action": "break"},
+                ],
             )
         )
-        state = RunState(started={"s"})
-        progress = apply_arrivals(g, state, [Arrival("s", "L", 1), Arrival("s", "R", skipped=True)])
-        assert progress.fire == [("L", 1)]
-        assert progress.skipped == ["R", "r2", "k"]
-        progress = apply_arrivals(g, state, [Arrival("L", "j", "l")])
-        assert progress.fire == [("j", {"L": "l"})]
+
+    def test_nested_loop_activations(self) -> None:
+        g = self._nested()
+        assert g.enclosing_loops("ib") == ("O", "I")
+        assert g.enclosing_loops("I") == ("O", "I")
+        assert g.enclosing_loops("ob") == ("O",)
+        assert g.enclosing_loops("done") == ()
+        assert g.target_iteration("init", (), False, "O") == (0,)
+        assert g.target_iteration("O", (0,), True, "I") == (1, 0)  # the inner loop is entered
+        assert g.target_iteration("I", (1, 0), True, "ib") == (1, 1)
+        assert g.target_iteration("ib", (1, 1), False, "I") == (1, 1)
+        assert g.target_iteration("I", (1, 3), False, "ob") == (1,)
+        assert g.target_iteration("ob", (1,), False, "O") == (1,)
+        assert g.target_iteration("O", (2,), True, "I") == (3, 0)  # entered again: from 0
+        assert g.target_iteration("O", (2,), False, "done") == ()
+        assert list(g.join_predecessors("I", (3, 0))) == ["O"]  # entry edge on each entry
+        assert list(g.join_predecessors("I", (3, 1))) == ["ib"]
+
+    def test_overlapping_loops_are_refused(self) -> None:
+        with pytest.raises(BlueprintError, match="overlap"):
+            _graph(
+                blueprint(
+                    "o",
+                    [
+                        {"id": "A", "uses": "loop-controller", "params": {"condition": "true"}},
+                        {"id": "B", "uses": "loop-controller", "params": {"condition": "true"}},
+                        {"id": "s", "uses": "x"},
+                        {"id": "m", "uses": "x"},
+                    ],
+                    [
+                        ("s", "A"),
+                        {"source": "A", "target": "m", "action": "continue"},
+                        ("m", "B"),
+                        {"source": "B", "target": "A", "action": "continue"},
+                        ("A", "B"),
+                    ],
+                )
+            )
+
+    def test_cycle_entry_points(self) -> None:
+        nodes = [{"id": n, "uses": "x"} for n in ["a", "b", "c", "d"]]
+        edges = [("a", "b"), ("b", "a"), ("c", "d"), ("d", "c"), ("b", "c")]
+        assert start_node_ids(load_blueprint(blueprint("c", nodes, edges))) == ("a",)
+        raw = blueprint("c", nodes, edges)
+        raw["metadata"] = {"cycleEntryPoints": ["b"]}
+        assert start_node_ids(load_blueprint(raw)) == ("b",)
+        two = blueprint("t", nodes, [("a", "b"), ("b", "a"), ("c", "d"), ("d", "c")])
+        assert start_node_ids(load_blueprint(two)) == ("a", "c")
+        with pytest.raises(BlueprintError, match="no start node"):
+            load_blueprint(
+                blueprint(
+                    "f",
+                    [
+                        {"id": "p", "uses": "x", "config": {"fallback": "q"}},
+                        {"id": "q", "uses": "x", "config": {"fallback": "p"}},
+                    ],
+                    [],
+                )
+            )
+
+    def test_conditional_loop_exit_ends_the_loop(self) -> None:
+        g = _graph(
+            blueprint(
+                "e",
+                [
+                    {"id": "L", "uses": "loop-controller", "params": {"condition": "true"}},
+                    *({"id": n, "uses": "x"} for n in ["s", "body", "out", "special"]),
+                ],
+                [
+                    ("s", "L"),
+                    {"source": "L", "target": "body", "action": "continue"},
+                    ("body", "L"),
+                    {"source": "L", "target": "out", "action": "break"},
+                    {"source": "L", "target": "special", "condition": "n == 5"},
+                ],
+            )
+        )
+        d = route(g, "L", None, "continue", {"n": 4})
+        assert d.continues and [t.target for t in d.taken] == ["body"]
+        assert d.skipped == ()  # exits stay pending while the loop goes on
+        d = route(g, "L", None, "continue", {"n": 5})
+        assert not d.continues and [t.target for t in d.taken] == ["special"]
+        assert sorted(t for _, t in d.skipped) == ["body", "out"]
 
 
 class TestBackoff:

@@ -9,17 +9,21 @@ from typing import Any
 from .. import jsoncodec
 from ..blueprint import Blueprint, load_blueprint
 from ..errors import FlowcraftError
-from ..runtime.graph import CompiledGraph
-from ..runtime.runtime import INTERNAL_KEY_PREFIXES
+from ..runtime.graph import CompiledGraph, RunGraph
 from ..runtime.types import WorkflowError, WorkflowResult
-from .jobs import check_run_id, job_data, job_id, job_opts, node_key
+from ..runtime.vocabulary import (
+    AWAIT,
+    AWAITING,
+    AWAITING_KEY,
+    BOOKKEEPING_PREFIXES,
+    node_key,
+    split_node_key,
+)
+from .jobs import check_run_id, job_data, job_id, job_opts
 from .store import RedisCoordinationStore
-from .worker import DYNAMIC_PREFIX
 
 RECONNECT_PAUSE_S = 0.2
 """Pause before sending a command again after the connection broke (it reconnects itself)."""
-
-BOOKKEEPING_PREFIXES = (*INTERNAL_KEY_PREFIXES, DYNAMIC_PREFIX)
 
 
 class RunNotFound(FlowcraftError, LookupError):
@@ -102,12 +106,12 @@ class FlowClient:
         graph = CompiledGraph.from_blueprint(bp)
         jobs = []
         for node_id in graph.start_nodes:
-            jid = job_id(run_id, node_id, 0)
+            jid = job_id(run_id, node_id, ())
             jobs.append(
                 (
                     jid,
-                    node_key(node_id, 0),
-                    job_data(run_id, bp.id, version, node_id, 0),
+                    node_key(node_id, ()),
+                    job_data(run_id, bp.id, version, node_id, ()),
                     job_opts(graph.nodes[node_id], jid),
                 )
             )
@@ -134,12 +138,14 @@ class FlowClient:
         meta, _ = await self.queue.run_info(run_id)
         if not meta:
             raise RunNotFound(f"no run {run_id!r}")
-        waiting = [k for k in meta if k.startswith("await:") and k.split("|", 1)[-1] == node_id]
+        waiting = [k for k in meta if k.startswith(AWAIT) and split_node_key(k)[1] == node_id]
         if not waiting:
             raise FlowcraftError(f"run {run_id!r} is not waiting at node {node_id!r}")
-        key = waiting[0].removeprefix("await:")
-        iteration = int(key.split("|", 1)[0])
+        key = waiting[0].removeprefix(AWAIT)
         bp = await self.blueprint(meta.get("blueprintId", ""))
+        iteration = RunGraph(CompiledGraph.from_blueprint(bp)).parse_iteration(
+            node_id, split_node_key(key)[0]
+        )
         jid = f"{job_id(run_id, node_id, iteration)}.r{uuid.uuid4().hex[:8]}"
         outcome = await self.queue.resume_run(
             run_id,
@@ -192,7 +198,12 @@ class FlowClient:
         status = jsoncodec.loads(raw_status, what="run status")
         fields = await self._states.get_all(run_id)
         context = {k: jsoncodec.loads(v, what=f"context key {k!r}") for k, v in fields.items()}
-        if status["status"] != "awaiting":  # as in memory: bookkeeping leaves with the run
+        if status["status"] == AWAITING:  # as in memory: the nodes it waits at
+            meta, _ = await self.queue.run_info(run_id)
+            context[AWAITING_KEY] = list(
+                dict.fromkeys(split_node_key(k)[1] for k in meta if k.startswith(AWAIT))
+            )
+        else:  # as in memory: bookkeeping leaves with the run
             context = {k: v for k, v in context.items() if not k.startswith(BOOKKEEPING_PREFIXES)}
         errors = [
             WorkflowError(e.get("nodeId"), str(e.get("message", "")), str(e.get("type", "")))

@@ -9,15 +9,24 @@ arrivals with the engine's own join rule.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from .. import _core, jsoncodec
 from ..errors import FlowcraftError
-from ..runtime.joins import join_input
+from ..runtime.graph import RunGraph, run_graph
+from ..runtime.ledger import SKIPPED, rebuilt_input
 from ..runtime.runtime import RuntimeOptions
-from .jobs import LIVE, SKIP, job_data, job_opts
+from ..runtime.vocabulary import (
+    ARRIVAL_SEPARATOR,
+    AWAIT,
+    DONE,
+    FIRED,
+    LIVE_STATUSES,
+    SKIP,
+    Iteration,
+    split_node_key,
+)
+from .jobs import job_data, job_opts
 from .store import RedisCoordinationStore
-from .worker import run_graph
 
 
 async def reconcile_run(
@@ -31,14 +40,14 @@ async def reconcile_run(
     caller has just read it."""
     if meta is None:
         meta, _ = await queue.run_info(run_id)
-    if meta.get("status") not in LIVE:
+    if meta.get("status") not in LIVE_STATUSES:
         return set()
     frontier = [
-        key.removeprefix("fired:")
+        key.removeprefix(FIRED)
         for key in meta
-        if key.startswith("fired:")
-        and f"done:{key[6:]}" not in meta
-        and f"await:{key[6:]}" not in meta
+        if key.startswith(FIRED)
+        and f"{DONE}{key[len(FIRED) :]}" not in meta
+        and f"{AWAIT}{key[len(FIRED) :]}" not in meta
     ]
     if not frontier:
         return set()
@@ -53,11 +62,11 @@ async def reconcile_run(
     version = meta.get("blueprintVersion", "")
     candidates = []
     for key in frontier:
-        iteration_text, _, node_id = key.partition("|")
-        iteration = int(iteration_text)
+        iteration_text, node_id = split_node_key(key)
         if not graph.has_node(node_id):
             continue
-        old = meta[f"fired:{key}"]
+        iteration = graph.parse_iteration(node_id, iteration_text)
+        old = meta[f"{FIRED}{key}"]
         new = f"{old}.rc{uuid.uuid4().hex[:8]}"
         candidates.append(
             (
@@ -70,20 +79,22 @@ async def reconcile_run(
             )
         )
     enqueued = await queue.reconcile_run(run_id, candidates)
-    return {key.partition("|")[2] for key in enqueued}
+    return {split_node_key(key)[1] for key in enqueued}
 
 
 def _rebuilt_input(
-    graph: Any, key: str, node_id: str, iteration: int, joins: dict[str, str]
+    graph: RunGraph, key: str, node_id: str, iteration: Iteration, joins: dict[str, str]
 ) -> str:
     """The input a node's incoming edges carried, from the recorded arrivals ("" for none)."""
-    prefix = f"{key}\x1f"
-    arrived = {f[len(prefix) :]: v for f, v in joins.items() if f.startswith(prefix)}
+    prefix = f"{key}{ARRIVAL_SEPARATOR}"
+    arrived = {
+        f[len(prefix) :]: SKIPPED if v == SKIP else jsoncodec.loads(v)
+        for f, v in joins.items()
+        if f.startswith(prefix)
+    }
     if not arrived:
         return ""  # a start node: its input is in the context
-    finished = {pred: jsoncodec.loads(v) for pred, v in arrived.items() if v != SKIP}
-    if not finished:
-        return SKIP
-    preds = list(graph.join_predecessors(node_id, iteration))
-    trigger = next(iter(finished))
-    return jsoncodec.dumps(join_input(graph.join_strategy(node_id), preds, finished, trigger))
+    value = rebuilt_input(
+        arrived, graph.join_strategy(node_id), graph.join_predecessors(node_id, iteration)
+    )
+    return SKIP if value is SKIPPED else jsoncodec.dumps(value)

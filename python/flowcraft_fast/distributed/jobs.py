@@ -13,12 +13,9 @@ from typing import Any
 
 from .. import jsoncodec
 from ..blueprint import NodeDefinition
+from ..runtime.vocabulary import Iteration, iteration_json, iteration_text
 
 JOB_NAME = "executeNode"
-LIVE = ("running", "awaiting")
-"""Run statuses in which nodes still run and commit."""
-SKIP = "\x01"
-"""Join arrival value (and job input) meaning "skipped": a dead path passing through."""
 
 VERSION_FIELD = "\x1fversion"
 """Suffix of the published-blueprints field holding the version workers serve."""
@@ -34,23 +31,20 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-def node_key(node_id: str, iteration: int) -> str:
-    """How a run's coordination fields name one activation of a node."""
-    return f"{iteration}|{node_id}"
-
-
-def job_id(run_id: str, node_id: str, iteration: int) -> str:
+def job_id(run_id: str, node_id: str, iteration: Iteration) -> str:
     digest = hashlib.sha1(node_id.encode(), usedforsecurity=False).hexdigest()[:16]
-    return f"{run_id}.{iteration}.{digest}"
+    return f"{run_id}.{iteration_text(iteration)}.{digest}"
 
 
-def job_data(run_id: str, blueprint_id: str, version: str, node_id: str, iteration: int) -> str:
+def job_data(
+    run_id: str, blueprint_id: str, version: str, node_id: str, iteration: Iteration
+) -> str:
     return jsoncodec.dumps(
         {
             "runId": run_id,
             "blueprintId": blueprint_id,
             "nodeId": node_id,
-            "iteration": iteration,
+            "iteration": iteration_json(iteration),
             "blueprintVersion": version,
         }
     )

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import FlowcraftError
+from ..runtime.vocabulary import LIVE_STATUSES as LIVE
 from .adapter import BullMQAdapter
 from .frontier import reconcile_run
-from .jobs import LIVE
 from .store import RedisCoordinationStore
 
 

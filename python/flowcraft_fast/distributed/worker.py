@@ -18,25 +18,25 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _core, jsoncodec
 from ..blueprint import Blueprint, thaw
-from ..errors import BlueprintError, FlowcraftError
+from ..errors import FlowcraftError
 from ..nodes.sleep import parse_duration_ms, sleep_node
+from ..runtime.buffered import BufferedContext
 from ..runtime.events import EventEmitter
-from ..runtime.executor import NodeOutcome, execute_node
-from ..runtime.graph import CONTINUE, CompiledGraph, RunGraph
-from ..runtime.inputs import resolve_input, start_input_key
-from ..runtime.retry import backoff_delay_ms, should_retry
-from ..runtime.routing import RoutingDecision, route
+from ..runtime.executor import NodeOutcome
+from ..runtime.graph import RunGraph, run_graph
+from ..runtime.inputs import resolve_input
+from ..runtime.ledger import SKIPPED
 from ..runtime.runtime import RuntimeOptions
-from ..runtime.state import AWAITING_KEY
-from ..runtime.types import NodeContext, NodeResult, WorkflowError
-from .buffered import BufferedContext, LazyState
-from .jobs import LIVE, SKIP, VERSION_FIELD, job_data, job_id, job_opts, node_key
+from ..runtime.step import FROM_CONTEXT, Activation, Finished, Parked, Retry, step
+from ..runtime.types import WorkflowError
+from ..runtime.vocabulary import DYNAMIC_PREFIX, INPUTS_PREFIX, LIVE_STATUSES, SKIP
+from .jobs import VERSION_FIELD, job_data, job_id, job_opts
+from .lazy_state import LazyState
 
 VERSION_RETRY_DELAY_MS = 5_000
 VERSION_RETRY_LIMIT = 12
@@ -306,13 +306,14 @@ class Worker:
     async def _execute(
         self, job: _core._ClaimedJob, run: _ClaimedRun, flight: _InFlight
     ) -> _core._CommitRequest | _Retry:
+        """Decode the job, run its activation through the engine's step, and say what to
+        commit (or when to retry)."""
         jid, token, raw_data, attempts_made, attempts_started, _opts, raw_input = job[:7]
         resumed, slept = job[8], job[9]
-        status, raw = run.status, run.raw
         data = jsoncodec.loads(raw_data, what=f"job {jid} data")
         run_id, bp_id = str(data["runId"]), str(data.get("blueprintId", ""))
-        node_id, iteration = str(data["nodeId"]), int(data.get("iteration", 0))
-        key = node_key(node_id, iteration)
+        node_id = str(data["nodeId"])
+        key = job_node_key(job)
 
         def fail(message: str, errors: list[WorkflowError] | None = None) -> _core._CommitRequest:
             errs = errors or [WorkflowError(node_id, message, "FlowcraftError")]
@@ -321,7 +322,7 @@ class Worker:
             )
             return (jid, token, run_id, key, "fail", message, payload, [], [], "", [])
 
-        if status not in LIVE:
+        if run.status not in LIVE_STATUSES:
             return self._noop_commit(job, flight)
         bp = self.options.blueprints.get(bp_id)
         wanted = str(data.get("blueprintVersion", "") or "")
@@ -336,206 +337,104 @@ class Worker:
                 self.log.warning("job %s: %s; leaving it for another worker", jid, reason)
                 return (jid, token, VERSION_RETRY_DELAY_MS, reason, "defer")
             return fail(f"{reason} (no matching worker took the job)")
-        snapshot = LazyState(raw)
+        snapshot = LazyState(run.raw)
         try:
             graph = run_graph(bp, snapshot, run.dynamic_keys)
         except (ValueError, FlowcraftError) as exc:
             return fail(f"run state is unreadable: {exc}")
         if not graph.has_node(node_id):
             return fail(f"blueprint {bp_id!r} has no node {node_id!r}")
+        try:
+            iteration = graph.parse_iteration(node_id, data.get("iteration", 0))
+        except ValueError as exc:
+            return fail(f"job {jid}: {exc}")
         context = BufferedContext(snapshot)
-
-        if raw_input == SKIP:  # a dead path passing through: no user code runs
-            decision = RoutingDecision(
-                taken=(),
-                skipped=tuple((node_id, e.target) for e in graph.outgoing(node_id)),
-                evaluations=(),
-            )
-            return self._success(
-                job, run_id, bp, graph, node_id, iteration, None, decision, context, key
-            )
-
-        node = graph.node(node_id)
-        edge_value = (
-            jsoncodec.loads(raw_input, what=f"job {jid} input")
-            if raw_input is not None
-            else snapshot.get(start_input_key(node_id))
+        edge_value: Any = FROM_CONTEXT
+        if raw_input == SKIP:
+            edge_value = SKIPPED
+        elif raw_input is not None:
+            edge_value = jsoncodec.loads(raw_input, what=f"job {jid} input")
+        resume = (
+            jsoncodec.loads(resumed, what=f"job {jid} resume payload")
+            if resumed is not None
+            else None
         )
-        node_input = resolve_input(node, context.view(), edge_value)
+        node = graph.node(node_id)
+        if (
+            edge_value is not SKIPPED
+            and resume is None
+            and self.options.registry.get(node.uses) is sleep_node
+        ):  # a delayed job that holds no worker while it waits
+            if not slept:
+                try:
+                    delay = parse_duration_ms(thaw(node.params).get("duration"))
+                except ValueError as exc:
+                    return fail(f"sleep node {node_id!r}: {exc}")
+                return (jid, token, int(delay), "sleeping", "sleep")
+            if edge_value is FROM_CONTEXT:
+                edge_value = snapshot.get(f"{INPUTS_PREFIX}{node_id}")
+            transformed = node_id in graph.static.transformed_targets
+            resume = {"output": resolve_input(node, context.view(), edge_value, transformed)}
         events = EventEmitter(self.options.event_bus, run_id, bp_id, self.options.logger)
-        attempt = attempts_made + 1
-        builtin = self.options.registry.get(node.uses)
-        if resumed is not None:  # a waiting node resumed from outside: route what was given
-            given = jsoncodec.loads(resumed, what=f"job {jid} resume payload")
-            context.write_delete(AWAITING_KEY)
-            result = NodeResult(output=given.get("output"), action=given.get("action"))
-            return self._finished(
-                job, run_id, bp, graph, node_id, iteration, (), result, node_input, context
-            )
-        if builtin is sleep_node:  # a delayed job that holds no worker while it waits
-            if slept:
-                result = NodeResult(output=node_input)
-                return self._finished(
-                    job, run_id, bp, graph, node_id, iteration, (), result, node_input, context
-                )
-            try:
-                delay = parse_duration_ms(thaw(node.params).get("duration"))
-            except ValueError as exc:
-                return fail(f"sleep node {node_id!r}: {exc}")
-            return (jid, token, int(delay), "sleeping", "sleep")
-        ctx = self._node_context(context, node_input, node, run_id, bp_id, iteration, attempt)
-        ctx.cancelled = flight.cancelled
-        outcome = await execute_node(self.options.executor, events, node, ctx, attempts=[attempt])
-        owners: tuple[str, ...] = ()
-        errors: list[WorkflowError] = []
-        if outcome.result is None:
-            assert outcome.error is not None
-            if should_retry(node.config, attempt):
-                delay = backoff_delay_ms(node.config, attempt, self.options.executor.rng)
-                await events.emit("node:retry", nodeId=node_id, attempt=attempt)
-                return (jid, token, int(delay), outcome.error.message, "attempt")
-            errors.append(outcome.error)
-            fallback = node.config.fallback
-            if fallback is None or not graph.has_node(fallback):
-                return fail(outcome.error.message, errors)
-            await events.emit("node:fallback", nodeId=node_id, fallback=fallback)
-            fb_node = graph.node(fallback)
-            fb_ctx = self._node_context(context, node_input, fb_node, run_id, bp_id, iteration, 1)
-            fb_ctx.cancelled = flight.cancelled
-            outcome = await execute_node(self.options.executor, events, fb_node, fb_ctx)
-            if outcome.result is None:
-                assert outcome.error is not None
-                errors.append(outcome.error)
-                return fail(outcome.error.message, errors)
-            owners, node_id = (node_id,), fallback
-        result = outcome.result
-        if result.awaiting:
-            context.write(AWAITING_KEY, [node_id])
+        act = Activation(node_id, iteration, edge_value, attempts_made + 1, resume)
+        outcome = await step(
+            self.options, graph, act, context, events,
+            run_id=run_id, cancelled=flight.cancelled, attempts=[act.attempt],
+        )  # fmt: skip
+        if isinstance(outcome, Finished):
+            return self._commit_request(job, key, run_id, bp, graph, outcome, context)
+        if isinstance(outcome, Retry):
+            return (jid, token, int(outcome.delay_ms), outcome.error.message, "attempt")
+        if isinstance(outcome, Parked):
             sets, deletes = context.changes()
             payload = jsoncodec.dumps({"status": "awaiting", "awaiting": [node_id]})
             return (jid, token, run_id, key, "await", "null", payload, sets, deletes, "", [])
-        return self._finished(
-            job, run_id, bp, graph, node_id, iteration, owners, result, node_input, context
-        )
+        return fail(outcome.errors[-1].message, outcome.errors)
 
-    def _finished(
+    def _commit_request(
         self,
         job: _core._ClaimedJob,
-        run_id: str,
-        bp: Blueprint,
-        graph: RunGraph,
-        node_id: str,
-        iteration: int,
-        owners: tuple[str, ...],
-        result: NodeResult,
-        node_input: Any,
-        context: BufferedContext,
-    ) -> _core._CommitRequest:
-        """The commit of a node that finished with `result` (standing in for `owners`)."""
-        if result.dynamic_nodes:  # e.g. a batch's workers: every worker of the run must see them
-            graph.add_dynamic(node_id, result.dynamic_nodes, result.output)
-            context.write(
-                f"{DYNAMIC_PREFIX}{node_key(node_id, iteration)}",
-                {"producer": node_id, "nodes": result.dynamic_nodes, "output": result.output},
-            )
-        if node_input is not None:
-            context.write(start_input_key(node_id), node_input)
-        for finished in (node_id, *owners):
-            context.write(f"_outputs.{finished}", result.output)
-            context.write(finished, result.output)
-        decision = route(
-            graph, node_id, result.output, result.action, context.view(),
-            self.options.evaluate, inherit_from=owners,
-        )  # fmt: skip
-        key = node_key((*owners, node_id)[0], iteration)  # the job's own node, not its fallback
-        return self._success(
-            job, run_id, bp, graph, node_id, iteration, result, decision, context, key
-        )
-
-    def _node_context(
-        self,
-        context: BufferedContext,
-        node_input: Any,
-        node: Any,
-        run_id: str,
-        bp_id: str,
-        iteration: int,
-        attempt: int,
-    ) -> NodeContext:
-        return NodeContext(
-            context=context,
-            input=node_input,
-            params=thaw(node.params),
-            dependencies=self.options.dependencies,
-            run_id=run_id,
-            node_id=node.id,
-            attempt=attempt,
-            blueprint_id=bp_id,
-            iteration=iteration,
-        )
-
-    def _success(
-        self,
-        job: _core._ClaimedJob,
-        run_id: str,
-        bp: Blueprint,
-        graph: RunGraph,
-        node_id: str,
-        iteration: int,
-        result: NodeResult | None,
-        decision: RoutingDecision,
-        context: BufferedContext,
         key: str,
+        run_id: str,
+        bp: Blueprint,
+        graph: RunGraph,
+        finished: Finished,
+        context: BufferedContext,
     ) -> _core._CommitRequest:
-        """The commit of a finished node: its writes, its routing decision and the arrivals at
-        its successors, under the node key `key` of the job."""
+        """The commit of a finished activation: its writes, its routing decision and the
+        arrivals at its successors, each with the job that runs the successor if it fires."""
         version = bp.version or ""
         arrivals: list[_core._Arrival] = []
-        action = result.action if result is not None else None
-
-        def arrive(source: str, target: str, value: str) -> None:
-            it = target_iteration(graph, source, action, iteration, target)
-            succ = job_id(run_id, target, it)
+        for a in finished.arrivals:
+            succ = job_id(run_id, a.target, a.iteration)
+            value = SKIP if a.value is SKIPPED else jsoncodec.dumps(a.value, what="edge value")
             arrivals.append(
                 (
-                    node_key(target, it),
-                    source,
+                    a.key,
+                    a.source,
                     value,
-                    graph.join_strategy(target),
-                    list(graph.join_predecessors(target, it)),
+                    a.strategy,
+                    list(a.predecessors),
                     succ,
-                    job_data(run_id, bp.id, version, target, it),
-                    job_opts(graph.node(target), succ),
+                    job_data(run_id, bp.id, version, a.target, a.iteration),
+                    job_opts(graph.node(a.target), succ),
                 )
             )
-
-        for taken in decision.taken:
-            arrive(taken.source, taken.target, jsoncodec.dumps(taken.value, what="edge value"))
-        for source, target in decision.skipped:
-            arrive(source, target, SKIP)
+        decision = finished.decision
         route_json = jsoncodec.dumps(
             {
-                "node": node_id,
+                "node": finished.node_id,
                 "taken": [t.target for t in decision.taken],
                 "skipped": [t for _, t in decision.skipped],
             }
         )
         sets, deletes = context.changes()
+        result = finished.result
         returnvalue = "null" if result is None else jsoncodec.dumps(result.output)
-        key = job_node_key(job)
         return (
-            job[0],
-            job[1],
-            run_id,
-            key,
-            "ok",
-            returnvalue,
-            "",
-            sets,
-            deletes,
-            route_json,
+            job[0], job[1], run_id, key, "ok", returnvalue, "", sets, deletes, route_json,
             arrivals,
-        )
+        )  # fmt: skip
 
     def _noop_commit(self, job: _core._ClaimedJob, flight: _InFlight) -> _core._CommitRequest:
         return (job[0], job[1], flight.run_id, job_node_key(job), "ok", "null", "", [], [], "", [])
@@ -665,46 +564,6 @@ class Worker:
                     )
 
 
-DYNAMIC_PREFIX = "_dynamic."
-"""Run-state fields holding the nodes a node added while the run goes (batch workers)."""
-
-
-def run_graph(
-    bp: Blueprint, state: Mapping[str, Any], dynamic_keys: list[str] | None = None
-) -> RunGraph:
-    """The run's graph: the blueprint plus the dynamic nodes recorded in its state.
-
-    Producers' specs are applied in an order where every node they link to exists (a batch
-    continuation links to the workers of the chunk before it).
-    """
-    graph = RunGraph(CompiledGraph.from_blueprint(bp))
-    if dynamic_keys is None:
-        dynamic_keys = [k for k in state if k.startswith(DYNAMIC_PREFIX)]
-    pending = [state[k] for k in dynamic_keys]
-    while pending:
-        ready = [spec for spec in pending if _links_exist(graph, spec)]
-        if not ready:
-            raise BlueprintError("the run's dynamic nodes link to nodes that do not exist")
-        for spec in ready:
-            graph.add_dynamic(spec["producer"], spec["nodes"], spec.get("output"))
-        pending = [spec for spec in pending if spec not in ready]
-    return graph
-
-
-def _links_exist(graph: RunGraph, spec: Mapping[str, Any]) -> bool:
-    """Whether every node a dynamic spec links to (other than its own nodes) exists."""
-    output = spec.get("output")
-    gather = output.get("gatherNodeId") if isinstance(output, Mapping) else None
-    default_succ = [gather] if isinstance(gather, str) else []
-    own = {n.get("id") for n in spec["nodes"]}
-    needed = {spec["producer"]}
-    for node in spec["nodes"]:
-        for key, default in (("predecessors", [spec["producer"]]), ("successors", default_succ)):
-            ids = node.get(key, default)
-            needed.update([ids] if isinstance(ids, str) else ids)
-    return all(graph.has_node(n) for n in needed - own)
-
-
 def _settle(items: list[tuple[Any, asyncio.Future[Any]]], replies: list[Any] | None) -> None:
     """Hand each waiting node its reply (or the error that Redis could not be reached)."""
     for index, (_, future) in enumerate(items):
@@ -717,32 +576,10 @@ def _settle(items: list[tuple[Any, asyncio.Future[Any]]], replies: list[Any] | N
 
 
 def job_node_key(job: _core._ClaimedJob) -> str:
-    """The node key a job commits under: its own node and iteration (even when a fallback ran)."""
+    """The node key a job commits under: its own node and iteration as the job data gives them
+    (the claim script reads them the same way)."""
     data = jsoncodec.loads(job[2])
-    return node_key(str(data["nodeId"]), int(data.get("iteration", 0)))
-
-
-def _loop_of(graph: RunGraph, node_id: str) -> str | None:
-    for controller in graph.static.loop_bodies:
-        if node_id == controller or node_id in graph.loop_body(controller):
-            return controller
-    return None
-
-
-def target_iteration(
-    graph: RunGraph, source: str, action: str | None, iteration: int, target: str
-) -> int:
-    """The loop iteration a target node runs in when `source` (in `iteration`) reaches it.
-
-    A loop controller that continues starts the next iteration of its body; nodes inside one
-    loop pass their iteration along; everything outside a loop runs in iteration 0.
-    """
-    loop = _loop_of(graph, source)
-    if loop is None or (target != loop and target not in graph.loop_body(loop)):
-        return 0
-    if source == loop and action == CONTINUE and target != loop:
-        return iteration + 1
-    return iteration
+    return f"{data.get('iteration', 0)}|{data['nodeId']}"
 
 
 __all__ = ["NodeOutcome", "Worker", "WorkerStats"]

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..runtime.types import NodeContext, NodeResult
+from ..runtime.vocabulary import BATCH_PREFIX
 
-BATCH_PREFIX = "_batch."
 SCATTER_USES = "batch-scatter"
 
 

@@ -10,12 +10,11 @@ from ..errors import FlowcraftError
 from ..runtime.graph import CompiledGraph
 from ..runtime.inputs import resolve_source, start_input_key
 from ..runtime.types import NodeContext, NodeResult, WorkflowResult
+from ..runtime.vocabulary import SUBFLOW_STATE_PREFIX
 
 if TYPE_CHECKING:
-    from ..runtime.runtime import FlowRuntime
-
-SUBFLOW_STATE_PREFIX = "_subflowState."
-"""Context key prefix holding an awaiting child run's serialized context."""
+    from ..runtime.buffered import BufferedContext
+    from ..runtime.runtime import FlowRuntime, RuntimeOptions
 
 
 class SubflowError(FlowcraftError):
@@ -69,19 +68,30 @@ async def subflow_node(ctx: NodeContext) -> NodeResult:
     return NodeResult(output=output)
 
 
+def child_awaits(node_id: str, context: Mapping[str, Any]) -> bool:
+    """Whether the subflow node `node_id` parked its run because its child awaits."""
+    return f"{SUBFLOW_STATE_PREFIX}{node_id}" in context
+
+
 async def resume_subflow(
-    runtime: FlowRuntime, node: NodeDefinition, data: dict[str, Any], resume: Mapping[str, Any]
+    options: RuntimeOptions,
+    node: NodeDefinition,
+    context: BufferedContext,
+    resume: Mapping[str, Any],
 ) -> NodeResult:
     """Resume the awaiting child of subflow `node` with `resume` (its first awaiting node)."""
+    runtime = _runtime(options.dependencies, node.id)
     params = thaw(node.params)
     child = runtime.get_blueprint(params["blueprintId"])
-    serialized = data.pop(f"{SUBFLOW_STATE_PREFIX}{node.id}")
-    result = await runtime.resume(child, serialized, resume)
+    key = f"{SUBFLOW_STATE_PREFIX}{node.id}"
+    result = await runtime.resume(child, context.view()[key], resume)
     if result.status == "awaiting":
-        data[f"{SUBFLOW_STATE_PREFIX}{node.id}"] = result.serialized_context
+        context.write(key, result.serialized_context)
         return NodeResult(awaiting=True)
+    context.write_delete(key)
     output, writes = _outputs_of(node.id, child, result, params.get("outputs"))
-    data.update(writes)
+    for write_key, value in writes.items():
+        context.write(write_key, value)
     return NodeResult(output=output)
 
 

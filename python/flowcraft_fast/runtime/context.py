@@ -11,34 +11,51 @@ PatchOp = tuple[str, str] | tuple[str, str, Any] | Mapping[str, Any]
 _SCALARS = (str, int, bool, type(None))
 
 
+_EXIT = object()
+"""Marks, on the walk's stack, the end of a container's children (it leaves the path)."""
+
+
 def check_json_value(value: Any, what: str) -> None:
     """Raise TypeError (naming `what`) unless `value` is plain JSON data.
 
     Accepted: None, bool, int, finite float, str, list/tuple of JSON, dict with str keys of
-    JSON. Sets, bytes, objects, NaN and infinities are refused, so a run behaves the same in
-    memory and over Redis (where every value is stored as JSON text).
+    JSON. Sets, bytes, objects, NaN and infinities are refused, and so is a container that
+    holds itself (a reference cycle), at once: a run behaves the same in memory and over Redis
+    (where every value is stored as JSON text) and never walks a cycle forever.
     """
+    if isinstance(value, _SCALARS):
+        return
+    on_path: set[int] = set()
     stack: list[Any] = [value]
-    seen = 0
     while stack:
         item = stack.pop()
-        seen += 1
+        if item is _EXIT:
+            on_path.discard(id(stack.pop()))
+            continue
         if isinstance(item, _SCALARS):
             continue
         if isinstance(item, float):
             if not math.isfinite(item):
                 raise TypeError(f"{what} is not JSON-serialisable: non-finite number {item!r}")
             continue
-        if isinstance(item, (list, tuple)):
-            stack.extend(item)
-            continue
-        if isinstance(item, dict):
-            for k, v in item.items():
-                if not isinstance(k, str):
-                    raise TypeError(
-                        f"{what} is not JSON-serialisable: mapping key {k!r} is not a string"
-                    )
-                stack.append(v)
+        if isinstance(item, (list, tuple, dict)):
+            if id(item) in on_path:
+                raise TypeError(
+                    f"{what} is not JSON-serialisable: a {type(item).__name__} that contains "
+                    "itself (a reference cycle)"
+                )
+            on_path.add(id(item))
+            stack.append(item)
+            stack.append(_EXIT)
+            if isinstance(item, dict):
+                for k, v in item.items():
+                    if not isinstance(k, str):
+                        raise TypeError(
+                            f"{what} is not JSON-serialisable: mapping key {k!r} is not a string"
+                        )
+                    stack.append(v)
+            else:
+                stack.extend(item)
             continue
         raise TypeError(
             f"{what} is not JSON-serialisable: a value of type {type(item).__name__} "

@@ -195,8 +195,14 @@ async def _retrying(
     attempt: Callable[[], Awaitable[_T]],
     failures: list[Exception] | None = None,
 ) -> _T:
-    """Run `attempt` once per attempt number until one succeeds; re-raise the last error."""
+    """Run `attempt` once per attempt number until one succeeds; re-raise the last error.
+
+    A failed attempt's context writes are rolled back before the next one (a buffered context
+    commits only with the node), as when each attempt is a job of its own.
+    """
     last_index = len(numbers) - 1
+    rollback = getattr(ctx.context, "rollback", None)
+    mark = ctx.context.mark() if rollback is not None and last_index else None  # type: ignore[attr-defined]
     for index, number in enumerate(numbers):
         ctx.attempt = number
         try:
@@ -206,6 +212,8 @@ async def _retrying(
                 failures.append(exc)
             if index == last_index or ctx.cancelled.is_set():
                 raise
+            if rollback is not None:
+                rollback(mark)
             delay_ms = backoff_delay_ms(node.config, number, services.rng)
             services.logger.info(
                 "node %r attempt %d failed (%s: %s); retrying in %.0f ms",

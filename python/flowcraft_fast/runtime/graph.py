@@ -1,8 +1,13 @@
 """The compiled shape of a blueprint: edges per node, predecessors, start nodes, loops.
 
 `CompiledGraph` is pure and cached per loaded blueprint. `RunGraph` overlays the nodes that a
-run adds while it runs (`dynamic_nodes`, e.g. batch workers) on top of it; the overlay is plain
-JSON (`dynamic_specs`) so a resumed or distributed run can rebuild it.
+run adds while it runs (`dynamic_nodes`, e.g. batch workers) on top of it; the step that adds
+them records them in the context (`_dynamic.<node key>`), from which `run_graph` rebuilds the
+overlay in every mode (a resumed run, another worker).
+
+Loops: an activation of a node is identified by its node id and its `Iteration`, one count per
+enclosing loop (`target_iteration` says which activation an edge reaches), so a loop's next
+iteration, and an inner loop run again by an outer one, are new activations: nothing is reset.
 """
 
 from __future__ import annotations
@@ -13,8 +18,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..blueprint import Blueprint, EdgeDefinition, JoinStrategy, NodeDefinition, load_node
+from ..blueprint import (
+    Blueprint,
+    EdgeDefinition,
+    JoinStrategy,
+    NodeDefinition,
+    load_node,
+    start_node_ids,
+)
 from ..errors import BlueprintError
+from .vocabulary import DYNAMIC_PREFIX, NO_ITERATION, Iteration, parse_iteration
 
 LOOP_CONTROLLER = "loop-controller"
 CONTINUE = "continue"
@@ -31,13 +44,18 @@ class CompiledGraph:
     predecessors: Mapping[str, tuple[str, ...]]
     """Unique source ids of each node's incoming edges, in edge order."""
     start_nodes: tuple[str, ...]
-    """Nodes with no incoming edge that are not some node's fallback, in blueprint order."""
+    """The nodes a run starts with (`blueprint.start_node_ids`)."""
     fallback_owners: Mapping[str, tuple[str, ...]]
     """Fallback node id -> the nodes naming it as `config.fallback`."""
     loop_bodies: Mapping[str, frozenset[str]]
     """Loop controller id -> the nodes re-run on each iteration (controller excluded)."""
     loop_entry_predecessors: Mapping[str, tuple[str, ...]]
     loop_back_predecessors: Mapping[str, tuple[str, ...]]
+    enclosing_loops: Mapping[str, tuple[str, ...]]
+    """Node id -> the loop controllers whose loop holds it, outermost first (a controller's own
+    loop last); absent for nodes outside loops."""
+    transformed_targets: frozenset[str]
+    """Nodes with an incoming edge that has a `transform` (see `inputs.resolve_input`)."""
     terminal_nodes: tuple[str, ...]
     """Nodes with no outgoing edge (fallback-only nodes excluded): a subflow's result."""
 
@@ -61,12 +79,7 @@ def _compile(bp: Blueprint) -> CompiledGraph:
     for n in bp.nodes:
         if n.config.fallback is not None:
             owners.setdefault(n.config.fallback, []).append(n.id)
-    start = tuple(n.id for n in bp.nodes if not preds[n.id] and n.id not in owners)
-    if not start:
-        raise BlueprintError(
-            f"blueprint '{bp.id}' has no start node (every node has an incoming edge or is a "
-            "fallback)"
-        )
+    start = start_node_ids(bp)
     bodies: dict[str, frozenset[str]] = {}
     entry: dict[str, tuple[str, ...]] = {}
     back: dict[str, tuple[str, ...]] = {}
@@ -93,8 +106,31 @@ def _compile(bp: Blueprint) -> CompiledGraph:
         loop_bodies=bodies,
         loop_entry_predecessors=entry,
         loop_back_predecessors=back,
+        enclosing_loops=_nesting(bp.id, bodies),
+        transformed_targets=frozenset(e.target for e in bp.edges if e.transform is not None),
         terminal_nodes=tuple(n.id for n in bp.nodes if not outgoing[n.id] and n.id not in owners),
     )
+
+
+def _nesting(bp_id: str, bodies: Mapping[str, frozenset[str]]) -> dict[str, tuple[str, ...]]:
+    """Node -> its enclosing loops, outermost first. Loops must nest: two loops either share
+    no node, or one (controller and body) lies wholly inside the other's body."""
+    members = {c: body | {c} for c, body in bodies.items()}
+    controllers = list(bodies)
+    for i, a in enumerate(controllers):
+        for b in controllers[i + 1 :]:
+            overlap = members[a] & members[b]
+            if overlap and not (members[a] <= bodies[b] or members[b] <= bodies[a]):
+                raise BlueprintError(
+                    f"blueprint '{bp_id}': loops '{a}' and '{b}' overlap; a loop must lie "
+                    "wholly inside another loop's body or share no node with it"
+                )
+    outer_first = sorted(controllers, key=lambda c: -len(members[c]))
+    enclosing: dict[str, list[str]] = {}
+    for controller in outer_first:
+        for node in members[controller]:
+            enclosing.setdefault(node, []).append(controller)
+    return {node: tuple(loops) for node, loops in enclosing.items()}
 
 
 def _loop_body(
@@ -153,15 +189,13 @@ class RunGraph:
     condition.
     """
 
-    __slots__ = ("_dyn_nodes", "_dyn_out", "_dyn_preds", "dynamic_specs", "static")
+    __slots__ = ("_dyn_nodes", "_dyn_out", "_dyn_preds", "static")
 
     def __init__(self, static: CompiledGraph) -> None:
         self.static = static
         self._dyn_nodes: dict[str, NodeDefinition] = {}
         self._dyn_out: dict[str, list[EdgeDefinition]] = {}
         self._dyn_preds: dict[str, list[str]] = {}
-        self.dynamic_specs: list[dict[str, Any]] = []
-        """`[{"producer": id, "nodes": [spec, ...], "output": producer output}, ...]`."""
 
     @property
     def blueprint(self) -> Blueprint:
@@ -193,14 +227,14 @@ class RunGraph:
             return "any"  # a loop controller is entered by whichever edge arrives
         return self.node(node_id).config.join_strategy
 
-    def join_predecessors(self, node_id: str, iteration: int) -> Sequence[str]:
+    def join_predecessors(self, node_id: str, iteration: Iteration) -> Sequence[str]:
         """The predecessors whose arrivals decide this node's join in this activation.
 
-        A loop controller waits for its entry edges on its first activation and for the edges
-        coming back from its body afterwards.
+        A loop controller waits for its entry edges when its loop is entered (its own count
+        is 0) and for the edges coming back from its body afterwards.
         """
         if node_id in self.static.loop_bodies:
-            if iteration == 0:
+            if not iteration or iteration[-1] == 0:
                 return self.static.loop_entry_predecessors[node_id]
             return self.static.loop_back_predecessors[node_id]
         return self.predecessors(node_id)
@@ -210,6 +244,38 @@ class RunGraph:
 
     def loop_body(self, node_id: str) -> frozenset[str]:
         return self.static.loop_bodies.get(node_id, frozenset())
+
+    def enclosing_loops(self, node_id: str) -> tuple[str, ...]:
+        return self.static.enclosing_loops.get(node_id, ())
+
+    def parse_iteration(self, node_id: str, raw: Any) -> Iteration:
+        """The iteration of `node_id` from its job data or node key; ValueError if it does not
+        fit the node's loops."""
+        return parse_iteration(raw, len(self.enclosing_loops(node_id)))
+
+    def target_iteration(
+        self, source: str, iteration: Iteration, continues: bool, target: str
+    ) -> Iteration:
+        """The activation of `target` that `source` (in `iteration`) reaches.
+
+        Each loop enclosing the target keeps the source's count when the source is inside it
+        too, and starts at 0 when the edge enters it. A loop controller that continues starts
+        the next iteration of its body.
+        """
+        target_loops = self.static.enclosing_loops.get(target)
+        if not target_loops:
+            return NO_ITERATION
+        source_loops = self.static.enclosing_loops.get(source, ())
+        counts: list[int] = []
+        for loop in target_loops:
+            try:
+                count = iteration[source_loops.index(loop)]
+            except ValueError:
+                count = 0  # entering this loop
+            if continues and source == loop and target != loop:
+                count += 1
+            counts.append(count)
+        return tuple(counts)
 
     def add_dynamic(
         self, producer: str, specs: Sequence[Mapping[str, Any]], output: Any
@@ -244,9 +310,6 @@ class RunGraph:
                 self._link(p, node.id, where)
             for s in succs:
                 self._link(node.id, s, where)
-        self.dynamic_specs.append(
-            {"producer": producer, "nodes": [dict(s) for s in specs], "output": output}
-        )
         return [node.id for node, _, _ in loaded]
 
     def _link(self, source: str, target: str, where: str) -> None:
@@ -258,10 +321,6 @@ class RunGraph:
         self._dyn_out.setdefault(source, []).append(EdgeDefinition(source=source, target=target))
         self._dyn_preds.setdefault(target, []).append(source)
 
-    def restore_dynamic(self, specs: Iterable[Mapping[str, Any]]) -> None:
-        for entry in specs:
-            self.add_dynamic(entry["producer"], entry["nodes"], entry.get("output"))
-
 
 def _id_list(value: Any, where: str) -> list[str]:
     if isinstance(value, str):
@@ -269,3 +328,40 @@ def _id_list(value: Any, where: str) -> list[str]:
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return list(value)
     raise BlueprintError(f"{where}: predecessors/successors must be node ids")
+
+
+def run_graph(
+    bp: Blueprint, state: Mapping[str, Any], dynamic_keys: Iterable[str] | None = None
+) -> RunGraph:
+    """The run's graph: the blueprint plus the dynamic nodes recorded in its context
+    (`_dynamic.<node key>` fields), in memory and distributed alike.
+
+    Producers' specs are applied in an order where every node they link to exists (a batch
+    continuation links to the workers of the chunk before it).
+    """
+    graph = RunGraph(CompiledGraph.from_blueprint(bp))
+    if dynamic_keys is None:
+        dynamic_keys = [k for k in state if k.startswith(DYNAMIC_PREFIX)]
+    pending = [state[k] for k in dynamic_keys]
+    while pending:
+        ready = [spec for spec in pending if _links_exist(graph, spec)]
+        if not ready:
+            raise BlueprintError("the run's dynamic nodes link to nodes that do not exist")
+        for spec in ready:
+            graph.add_dynamic(spec["producer"], spec["nodes"], spec.get("output"))
+        pending = [spec for spec in pending if spec not in ready]
+    return graph
+
+
+def _links_exist(graph: RunGraph, spec: Mapping[str, Any]) -> bool:
+    """Whether every node a dynamic spec links to (other than its own nodes) exists."""
+    output = spec.get("output")
+    gather = output.get("gatherNodeId") if isinstance(output, Mapping) else None
+    default_succ = [gather] if isinstance(gather, str) else []
+    own = {n.get("id") for n in spec["nodes"]}
+    needed = {spec["producer"]}
+    for node in spec["nodes"]:
+        for key, default in (("predecessors", [spec["producer"]]), ("successors", default_succ)):
+            ids = node.get(key, default)
+            needed.update([ids] if isinstance(ids, str) else ids)
+    return all(graph.has_node(n) for n in needed - own)

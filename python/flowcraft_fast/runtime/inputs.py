@@ -15,15 +15,19 @@ def start_input_key(node_id: str) -> str:
     return f"_inputs.{node_id}"
 
 
-def resolve_input(node: NodeDefinition, context: Mapping[str, Any], edge_value: Any) -> Any:
+def resolve_input(
+    node: NodeDefinition, context: Mapping[str, Any], edge_value: Any, transformed: bool = False
+) -> Any:
     """The input handed to `node`.
 
-    Without `inputs`, it is `edge_value` (see `joins.join_input`; for a start node, the context
-    key `_inputs.<id>`). With `inputs`, a string names a source and a mapping resolves each of
-    its fields the same way (see `resolve_source`).
+    Without `inputs`, it is `edge_value` (the join's value, see `ledger`; for a start node, the
+    context key `_inputs.<id>`). With `inputs`, a string names a source and a mapping resolves
+    each of its fields the same way (see `resolve_source`), unless an incoming edge of the node
+    has a transform (`transformed`): then, as in Flowcraft, the edges' value is the input (the
+    transform having been applied to what `inputs` names, see `routing`).
     """
     spec = node.inputs
-    if spec is None:
+    if spec is None or transformed:
         return edge_value
     if isinstance(spec, str):
         return resolve_source(spec, context)

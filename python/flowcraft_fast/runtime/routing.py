@@ -5,10 +5,14 @@
 2. An evaluated edge is taken when it has no condition or its condition is truthy. A condition
    sees the context plus `result` (`result.output`, `result.action`).
 3. A taken edge carries the node's output to its target, or the edge's transform of it (a
-   transform sees `input` and `context`).
+   transform sees `input` and `context`). When the target declares `inputs` as a string naming
+   another node, the transform applies to that node's output instead (Flowcraft's rule).
 4. A target reached only by edges that were not taken gets a "skipped" arrival (dead-path
    elimination), except out of a loop controller that continues: its exit edges stay pending
-   until the loop breaks.
+   until the loop ends.
+5. A loop controller's conditional exit edges (a condition, and an action other than
+   `continue`) are evaluated first, on every iteration: when one holds, only the exit edges
+   that hold are taken and the loop ends, whatever the controller's action.
 
 A fallback node inherits the outgoing edges of the node it stands in for: pass that node's id in
 `inherit_from`; those edges are routed as if the failed node had finished with the fallback's
@@ -24,6 +28,7 @@ from typing import Any
 from ..blueprint import EdgeDefinition
 from ..expressions import Expression, truthy
 from .graph import CONTINUE, RunGraph
+from .inputs import resolve_source
 
 Evaluate = Callable[[Expression, Mapping[str, Any]], Any]
 """How an expression is evaluated: the built-in language, or a user `evaluator`."""
@@ -56,6 +61,8 @@ class RoutingDecision:
     """(source, target) pairs where the target is reached from that source only by untaken
     edges: each is a "skipped" arrival at the target."""
     evaluations: tuple[EdgeEvaluation, ...]
+    continues: bool = False
+    """A loop controller starts its body's next iteration (its `continue` edges were taken)."""
 
 
 def route(
@@ -72,25 +79,37 @@ def route(
     taken: list[TakenEdge] = []
     skipped: list[tuple[str, str]] = []
     evaluations: list[EdgeEvaluation] = []
+    held: dict[int, bool] = {}
     result_scope: _ConditionScope | None = None
 
     def condition_holds(edge: EdgeDefinition) -> bool:
         nonlocal result_scope
         if edge.condition is None:
             return True
+        known = held.get(id(edge))
+        if known is not None:
+            return known
         if result_scope is None:
             result_scope = _ConditionScope({"output": output, "action": action}, context)
         ok = truthy(evaluate(edge.condition, result_scope))
+        held[id(edge)] = ok
         evaluations.append(EdgeEvaluation(edge, ok))
         return ok
 
-    defer_skips = action == CONTINUE and graph.is_loop_controller(node_id)
+    early_exit: list[EdgeDefinition] = []
+    if graph.is_loop_controller(node_id):
+        early_exit = [
+            e
+            for e in graph.outgoing(node_id)
+            if e.condition is not None and e.action != CONTINUE and condition_holds(e)
+        ]
+    continues = action == CONTINUE and not early_exit and graph.is_loop_controller(node_id)
     for source in (node_id, *inherit_from):
         edges = graph.outgoing(source)
         if not edges:
             continue
-        chosen: list[EdgeDefinition] = []
-        if action is not None:
+        chosen: list[EdgeDefinition] = early_exit if source == node_id else []
+        if not chosen and action is not None:
             chosen = [e for e in edges if e.action == action and condition_holds(e)]
         if not chosen:
             chosen = [e for e in edges if e.action is None and condition_holds(e)]
@@ -101,15 +120,27 @@ def route(
             reached[edge.target] = None
             value = output
             if edge.transform is not None:
-                value = evaluate(edge.transform, {"input": output, "context": context})
+                base = _transform_base(graph, edge, output, context)
+                value = evaluate(edge.transform, {"input": base, "context": context})
             taken.append(TakenEdge(source, edge.target, value))
-        if defer_skips:
+        if continues:
             continue
         for edge in edges:
             if edge.target not in reached:
                 reached[edge.target] = None
                 skipped.append((source, edge.target))
-    return RoutingDecision(tuple(taken), tuple(skipped), tuple(evaluations))
+    return RoutingDecision(tuple(taken), tuple(skipped), tuple(evaluations), continues)
+
+
+def _transform_base(
+    graph: RunGraph, edge: EdgeDefinition, output: Any, context: Mapping[str, Any]
+) -> Any:
+    """What a transform sees as `input`: the source's output, or, when the target declares
+    `inputs` as a string naming another node, that node's output (Flowcraft's rule)."""
+    spec = graph.node(edge.target).inputs
+    if isinstance(spec, str) and spec != edge.source:
+        return resolve_source(spec, context)
+    return output
 
 
 class _ConditionScope(Mapping[str, Any]):

@@ -13,20 +13,18 @@ from typing import Any
 from ..blueprint import DEFAULT_LIMITS, Blueprint, BlueprintLimits, compile_checked, load_blueprint
 from ..errors import BlueprintError, FlowcraftError
 from ..expressions import Expression
-from .context import MemoryContext, check_json_value
+from .context import check_json_value
 from .events import EventEmitter
-from .executor import ExecutorServices, Sleep, check_result
-from .graph import LOOP_CONTROLLER, CompiledGraph, RunGraph
+from .executor import ExecutorServices, Sleep
+from .graph import LOOP_CONTROLLER, CompiledGraph, RunGraph, run_graph
+from .ledger import MemoryLedger
 from .retry import RandomSource
 from .routing import Evaluate, builtin_evaluate
 from .scheduler import RunScheduler
-from .state import AWAITING_KEY, STATE_KEY, RunState
-from .types import NodeResult, RunStatus, WorkflowError, WorkflowResult
+from .types import RunStatus, WorkflowError, WorkflowResult
+from .vocabulary import AWAITING_KEY, BOOKKEEPING_PREFIXES, LEDGER_KEY
 
 _DEFAULT_LOGGER = logging.getLogger("flowcraft_fast")
-
-INTERNAL_KEY_PREFIXES: tuple[str, ...] = ("_batch.", "_subflowState.")
-"""Bookkeeping keys removed from the context of a run that did not end awaiting."""
 
 
 class ResumeError(FlowcraftError):
@@ -165,13 +163,13 @@ class FlowRuntime:
             data[str(key)] = value
         run_id = run_id or uuid.uuid4().hex
         graph = RunGraph(CompiledGraph.from_blueprint(bp))
-        state = RunState()
+        ledger = MemoryLedger()
         events = EventEmitter(self.options.event_bus, run_id, bp.id, self.options.logger)
         await events.emit("workflow:start")
-        scheduler = self._scheduler(graph, state, data, run_id, events, concurrency, cancel)
+        scheduler = self._scheduler(graph, ledger, data, run_id, events, concurrency, cancel)
         scheduler.seed_start_nodes()
         status = await scheduler.drive()
-        return await self._finish(status, graph, state, data, scheduler.errors, run_id, events)
+        return await self._finish(status, graph, ledger, data, scheduler.errors, run_id, events)
 
     async def resume(
         self,
@@ -192,59 +190,38 @@ class FlowRuntime:
             data = dict(serialized_context)
         if not isinstance(data, dict):
             raise ResumeError("Cannot resume: the serialized context is not a JSON object")
-        raw_state = data.pop(STATE_KEY, None)
-        awaiting = data.pop(AWAITING_KEY, None) or []
-        if not awaiting or not isinstance(raw_state, dict):
+        raw_ledger = data.pop(LEDGER_KEY, None)
+        data.pop(AWAITING_KEY, None)
+        if not isinstance(raw_ledger, dict):
             raise ResumeError("Cannot resume: the provided context is not in an awaiting state")
-        target = node_id if node_id is not None else awaiting[0]
-        if target not in awaiting:
-            raise ResumeError(f"Cannot resume: node '{target}' is not in an awaiting state")
-        if raw_state.get("blueprintId") not in (None, bp.id):
+        if raw_ledger.get("blueprintId") not in (None, bp.id):
             raise ResumeError(
-                f"Cannot resume: the context belongs to blueprint '{raw_state['blueprintId']}', "
+                f"Cannot resume: the context belongs to blueprint '{raw_ledger['blueprintId']}', "
                 f"not '{bp.id}'"
             )
-        state = RunState.from_json(raw_state, awaiting)
-        graph = RunGraph(CompiledGraph.from_blueprint(bp))
-        graph.restore_dynamic(raw_state.get("dynamic", ()))
-        run_id = str(raw_state.get("runId") or uuid.uuid4().hex)
+        try:
+            ledger = MemoryLedger.from_json(raw_ledger)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ResumeError(f"Cannot resume: {exc}") from None
+        if not ledger.awaiting:
+            raise ResumeError("Cannot resume: the provided context is not in an awaiting state")
+        target = node_id if node_id is not None else next(iter(ledger.awaiting.values()))
+        key = next((k for k, n in ledger.awaiting.items() if n == target), None)
+        if key is None:
+            raise ResumeError(f"Cannot resume: node '{target}' is not in an awaiting state")
+        graph = run_graph(bp, data)
+        run_id = str(raw_ledger.get("runId") or uuid.uuid4().hex)
         events = EventEmitter(self.options.event_bus, run_id, bp.id, self.options.logger)
         await events.emit("workflow:resume", nodeId=target)
-        scheduler = self._scheduler(graph, state, data, run_id, events, concurrency, cancel)
-        resume = dict(resume_data or {})
-        try:
-            result = await self._resumed_result(graph, target, data, resume)
-        except Exception as exc:
-            scheduler.errors.append(WorkflowError.from_exception(target, exc))
-            return await self._finish(
-                "failed", graph, state, data, scheduler.errors, run_id, events
-            )
-        if result.awaiting:
-            status: RunStatus = "awaiting"
-        else:
-            await scheduler.complete_externally(target, result)
-            status = await scheduler.drive()
-        return await self._finish(status, graph, state, data, scheduler.errors, run_id, events)
-
-    async def _resumed_result(
-        self, graph: RunGraph, node_id: str, data: dict[str, Any], resume: dict[str, Any]
-    ) -> NodeResult:
-        from ..nodes.subflow import SUBFLOW_STATE_PREFIX, resume_subflow
-
-        node = graph.node(node_id)
-        if f"{SUBFLOW_STATE_PREFIX}{node_id}" in data:
-            return await resume_subflow(self, node, data, resume)
-        action = resume.get("action")
-        if action is not None and not isinstance(action, str):
-            raise TypeError(f"resume action must be a string, not {action!r}")
-        result = NodeResult(output=resume.get("output"), action=action)
-        check_result(node_id, result)
-        return result
+        scheduler = self._scheduler(graph, ledger, data, run_id, events, concurrency, cancel)
+        scheduler.resume_at(key, dict(resume_data or {}))
+        status = await scheduler.drive()
+        return await self._finish(status, graph, ledger, data, scheduler.errors, run_id, events)
 
     def _scheduler(
         self,
         graph: RunGraph,
-        state: RunState,
+        ledger: MemoryLedger,
         data: dict[str, Any],
         run_id: str,
         events: EventEmitter,
@@ -252,14 +229,12 @@ class FlowRuntime:
         cancel: asyncio.Event | None,
     ) -> RunScheduler:
         return RunScheduler(
-            services=self.options.executor,
+            options=self.options,
             events=events,
             graph=graph,
-            state=state,
-            context=MemoryContext(data),
-            dependencies=self.options.dependencies,
+            ledger=ledger,
+            data=data,
             run_id=run_id,
-            evaluate=self.options.evaluate,
             concurrency=concurrency,
             cancel=cancel,
             logger=self.options.logger,
@@ -269,7 +244,7 @@ class FlowRuntime:
         self,
         status: RunStatus,
         graph: RunGraph,
-        state: RunState,
+        ledger: MemoryLedger,
         data: dict[str, Any],
         errors: list[WorkflowError],
         run_id: str,
@@ -277,21 +252,16 @@ class FlowRuntime:
     ) -> WorkflowResult:
         if status == "awaiting":
             context = dict(data)
-            context[AWAITING_KEY] = list(state.awaiting)
+            context[AWAITING_KEY] = list(dict.fromkeys(ledger.awaiting.values()))
             full = dict(context)
-            full[STATE_KEY] = {
-                **state.to_json(),
+            full[LEDGER_KEY] = {
+                **ledger.to_json(),
                 "runId": run_id,
                 "blueprintId": graph.blueprint.id,
-                "dynamic": graph.dynamic_specs,
             }
             serialized = _dumps(full, self.options.logger)
         else:
-            context = {
-                k: v
-                for k, v in data.items()
-                if k != STATE_KEY and k != AWAITING_KEY and not k.startswith(INTERNAL_KEY_PREFIXES)
-            }
+            context = {k: v for k, v in data.items() if not k.startswith(BOOKKEEPING_PREFIXES)}
             serialized = _dumps(context, self.options.logger)
         await events.emit("workflow:finish", status=status, errors=[e.to_json() for e in errors])
         return WorkflowResult(

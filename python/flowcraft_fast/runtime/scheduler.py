@@ -1,9 +1,10 @@
-"""The in-memory scheduler of one run: a sliding window over a ready queue.
+"""The in-memory loop of one run: a sliding window over a ready queue of activations.
 
-It is a thin applier of the decisions made elsewhere: `executor.execute_node` runs a node,
-`routing.route` picks its edges, `state.apply_arrivals` decides joins and dead paths. At most
-`concurrency` node tasks are in flight; a new node starts as soon as one finishes. Nothing
-recurses, so chains and fan-outs of any size run in constant stack depth.
+It only moves activations: `step.step` decides what one activation does, `ledger.MemoryLedger`
+(the same rule as `commit.lua`) decides which activations a commit fires. At most
+`concurrency` node tasks are in flight; a new one starts as soon as one finishes. Skip tokens
+run no user code and are stepped inline. Nothing recurses, so chains and fan-outs of any size
+run in constant stack depth.
 """
 
 from __future__ import annotations
@@ -12,31 +13,23 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from ..blueprint import thaw
 from ..errors import FlowcraftError
-from .context import MemoryContext
+from .buffered import BufferedContext
 from .events import EventEmitter
-from .executor import ExecutorServices, NodeOutcome, execute_node
-from .graph import CONTINUE, RunGraph
-from .inputs import resolve_input, start_input_key
-from .routing import Evaluate, route
-from .state import Arrival, RunState, apply_arrivals, reset_loop
-from .types import NodeContext, NodeResult, RunStatus, WorkflowError
+from .graph import RunGraph
+from .ledger import SKIPPED, MemoryLedger
+from .step import Activation, Failed, Finished, Outcome, Parked, Retry, step
+from .types import RunStatus, WorkflowError
+from .vocabulary import split_node_key
 
-_UNSET: Any = object()
+if TYPE_CHECKING:
+    from .runtime import RuntimeOptions
 
 
-@dataclass(frozen=True, slots=True)
-class _Job:
-    node_id: str
-    edge_value: Any
-    iteration: int
-    stands_in_for: tuple[str, ...] = ()
-    """For a fallback: the failed node(s) whose outgoing edges it inherits."""
-    prior_errors: tuple[WorkflowError, ...] = ()
+class RunStalled(FlowcraftError):
+    """Activations were created that never ran: an engine defect, never a silent success."""
 
 
 class RunScheduler:
@@ -45,53 +38,50 @@ class RunScheduler:
     def __init__(
         self,
         *,
-        services: ExecutorServices,
+        options: RuntimeOptions,
         events: EventEmitter,
         graph: RunGraph,
-        state: RunState,
-        context: MemoryContext,
-        dependencies: Mapping[str, Any],
+        ledger: MemoryLedger,
+        data: dict[str, Any],
         run_id: str,
-        evaluate: Evaluate,
         concurrency: int | None = None,
         cancel: asyncio.Event | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"concurrency must be >= 1 (or None for no limit), got {concurrency}")
-        self.services = services
+        self.options = options
         self.events = events
         self.graph = graph
-        self.state = state
-        self.context = context
-        self.dependencies = dependencies
+        self.ledger = ledger
+        self.data = data
         self.run_id = run_id
-        self.evaluate = evaluate
         self.concurrency = concurrency
         self.cancel = cancel
-        self.logger = logger or services.logger
+        self.logger = logger or options.logger
         self.errors: list[WorkflowError] = []
         self.stopped: Literal["failed", "cancelled"] | None = None
         self.run_cancelled = asyncio.Event()
         """Handed to every node as `ctx.cancelled`; set when the run fails or is cancelled."""
-        self._ready: deque[_Job] = deque()
-        self._in_flight: dict[asyncio.Task[tuple[NodeOutcome, Any]], _Job] = {}
-        self._done: asyncio.Queue[asyncio.Task[tuple[NodeOutcome, Any]] | None] = asyncio.Queue()
+        self._ready: deque[Activation] = deque()
+        self._in_flight: dict[asyncio.Task[Outcome], tuple[Activation, BufferedContext]] = {}
+        self._done: asyncio.Queue[asyncio.Task[Outcome] | None] = asyncio.Queue()
         self.max_in_flight = 0
         """Largest number of node tasks seen in flight at once (for tests and metrics)."""
 
     # ------------------------------------------------------------------ seeding
 
     def seed_start_nodes(self) -> None:
-        for node_id in self.graph.static.start_nodes:
-            self.state.started.add(node_id)
-            value = self.context.data.get(start_input_key(node_id))
-            self._ready.append(_Job(node_id, value, self.state.iteration(node_id)))
+        activations = [Activation(node_id, ()) for node_id in self.graph.static.start_nodes]
+        self.ledger.start(a.key for a in activations)
+        self._ready.extend(activations)
 
-    async def complete_externally(self, node_id: str, result: NodeResult) -> None:
-        """Finish an awaiting node with a result supplied from outside (resume)."""
-        self.state.awaiting.remove(node_id)
-        await self._finish(node_id, result, ())
+    def resume_at(self, key: str, resume: Mapping[str, Any]) -> None:
+        """Run the parked activation `key` again with a result given from outside."""
+        text, node_id = split_node_key(key)
+        iteration = self.graph.parse_iteration(node_id, text)
+        self.ledger.unpark(key)
+        self._ready.append(Activation(node_id, iteration, resumed=resume))
 
     # ------------------------------------------------------------------ the loop
 
@@ -99,34 +89,85 @@ class RunScheduler:
         watcher = asyncio.create_task(self._watch_cancel()) if self.cancel is not None else None
         try:
             while self.stopped is None:
-                self._fill_window()
+                await self._fill_window()
                 if not self._in_flight:
                     break
                 task = await self._done.get()
                 if task is None:  # the caller's cancel event fired
                     self._stop("cancelled")
                     break
-                job = self._in_flight.pop(task, None)
-                if job is None or task.cancelled():
+                entry = self._in_flight.pop(task, None)
+                if entry is None or task.cancelled():
                     continue
-                outcome, node_input = task.result()
-                await self._handle(job, outcome, node_input)
+                act, context = entry
+                try:
+                    outcome = task.result()
+                except Exception as exc:  # a defect below the step: fail the run, loudly
+                    self.logger.exception("stepping node %r failed", act.node_id)
+                    outcome = Failed([WorkflowError.from_exception(act.node_id, exc)])
+                self._apply(act, context, outcome)
         finally:
             if watcher is not None:
                 watcher.cancel()
             await self._stop_in_flight()
         if self.stopped is not None:
             return self.stopped
-        return "awaiting" if self.state.awaiting else "completed"
+        if self.ledger.awaiting:
+            return "awaiting"
+        never_ran = self.ledger.fired - self.ledger.done
+        if never_ran:  # the ledger and the loop disagree: say so, never report success
+            self.errors.append(
+                WorkflowError.from_exception(
+                    None,
+                    RunStalled(
+                        f"activations {sorted(never_ran)} were created but never ran "
+                        "(an engine defect; please report it)"
+                    ),
+                )
+            )
+            return "stalled"
+        return "completed"
 
-    def _fill_window(self) -> None:
+    async def _fill_window(self) -> None:
         limit = self.concurrency
-        while self._ready and (limit is None or len(self._in_flight) < limit):
-            job = self._ready.popleft()
-            task = asyncio.create_task(self._run_job(job), name=f"flowcraft:{job.node_id}")
-            self._in_flight[task] = job
+        ready = self._ready
+        while ready and self.stopped is None and (limit is None or len(self._in_flight) < limit):
+            act = ready.popleft()
+            context = BufferedContext(self.data)
+            if act.edge_value is SKIPPED:  # no user code: step it here
+                self._apply(act, context, await self._step(act, context))
+                continue
+            task = asyncio.create_task(self._step(act, context), name=f"flowcraft:{act.node_id}")
+            self._in_flight[task] = (act, context)
             task.add_done_callback(self._done.put_nowait)
         self.max_in_flight = max(self.max_in_flight, len(self._in_flight))
+
+    def _step(self, act: Activation, context: BufferedContext) -> Any:
+        return step(
+            self.options,
+            self.graph,
+            act,
+            context,
+            self.events,
+            run_id=self.run_id,
+            cancelled=self.run_cancelled,
+        )
+
+    def _apply(self, act: Activation, context: BufferedContext, outcome: Outcome) -> None:
+        if isinstance(outcome, Finished):
+            context.apply_to(self.data)
+            committed = self.ledger.commit(act.key, outcome.arrivals)
+            for fired in committed.fired:
+                arrival = fired.arrival
+                self._ready.append(Activation(arrival.target, arrival.iteration, fired.input))
+        elif isinstance(outcome, Parked):
+            context.apply_to(self.data)  # e.g. a subflow's awaiting child
+            self.ledger.park(act.key, act.node_id)
+        elif isinstance(outcome, Failed):
+            self.errors.extend(outcome.errors)
+            self._stop("failed")
+        elif isinstance(outcome, Retry):  # pragma: no cover - attempts run in process here
+            raise AssertionError("the in-memory loop runs every attempt in process")
 
     async def _watch_cancel(self) -> None:
         assert self.cancel is not None
@@ -147,92 +188,3 @@ class RunScheduler:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._in_flight.clear()
-
-    # ------------------------------------------------------------------ one node
-
-    async def _run_job(self, job: _Job) -> tuple[NodeOutcome, Any]:
-        node = self.graph.node(job.node_id)
-        data = self.context.data
-        node_input = resolve_input(node, data, job.edge_value)
-        if node_input is not None:
-            data[start_input_key(node.id)] = node_input  # Flowcraft's `_inputs.<id>`
-        ctx = NodeContext(
-            context=self.context,
-            input=node_input,
-            params=thaw(node.params),
-            dependencies=self.dependencies,
-            run_id=self.run_id,
-            node_id=node.id,
-            cancelled=self.run_cancelled,
-            blueprint_id=self.graph.blueprint.id,
-            iteration=job.iteration,
-        )
-        return await execute_node(self.services, self.events, node, ctx), node_input
-
-    async def _handle(self, job: _Job, outcome: NodeOutcome, node_input: Any) -> None:
-        node_id = job.node_id
-        if self.state.iteration(node_id) != job.iteration:
-            self.logger.debug("dropping stale result of %r (loop moved on)", node_id)
-            return
-        if outcome.result is not None:
-            if outcome.result.awaiting:
-                self.state.awaiting.append(node_id)
-                return
-            await self._finish(node_id, outcome.result, job.stands_in_for)
-            return
-        assert outcome.error is not None
-        node = self.graph.node(node_id)
-        fallback = node.config.fallback
-        chain = (*job.stands_in_for, node_id)
-        if fallback is not None and fallback not in chain and self.graph.has_node(fallback):
-            await self.events.emit("node:fallback", nodeId=node_id, fallback=fallback)
-            self.state.started.add(fallback)
-            self._ready.append(
-                _Job(
-                    fallback,
-                    node_input,
-                    self.state.iteration(fallback),
-                    stands_in_for=chain,
-                    prior_errors=(*job.prior_errors, outcome.error),
-                )
-            )
-            return
-        self.errors.extend((*job.prior_errors, outcome.error))
-        self._stop("failed")
-
-    async def _finish(self, node_id: str, result: NodeResult, owners: tuple[str, ...]) -> None:
-        data = self.context.data
-        output = result.output
-        for finished_id in (node_id, *owners):
-            self.state.finished.add(finished_id)
-            data[f"_outputs.{finished_id}"] = output
-            data[finished_id] = output
-        try:
-            if result.dynamic_nodes:
-                self.graph.add_dynamic(node_id, result.dynamic_nodes, output)
-        except FlowcraftError as exc:
-            self.errors.append(WorkflowError.from_exception(node_id, exc))
-            self._stop("failed")
-            return
-        if result.action == CONTINUE and self.graph.is_loop_controller(node_id):
-            reset_loop(self.graph, self.state, node_id)
-        decision = route(
-            self.graph, node_id, output, result.action, data, self.evaluate, inherit_from=owners
-        )
-        if self.events.enabled:
-            for ev in decision.evaluations:
-                await self.events.emit(
-                    "edge:evaluate",
-                    source=ev.edge.source,
-                    target=ev.edge.target,
-                    condition=ev.edge.condition.source if ev.edge.condition else None,
-                    result=ev.result,
-                )
-        arrivals = [Arrival(t.source, t.target, t.value) for t in decision.taken]
-        arrivals.extend(Arrival(s, t, skipped=True) for s, t in decision.skipped)
-        progress = apply_arrivals(self.graph, self.state, arrivals)
-        for target, value in progress.fire:
-            self._ready.append(_Job(target, value, self.state.iteration(target)))
-        if self.events.enabled:
-            for skipped in progress.skipped:
-                await self.events.emit("node:skipped", nodeId=skipped)

@@ -1,11 +1,8 @@
-"""The context a distributed node sees: the run's state as claimed, plus its own writes.
+"""The context a node sees: the run's state, plus its own writes, buffered.
 
-Nothing reaches Redis while the node runs; its writes are committed with its output, in the
-same atomic step, or not at all (a node whose job is re-delivered leaves no partial writes).
-
-The claimed state arrives as JSON text per field and is decoded only when a field is read, once
-per node: a node that reads two fields of a wide run's state decodes two, and no two nodes share
-a decoded (mutable) value.
+Nothing reaches the run's state while a node runs; its writes are committed with its output, in
+the same step (over Redis: the same atomic script), or not at all: a failed attempt, a
+re-delivered job or a failed node leave no partial writes, in memory and distributed alike.
 """
 
 from __future__ import annotations
@@ -14,37 +11,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from .. import jsoncodec
-from ..runtime.context import PatchOp, check_json_value, normalise_op
+from .context import PatchOp, check_json_value, normalise_op
 
-_DELETED = object()
-
-
-class LazyState(Mapping[str, Any]):
-    """Run state fields (JSON text) decoded on first access."""
-
-    __slots__ = ("_decoded", "_raw")
-
-    def __init__(self, raw: Mapping[str, str]) -> None:
-        self._raw = raw
-        self._decoded: dict[str, Any] = {}
-
-    def __getitem__(self, key: str) -> Any:
-        try:
-            return self._decoded[key]
-        except KeyError:
-            pass
-        value = jsoncodec.loads(self._raw[key], what=f"context key {key!r}")
-        self._decoded[key] = value
-        return value
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._raw
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._raw)
-
-    def __len__(self) -> int:
-        return len(self._raw)
+_DELETED: Any = object()
 
 
 class _View(Mapping[str, Any]):
@@ -126,6 +95,24 @@ class BufferedContext:
     def view(self) -> Mapping[str, Any]:
         """The context as the node left it (for routing conditions and transforms)."""
         return self._view
+
+    def mark(self) -> dict[str, Any] | None:
+        """A point to roll back to (see `rollback`); cheap when nothing was written yet."""
+        return dict(self._writes) if self._writes else None
+
+    def rollback(self, mark: dict[str, Any] | None) -> None:
+        """Forget the writes made since `mark` (a failed attempt's)."""
+        self._writes.clear()
+        if mark:
+            self._writes.update(mark)
+
+    def apply_to(self, data: dict[str, Any]) -> None:
+        """Commit the writes to an in-memory run's context."""
+        for key, value in self._writes.items():
+            if value is _DELETED:
+                data.pop(key, None)
+            else:
+                data[key] = value
 
     def changes(self) -> tuple[list[tuple[str, str]], list[str]]:
         sets = [

@@ -1,0 +1,334 @@
+"""The step: one activation of a node to exactly one outcome, the same in both modes.
+
+The in-memory scheduler (`runtime.scheduler`) and the distributed worker (`distributed.worker`)
+both call `step`; they differ only in where the run's state lives and how activations travel
+(a Python queue, or BullMQ jobs committed by `commit.lua`). Everything a rule decides happens
+here or below:
+
+- a skip token (a dead path passing through) runs no user code and passes the skip on;
+- the node's input (`inputs.resolve_input`), its attempts (`executor.execute_node`);
+- a failed attempt that has attempts left: `Retry` (distributed; in memory the executor runs
+  every attempt in process);
+- a node that failed for good: its fallback, then the fallback's own fallback, and so on (a
+  chain never visits a node twice); each runs with its own `inputs`, else the input of the
+  node it stands in for, and the last one that succeeds finishes for the whole chain;
+- a `wait` node, or a subflow whose child awaits: `Parked`; resuming it (`Activation.resumed`)
+  finishes it with the given output and action, resuming the child first for a subflow;
+- a finished node: its outputs and dynamic nodes written to its buffered context, its routing
+  decision (`routing.route`) and the arrivals that decision makes at each successor's
+  activation (`graph.target_iteration`), for the ledger to decide (`ledger`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..blueprint import NodeDefinition, thaw
+from ..errors import FlowcraftError
+from .buffered import BufferedContext
+from .events import EventEmitter
+from .executor import check_result, execute_node
+from .graph import RunGraph
+from .inputs import resolve_input
+from .ledger import SKIPPED, Arrival
+from .retry import backoff_delay_ms, should_retry
+from .routing import RoutingDecision, route
+from .types import NodeContext, NodeResult, WorkflowError
+from .vocabulary import DYNAMIC_PREFIX, INPUTS_PREFIX, OUTPUTS_PREFIX, Iteration, node_key
+
+if TYPE_CHECKING:
+    from .runtime import RuntimeOptions
+
+
+class _FromContext:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "FROM_CONTEXT"
+
+
+FROM_CONTEXT: Any = _FromContext()
+"""A start activation's edge value: read `_inputs.<id>` from the context."""
+
+
+@dataclass(frozen=True, slots=True)
+class Activation:
+    """One activation of a node: what its incoming edges carried, and how it is run."""
+
+    node_id: str
+    iteration: Iteration
+    edge_value: Any = FROM_CONTEXT
+    """The join's value; `SKIPPED` for a skip token; `FROM_CONTEXT` for a start node."""
+    attempt: int = 1
+    """The first attempt to run (1-based)."""
+    resumed: Mapping[str, Any] | None = None
+    """`{"output": ..., "action": ...}` given to a parked node from outside."""
+
+    @property
+    def key(self) -> str:
+        return node_key(self.node_id, self.iteration)
+
+
+@dataclass(slots=True)
+class Finished:
+    """The activation finished: commit its writes and arrivals."""
+
+    node_id: str
+    """The node whose result this is (a fallback's id when one stood in)."""
+    owners: tuple[str, ...]
+    """The failed nodes a fallback stands in for, the activation's own node first."""
+    result: NodeResult | None
+    """None for a skip token."""
+    decision: RoutingDecision
+    arrivals: list[Arrival] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """The attempt failed and another follows after `delay_ms` (one attempt per job)."""
+
+    delay_ms: float
+    error: WorkflowError
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """The node waits (`wait`, or a subflow whose child awaits) until it is resumed."""
+
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The node failed for good (its fallbacks too): the run fails with these errors."""
+
+    errors: list[WorkflowError]
+
+
+Outcome = Finished | Retry | Parked | Failed
+
+
+async def step(
+    options: RuntimeOptions,
+    graph: RunGraph,
+    act: Activation,
+    context: BufferedContext,
+    events: EventEmitter,
+    *,
+    run_id: str,
+    cancelled: asyncio.Event,
+    attempts: Sequence[int] | None = None,
+) -> Outcome:
+    """Run `act` to one outcome. `attempts`: the attempt numbers to run here (None: every
+    attempt of the node, in process; the distributed worker runs one per job)."""
+    node_id = act.node_id
+    if act.edge_value is SKIPPED:  # a dead path passing through: no user code runs
+        await events.emit("node:skipped", nodeId=node_id)
+        targets = dict.fromkeys(e.target for e in graph.outgoing(node_id))
+        decision = RoutingDecision((), tuple((node_id, t) for t in targets), ())
+        return Finished(node_id, (), None, decision, _arrivals(graph, act.iteration, decision))
+    node = graph.node(node_id)
+    view = context.view()
+    edge_value = act.edge_value
+    if edge_value is FROM_CONTEXT:
+        edge_value = view.get(f"{INPUTS_PREFIX}{node_id}")
+    node_input = resolve_input(node, view, edge_value, node_id in graph.static.transformed_targets)
+    if act.resumed is not None:
+        try:
+            result = await _resumed_result(options, node, context, act.resumed)
+        except Exception as exc:
+            return Failed([WorkflowError.from_exception(node_id, exc)])
+        if result.awaiting:
+            return Parked(node_id)
+        return await _finish(options, graph, act, node_id, (), result, node_input, context, events)
+    ctx = _node_context(options, node, node_input, context, act, run_id, graph, cancelled)
+    numbers = attempts if attempts is not None else None
+    outcome = await execute_node(options.executor, events, node, ctx, attempts=numbers)
+    if outcome.result is not None:
+        if outcome.result.awaiting:
+            return Parked(node_id)
+        return await _finish(
+            options, graph, act, node_id, (), outcome.result, node_input, context, events
+        )
+    assert outcome.error is not None
+    if attempts is not None and should_retry(node.config, attempts[-1]):
+        delay = backoff_delay_ms(node.config, attempts[-1], options.executor.rng)
+        await events.emit(
+            "node:retry",
+            nodeId=node_id,
+            attempt=attempts[-1],
+            delayMs=delay,
+            error={"message": outcome.error.message, "type": outcome.error.type},
+        )
+        return Retry(delay, outcome.error)
+    return await _fall_back(
+        options, graph, act, node, node_input, outcome.error, context, events, run_id, cancelled
+    )
+
+
+async def _fall_back(
+    options: RuntimeOptions,
+    graph: RunGraph,
+    act: Activation,
+    node: NodeDefinition,
+    node_input: Any,
+    error: WorkflowError,
+    context: BufferedContext,
+    events: EventEmitter,
+    run_id: str,
+    cancelled: asyncio.Event,
+) -> Outcome:
+    """Run the failed node's fallback chain; the first fallback that succeeds finishes for the
+    chain, inheriting every failed node's outgoing edges."""
+    errors = [error]
+    chain: tuple[str, ...] = (node.id,)
+    failed, failed_input = node, node_input
+    while True:
+        fallback_id = failed.config.fallback
+        if fallback_id is None or fallback_id in chain or not graph.has_node(fallback_id):
+            return Failed(errors)
+        if cancelled.is_set():
+            return Failed(errors)
+        await events.emit("node:fallback", nodeId=failed.id, fallback=fallback_id)
+        context.rollback(None)  # the failed nodes leave no writes
+        fallback = graph.node(fallback_id)
+        fb_input = resolve_input(
+            fallback, context.view(), failed_input, fallback_id in graph.static.transformed_targets
+        )
+        ctx = _node_context(options, fallback, fb_input, context, act, run_id, graph, cancelled)
+        outcome = await execute_node(options.executor, events, fallback, ctx)
+        if outcome.result is not None:
+            if outcome.result.awaiting:
+                return Failed(
+                    [
+                        *errors,
+                        WorkflowError(fallback_id, "a fallback node cannot wait", "FlowcraftError"),
+                    ]
+                )
+            return await _finish(
+                options, graph, act, fallback_id, chain, outcome.result, fb_input, context, events
+            )
+        assert outcome.error is not None
+        errors.append(outcome.error)
+        chain = (*chain, fallback_id)
+        failed, failed_input = fallback, fb_input
+
+
+async def _finish(
+    options: RuntimeOptions,
+    graph: RunGraph,
+    act: Activation,
+    node_id: str,
+    owners: tuple[str, ...],
+    result: NodeResult,
+    node_input: Any,
+    context: BufferedContext,
+    events: EventEmitter,
+) -> Outcome:
+    """Write the node's outputs, route its result and make the arrivals."""
+    output = result.output
+    if result.dynamic_nodes:  # e.g. a batch's workers: every step of the run must see them
+        try:
+            graph.add_dynamic(node_id, result.dynamic_nodes, output)
+        except FlowcraftError as exc:
+            return Failed([WorkflowError.from_exception(node_id, exc)])
+        context.write(
+            f"{DYNAMIC_PREFIX}{act.key}",
+            {"producer": node_id, "nodes": list(result.dynamic_nodes), "output": output},
+        )
+    if node_input is not None:
+        context.write(f"{INPUTS_PREFIX}{node_id}", node_input)
+    for finished in (node_id, *owners):
+        context.write(f"{OUTPUTS_PREFIX}{finished}", output)
+        context.write(finished, output)
+    decision = route(
+        graph, node_id, output, result.action, context.view(), options.evaluate,
+        inherit_from=owners,
+    )  # fmt: skip
+    if events.enabled:
+        for ev in decision.evaluations:
+            await events.emit(
+                "edge:evaluate",
+                source=ev.edge.source,
+                target=ev.edge.target,
+                condition=ev.edge.condition.source if ev.edge.condition else None,
+                result=ev.result,
+            )
+    return Finished(node_id, owners, result, decision, _arrivals(graph, act.iteration, decision))
+
+
+def _arrivals(graph: RunGraph, iteration: Iteration, decision: RoutingDecision) -> list[Arrival]:
+    arrivals: list[Arrival] = []
+    continues = decision.continues
+    for taken in decision.taken:
+        it = graph.target_iteration(taken.source, iteration, continues, taken.target)
+        arrivals.append(
+            Arrival(
+                taken.target,
+                it,
+                taken.source,
+                taken.value,
+                graph.join_strategy(taken.target),
+                tuple(graph.join_predecessors(taken.target, it)),
+            )
+        )
+    for source, target in decision.skipped:
+        it = graph.target_iteration(source, iteration, continues, target)
+        arrivals.append(
+            Arrival(
+                target,
+                it,
+                source,
+                SKIPPED,
+                graph.join_strategy(target),
+                tuple(graph.join_predecessors(target, it)),
+            )
+        )
+    return arrivals
+
+
+def _node_context(
+    options: RuntimeOptions,
+    node: NodeDefinition,
+    node_input: Any,
+    context: BufferedContext,
+    act: Activation,
+    run_id: str,
+    graph: RunGraph,
+    cancelled: asyncio.Event,
+) -> NodeContext:
+    return NodeContext(
+        context=context,
+        input=node_input,
+        params=thaw(node.params),
+        dependencies=options.dependencies,
+        run_id=run_id,
+        node_id=node.id,
+        attempt=act.attempt,
+        cancelled=cancelled,
+        blueprint_id=graph.blueprint.id,
+        iteration=act.iteration[-1] if act.iteration else 0,
+    )
+
+
+async def _resumed_result(
+    options: RuntimeOptions,
+    node: NodeDefinition,
+    context: BufferedContext,
+    resume: Mapping[str, Any],
+) -> NodeResult:
+    """The result of a parked node resumed from outside: a subflow resumes its child run with
+    `resume`; any other node finishes with the given output and action."""
+    from ..nodes.subflow import child_awaits, resume_subflow
+
+    action = resume.get("action")
+    if action is not None and not isinstance(action, str):
+        raise TypeError(f"resume action must be a string, not {action!r}")
+    if child_awaits(node.id, context.view()):
+        return await resume_subflow(options, node, context, resume)
+    result = NodeResult(output=resume.get("output"), action=action)
+    check_result(node.id, result)
+    return result
