@@ -9,6 +9,7 @@ __all__ = [
     "RedisConnectionError",
     "StateStore",
     "__version__",
+    "script_source",
     "settle_at_exit",
     "state_key",
 ]
@@ -127,6 +128,10 @@ class Queue:
     async def publish_blueprints(self, items: list[tuple[str, str]]) -> None: ...
     async def get_blueprint(self, blueprint_id: str) -> str | None: ...
     async def counts(self) -> dict[str, int]: ...
+
+def script_source(name: str) -> str:
+    """The Lua source of a queue script exactly as Redis runs it (`lib.lua` prepended), or of
+    `"lib"` itself. KeyError for an unknown name."""
 
 def state_key(prefix: str, run_id: str) -> str: ...
 def settle_at_exit() -> None:

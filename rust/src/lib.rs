@@ -27,5 +27,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     conn::register(m)?;
     keys::register(m)?;
+    scripts::register(m)?;
     Ok(())
 }

@@ -2,8 +2,36 @@
 //! EVALSHA in pipelines, with the script loaded again when Redis answers NOSCRIPT (after a
 //! restart or SCRIPT FLUSH). A call that got NOSCRIPT did not run, so retrying it is safe.
 
+use pyo3::exceptions::PyKeyError;
+use pyo3::prelude::*;
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script, Value};
+
+/// What every script shares (the vocabulary, `now_ms`, `end_run`), prepended to each.
+const LIB: &str = include_str!("scripts/lib.lua");
+
+/// The source of a script as Redis runs it: `lib.lua` followed by the script.
+macro_rules! script_source {
+    ($file:literal) => {
+        concat!(
+            include_str!("scripts/lib.lua"),
+            include_str!(concat!("scripts/", $file, ".lua"))
+        )
+    };
+}
+
+/// (name, source) of every script, for `Scripts::new` and `script_source`.
+const SOURCES: [(&str, &str); 9] = [
+    ("claim", script_source!("claim")),
+    ("commit", script_source!("commit")),
+    ("retry", script_source!("retry")),
+    ("renew", script_source!("renew")),
+    ("stalled", script_source!("stalled")),
+    ("start", script_source!("start")),
+    ("cancel", script_source!("cancel")),
+    ("resume", script_source!("resume")),
+    ("reconcile", script_source!("reconcile")),
+];
 
 pub struct Scripts {
     pub claim: Script,
@@ -17,20 +45,40 @@ pub struct Scripts {
     pub reconcile: Script,
 }
 
+fn source(name: &str) -> Option<&'static str> {
+    if name == "lib" {
+        return Some(LIB);
+    }
+    SOURCES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
 impl Scripts {
     pub fn new() -> Self {
+        let script = |name: &str| Script::new(source(name).expect("a script of SOURCES"));
         Self {
-            claim: Script::new(include_str!("scripts/claim.lua")),
-            commit: Script::new(include_str!("scripts/commit.lua")),
-            retry: Script::new(include_str!("scripts/retry.lua")),
-            renew: Script::new(include_str!("scripts/renew.lua")),
-            stalled: Script::new(include_str!("scripts/stalled.lua")),
-            start: Script::new(include_str!("scripts/start.lua")),
-            cancel: Script::new(include_str!("scripts/cancel.lua")),
-            resume: Script::new(include_str!("scripts/resume.lua")),
-            reconcile: Script::new(include_str!("scripts/reconcile.lua")),
+            claim: script("claim"),
+            commit: script("commit"),
+            retry: script("retry"),
+            renew: script("renew"),
+            stalled: script("stalled"),
+            start: script("start"),
+            cancel: script("cancel"),
+            resume: script("resume"),
+            reconcile: script("reconcile"),
         }
     }
+}
+
+/// The Lua source of one queue script exactly as it is sent to Redis (`lib.lua` included), or
+/// of `lib` itself: tests run the scripts directly (the join rule's differential test).
+#[pyfunction]
+fn script_source(name: &str) -> PyResult<&'static str> {
+    source(name).ok_or_else(|| PyKeyError::new_err(format!("no script named {name:?}")))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(script_source, m)?)?;
+    Ok(())
 }
 
 /// One script call: its keys and arguments.

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from flowcraft_fast.blueprint import load_blueprint
 from flowcraft_fast.devserver import RedisServer
 from flowcraft_fast.distributed.client import FlowClient
 
-from .harness import CaseOutcome, check_case, load_cases
+from .harness import CaseOutcome, check_case, load_cases, run_case_in_memory
 from .redis_ledger import RedisLedger
 
 CASES = load_cases()
@@ -114,7 +115,50 @@ async def run_case_distributed(case: dict[str, Any], url: str) -> CaseOutcome:
     return outcome
 
 
+TIMING_DEPENDENT = {"cancel"}
+"""Cases whose partial context depends on when the cancellation lands: status and effects of
+the nodes that ran before it are compared, not the whole context."""
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("case", _params())
 async def test_case_distributed(case: dict[str, Any], workers: str) -> None:
-    check_case(case, await run_case_distributed(case, workers))
+    distributed = await run_case_distributed(case, workers)
+    check_case(case, distributed)
+    assert_same_outcome(case, await run_case_in_memory(case), distributed)
+
+
+def assert_same_outcome(
+    case: dict[str, Any], memory: CaseOutcome, distributed: CaseOutcome
+) -> None:
+    """One engine: beyond what the case expects, both modes must end with the same status,
+    the same context, the same errors and the same effects (per node execution counts)."""
+    if memory.raised is not None or distributed.raised is not None:
+        assert type(memory.raised) is type(distributed.raised)
+        return
+    pairs = [(memory.result, distributed.result, memory.effects, distributed.effects)]
+    if memory.resumed is not None or distributed.resumed is not None:
+        pairs.append(
+            (
+                memory.resumed,
+                distributed.resumed,
+                memory.resumed_effects,
+                distributed.resumed_effects,
+            )
+        )
+    for mem, dist, mem_effects, dist_effects in pairs:
+        assert mem is not None and dist is not None
+        assert mem.status == dist.status
+        errors = [(e.node_id, e.type, e.message) for e in mem.errors]
+        assert errors == [(e.node_id, e.type, e.message) for e in dist.errors]
+        if case["name"] in TIMING_DEPENDENT:
+            continue
+        assert mem_effects == dist_effects
+        assert _without_run_id(mem.context, mem.run_id) == _without_run_id(
+            dist.context, dist.run_id
+        )
+
+
+def _without_run_id(context: dict[str, Any], run_id: str) -> Any:
+    """The context with its run's id (which a subflow's child run id embeds) made neutral."""
+    return json.loads(json.dumps(context, sort_keys=True).replace(run_id, "<run>"))

@@ -432,3 +432,22 @@ async def test_resume_errors() -> None:
     assert resumed.status == "completed" and resumed.context["w"] == 3
     assert resumed.run_id == waiting.run_id
     assert "_awaitingNodeIds" not in resumed.context and "_flowcraft" not in resumed.context
+
+
+async def test_reference_cycles_are_refused_at_once() -> None:
+    """A value that contains itself never reaches the engine's JSON walk: a clear TypeError,
+    at once, for the initial context (and a failed node for outputs and context writes: the
+    cyclic_output and cyclic_context conformance cases)."""
+    from flowcraft_fast import jsoncodec
+
+    looped: dict[str, Any] = {"name": "loop"}
+    looped["self"] = [looped]
+    rt = FlowRuntime(registry=BASIC)
+    bp = blueprint("c", [{"id": "a", "uses": "const", "params": {"value": 1}}], [])
+    with pytest.raises(TypeError, match="reference cycle"):
+        await asyncio.wait_for(rt.run(bp, {"k": looped}), timeout=5)
+    with pytest.raises(TypeError, match="reference cycle"):
+        jsoncodec.dumps(looped, what="initial context key 'k'")
+    shared = [1, 2]
+    result = await rt.run(bp, {"k": {"a": shared, "b": shared}})  # shared, not cyclic: fine
+    assert result.status == "completed"

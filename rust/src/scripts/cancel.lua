@@ -11,13 +11,7 @@
 ]]
 local status = redis.call('HGET', KEYS[2], 'status')
 if not status then return 'missing' end
-if status ~= 'running' and status ~= 'awaiting' then return status end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[2], 'status', 'cancelled', 'endedAt', now)
-redis.call('SET', KEYS[4], ARGV[3])
-for i = 1, 4 do redis.call('EXPIRE', KEYS[i], tonumber(ARGV[2])) end
-redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('PUBLISH', KEYS[4], 'cancelled')
-redis.call('PUBLISH', ARGV[4], ARGV[1])
+if not is_live(status) then return status end
+end_run(KEYS[2], KEYS[4], {KEYS[1], KEYS[2], KEYS[3], KEYS[4]}, KEYS[5], ARGV[1], 'cancelled',
+        ARGV[3], tonumber(ARGV[2]), now_ms(), ARGV[4])
 return 'ok'

@@ -17,8 +17,7 @@
   The job hash, lock and the runs' keys are derived from the prefixes, as BullMQ's own scripts do;
   with a hash-tagged queue and run ids they share one cluster slot.
 ]]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local qp = ARGV[1]
 
 -- promote due delayed jobs
@@ -66,7 +65,7 @@ while n < max do
       redis.call('HINCRBY', jk, 'atm', 1)
     end
   elseif redis.call('HEXISTS', ARGV[6] .. data['runId'],
-                    'done:' .. tostring(data['iteration'] or 0) .. '|' .. data['nodeId']) == 1 then
+                    DONE .. tostring(data['iteration'] or 0) .. '|' .. data['nodeId']) == 1 then
     -- a copy of a job whose node already committed (re-delivery): settle it, run nothing
     redis.call('LREM', KEYS[2], 0, id)
     redis.call('ZADD', KEYS[8], now, id)
@@ -84,7 +83,7 @@ while n < max do
     if not runs[run_id] then
       local status = redis.call('HGET', ARGV[6] .. run_id, 'status') or ''
       local state = {}
-      if status == 'running' or status == 'awaiting' then
+      if is_live(status) then
         state = redis.call('HGETALL', ARGV[5] .. run_id)
       end
       runs[run_id] = true

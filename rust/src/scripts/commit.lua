@@ -19,13 +19,13 @@
   a later commit of the same node (re-delivery, duplicate job) only finishes its job.
   Joins: each arrival is one field "<target key>\31<pred>" of the run's joins hash, written with
   HSETNX (a set of arrivals, never a bare counter); counters move only when a field is new.
+  The join rule is also python/flowcraft_fast/runtime/ledger.py (MemoryLedger, in-memory runs);
+  tests/integration/test_ledger_differential.py proves the two decide alike.
   Returns {code, detail, fired}: code "ok", "dup", "terminal", "lost"; for "ok" the
   detail is the run's outstanding job count (or "failed"/"awaiting") and `fired` the node
   keys of the successor jobs enqueued, separated by \31.
 ]]
-local SKIP = '\1'
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local qp, job_id, token, node_key, mode, result = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local ttl, keep_done, keep_failed = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local run_id, status_payload, claim_follows = ARGV[10], ARGV[11], ARGV[12] == '1'
@@ -65,28 +65,24 @@ local function finish(failed, text)
   end
 end
 
-local function end_run(status, payload)
+local function end_this_run(status, payload, stops)
   if payload == '' then payload = '{"status":"' .. status .. '"}' end
-  redis.call('HSET', KEYS[10], 'status', status, 'endedAt', now)
-  redis.call('SET', KEYS[12], payload)
-  for i = 9, 12 do redis.call('EXPIRE', KEYS[i], ttl) end
-  redis.call('ZREM', KEYS[13], run_id)
-  redis.call('PUBLISH', KEYS[12], status)
+  end_run(KEYS[10], KEYS[12], {KEYS[9], KEYS[10], KEYS[11], KEYS[12]}, KEYS[13], run_id, status,
+          payload, ttl, now, stops)
 end
 
 local run_status = redis.call('HGET', KEYS[10], 'status')
-if run_status ~= 'running' and run_status ~= 'awaiting' then
+if not is_live(run_status) then
   finish(false, 'null')
   return {'terminal', run_status or ''}
 end
-if redis.call('HSETNX', KEYS[10], 'done:' .. node_key, job_id) == 0 then
+if redis.call('HSETNX', KEYS[10], DONE .. node_key, job_id) == 0 then
   finish(false, 'null')
   return {'dup', ''}
 end
 
 if mode == 'fail' then
-  end_run('failed', status_payload)
-  redis.call('PUBLISH', stops_channel, run_id)
+  end_this_run('failed', status_payload, stops_channel)
   finish(true, result)
   return {'ok', 'failed'}
 end
@@ -104,14 +100,14 @@ if n_dels > 0 then
   i = i + n_dels
 end
 local route = ARGV[i]; i = i + 1
-if route ~= '' then redis.call('HSET', KEYS[10], 'route:' .. node_key, route) end
+if route ~= '' then redis.call('HSET', KEYS[10], ROUTE .. node_key, route) end
 
 if mode == 'await' then
-  redis.call('HSET', KEYS[10], 'status', 'awaiting', 'await:' .. node_key, job_id)
+  redis.call('HSET', KEYS[10], 'status', AWAITING, AWAIT .. node_key, job_id)
   redis.call('HINCRBY', KEYS[10], 'awaiting', 1)
-  redis.call('HDEL', KEYS[10], 'done:' .. node_key)  -- the node finishes when it is resumed
+  redis.call('HDEL', KEYS[10], DONE .. node_key)  -- the node finishes when it is resumed
   redis.call('SET', KEYS[12], status_payload)
-  redis.call('PUBLISH', KEYS[12], 'awaiting')
+  redis.call('PUBLISH', KEYS[12], AWAITING)
   redis.call('ZADD', KEYS[13], now, run_id)
   finish(false, result)
   return {'ok', 'awaiting'}
@@ -131,25 +127,25 @@ for a = 1, n_arr do
   local fire, input = false, nil
   -- a join's predecessors can grow while the run goes (batch workers added on the way):
   -- decide against the largest set any arrival has known
-  local known = tonumber(redis.call('HGET', KEYS[10], 'np:' .. target) or '0')
+  local known = tonumber(redis.call('HGET', KEYS[10], JOIN_PREDS .. target) or '0')
   if n_listed == 1 and known <= 1 then
     -- one predecessor (most edges): no join to count. The arrival is still recorded (the
     -- reconciler rebuilds inputs from it) and `fired:` guards the one activation.
-    redis.call('HSET', KEYS[11], target .. '\31' .. pred, value)
-    if redis.call('HSETNX', KEYS[10], 'fired:' .. target, succ_id) == 1 then
+    redis.call('HSET', KEYS[11], target .. SEP .. pred, value)
+    if redis.call('HSETNX', KEYS[10], FIRED .. target, succ_id) == 1 then
       fire, input = true, value
     end
   else
     if n_preds > known then
-      redis.call('HSET', KEYS[10], 'np:' .. target, n_preds)
+      redis.call('HSET', KEYS[10], JOIN_PREDS .. target, n_preds)
     else
       n_preds = known
     end
-    if redis.call('HSETNX', KEYS[11], target .. '\31' .. pred, value) == 1 then
-      local arrived = redis.call('HINCRBY', KEYS[10], 'n:' .. target, 1)
-      local finished = tonumber(redis.call('HGET', KEYS[10], 'f:' .. target) or '0')
-      if value ~= SKIP then finished = redis.call('HINCRBY', KEYS[10], 'f:' .. target, 1) end
-      if redis.call('HEXISTS', KEYS[10], 'fired:' .. target) == 0 then
+    if redis.call('HSETNX', KEYS[11], target .. SEP .. pred, value) == 1 then
+      local arrived = redis.call('HINCRBY', KEYS[10], JOIN_ARRIVED .. target, 1)
+      local finished = tonumber(redis.call('HGET', KEYS[10], JOIN_FINISHED .. target) or '0')
+      if value ~= SKIP then finished = redis.call('HINCRBY', KEYS[10], JOIN_FINISHED .. target, 1) end
+      if redis.call('HEXISTS', KEYS[10], FIRED .. target) == 0 then
         if strategy == 'any' and value ~= SKIP then
           fire, input = true, value
         elseif arrived >= n_preds and (strategy == 'all' or finished == 0) then
@@ -161,7 +157,7 @@ for a = 1, n_arr do
           else
             local fields = {}
             for p = 0, n_listed - 1 do
-              fields[#fields + 1] = target .. '\31' .. ARGV[preds_at + p]
+              fields[#fields + 1] = target .. SEP .. ARGV[preds_at + p]
             end
             local values = redis.call('HMGET', KEYS[11], unpack(fields))
             local parts = {}
@@ -178,7 +174,7 @@ for a = 1, n_arr do
     end
   end
   if fire then
-    redis.call('HSET', KEYS[10], 'fired:' .. target, succ_id)  -- (already set on the fast path)
+    redis.call('HSET', KEYS[10], FIRED .. target, succ_id)  -- (already set on the fast path)
     -- `fci`: the input the edges carry; "\1" makes it a skip token (a dead path passing through)
     redis.call('HSET', KEYS[13 + a], 'name', 'executeNode', 'data', succ_data, 'opts', succ_opts,
                'timestamp', now, 'delay', 0, 'priority', 0, 'atm', 0, 'ats', 0, 'fci', input)
@@ -189,11 +185,11 @@ for a = 1, n_arr do
 end
 if pending > -1 and not claim_follows then redis.call('ZADD', KEYS[7], 0, '0') end
 
-local left = redis.call('HINCRBY', KEYS[10], 'pending', pending)
+local left = redis.call('HINCRBY', KEYS[10], PENDING, pending)
 if left <= 0 then
-  end_run('completed', status_payload)
+  end_this_run('completed', status_payload, nil)
 else
   redis.call('ZADD', KEYS[13], now, run_id)
 end
 finish(false, result)
-return {'ok', tostring(left), table.concat(fired_keys, '\31')}
+return {'ok', tostring(left), table.concat(fired_keys, SEP)}

@@ -15,9 +15,8 @@
   Returns the node keys enqueued.
 ]]
 local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'running' and status ~= 'awaiting' then return {} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if not is_live(status) then return {} end
+local now = now_ms()
 local out = {}
 local n = tonumber(ARGV[2])
 for c = 0, n - 1 do
@@ -25,9 +24,9 @@ for c = 0, n - 1 do
   local key, old, new, data, opts, rebuilt = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
                                              ARGV[a + 4], ARGV[a + 5]
   local old_hash, old_lock, new_hash = KEYS[6 + c * 3], KEYS[7 + c * 3], KEYS[8 + c * 3]
-  local settled = redis.call('HEXISTS', KEYS[1], 'done:' .. key) == 1
-                  or redis.call('HEXISTS', KEYS[1], 'await:' .. key) == 1
-                  or redis.call('HGET', KEYS[1], 'fired:' .. key) ~= old
+  local settled = redis.call('HEXISTS', KEYS[1], DONE .. key) == 1
+                  or redis.call('HEXISTS', KEYS[1], AWAIT .. key) == 1
+                  or redis.call('HGET', KEYS[1], FIRED .. key) ~= old
   local exists = redis.call('EXISTS', old_hash) == 1
   local live = exists and (redis.call('EXISTS', old_lock) == 1
                            or redis.call('ZSCORE', KEYS[4], old) ~= false
@@ -45,7 +44,7 @@ for c = 0, n - 1 do
     if fci ~= '' then redis.call('HSET', target_hash, 'fci', fci) end
     if fcr then redis.call('HSET', target_hash, 'fcr', fcr) end
     if fcw then redis.call('HSET', target_hash, 'fcw', fcw) end
-    redis.call('HSET', KEYS[1], 'fired:' .. key, target)
+    redis.call('HSET', KEYS[1], FIRED .. key, target)
     redis.call('LPUSH', KEYS[2], target)
     out[#out + 1] = key
   end

@@ -9,17 +9,16 @@
 ]]
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
-if status ~= 'awaiting' and status ~= 'running' then return 'not-awaiting' end
-if redis.call('HDEL', KEYS[1], 'await:' .. ARGV[2]) == 0 then return 'not-awaiting' end
+if not is_live(status) then return 'not-awaiting' end
+if redis.call('HDEL', KEYS[1], AWAIT .. ARGV[2]) == 0 then return 'not-awaiting' end
 if redis.call('HINCRBY', KEYS[1], 'awaiting', -1) <= 0 then
-  redis.call('HSET', KEYS[1], 'status', 'running')
+  redis.call('HSET', KEYS[1], 'status', RUNNING)
   redis.call('DEL', KEYS[2])
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 redis.call('HSET', KEYS[5], 'name', 'executeNode', 'data', ARGV[4], 'opts', ARGV[5],
            'timestamp', now, 'delay', 0, 'priority', 0, 'atm', 0, 'ats', 0, 'fcr', ARGV[6])
-redis.call('HSET', KEYS[1], 'fired:' .. ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[1], FIRED .. ARGV[2], ARGV[3])
 redis.call('LPUSH', KEYS[3], ARGV[3])
 redis.call('ZADD', KEYS[4], 0, '0')
 redis.call('ZADD', KEYS[6], now, ARGV[1])

@@ -10,8 +10,7 @@
   Returns "ok", or "lost" when the lease was lost (another worker owns the job now).
 ]]
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 'lost' end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local id, delay = ARGV[1], tonumber(ARGV[3])
 redis.call('DEL', KEYS[2])
 redis.call('LREM', KEYS[3], 0, id)  -- all entries: superseded claims of it too

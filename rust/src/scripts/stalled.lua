@@ -12,8 +12,7 @@
   Returns {requeued ids..., "|", failed ids...}.
 ]]
 if not redis.call('SET', KEYS[5], '1', 'NX', 'PX', ARGV[3]) then return {'|'} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local requeued, failed, seen = {}, {}, {}
 local ttl = tonumber(ARGV[8])
 for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, 999)) do
@@ -34,19 +33,13 @@ for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, 999)) do
         local run = data['runId']
         local meta, status_key = ARGV[4] .. run, ARGV[5] .. run
         local status = redis.call('HGET', meta, 'status')
-        if status == 'running' or status == 'awaiting' then
+        if is_live(status) then
           local node = tostring(data['nodeId'])
           local why = 'node ' .. node .. ' stalled ' .. stc .. ' times (the workers running it died)'
           local payload = cjson.encode({status = 'failed', reason = why,
             errors = {{nodeId = node, message = why, type = 'StalledJobError'}}})
-          redis.call('HSET', meta, 'status', 'failed', 'endedAt', now)
-          redis.call('SET', status_key, payload)
-          for _, k in ipairs({meta, status_key, ARGV[6] .. run, ARGV[7] .. run}) do
-            redis.call('EXPIRE', k, ttl)
-          end
-          redis.call('ZREM', KEYS[6], run)
-          redis.call('PUBLISH', status_key, 'failed')
-          redis.call('PUBLISH', ARGV[9], run)
+          end_run(meta, status_key, {meta, status_key, ARGV[6] .. run, ARGV[7] .. run}, KEYS[6],
+                  run, 'failed', payload, ttl, now, ARGV[9])
         end
       end
     else

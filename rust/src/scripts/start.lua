@@ -12,8 +12,7 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return 'exists' end
 local served = redis.call('HGET', KEYS[6], ARGV[2] .. '\31version')
 if not served then return 'unpublished' end
 if served ~= ARGV[3] then return 'stale' end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local run_id = ARGV[1]
 local i = 4
 local n_sets = tonumber(ARGV[i]); i = i + 1
@@ -22,13 +21,13 @@ if n_sets > 0 then
   i = i + 2 * n_sets
 end
 local n_jobs = tonumber(ARGV[i]); i = i + 1
-redis.call('HSET', KEYS[2], 'status', 'running', 'blueprintId', ARGV[2], 'blueprintVersion', ARGV[3],
-           'pending', n_jobs, 'startedAt', now)
+redis.call('HSET', KEYS[2], 'status', RUNNING, 'blueprintId', ARGV[2], 'blueprintVersion', ARGV[3],
+           PENDING, n_jobs, 'startedAt', now)
 redis.call('ZADD', KEYS[3], now, run_id)
 for j = 1, n_jobs do
   local id, key, data, opts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   i = i + 4
-  redis.call('HSET', KEYS[2], 'fired:' .. key, id)
+  redis.call('HSET', KEYS[2], FIRED .. key, id)
   redis.call('HSET', KEYS[6 + j], 'name', 'executeNode', 'data', data, 'opts', opts,
              'timestamp', now, 'delay', 0, 'priority', 0, 'atm', 0, 'ats', 0)
   redis.call('LPUSH', KEYS[4], id)

@@ -1,0 +1,33 @@
+--[[ lib: what every script shares; scripts.rs prepends it to each one.
+
+  The engine's vocabulary on the Lua side. Its Python twin is
+  python/flowcraft_fast/runtime/vocabulary.py (tests/unit/test_vocabulary.py checks they agree).
+]]
+local SKIP = '\1'          -- an arrival (and a job's input) meaning "skipped": a dead path
+local SEP = '\31'          -- a join arrival is the joins-hash field <target node key> SEP <pred>
+local DONE, FIRED, AWAIT, ROUTE = 'done:', 'fired:', 'await:', 'route:'
+local JOIN_PREDS, JOIN_ARRIVED, JOIN_FINISHED = 'np:', 'n:', 'f:'
+local PENDING = 'pending'
+local RUNNING, AWAITING = 'running', 'awaiting'
+
+-- Redis time in ms: never a worker's clock.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function is_live(status)
+  return status == RUNNING or status == AWAITING
+end
+
+-- End a run, once: its status and end time, the status payload clients read, the TTL of its
+-- keys (from now on, never while it runs), out of the active-runs index, and a message to
+-- whoever waits on it; when `stops` is a channel, workers running its nodes stop them.
+local function end_run(meta, status_key, keys, index, run_id, status, payload, ttl, now, stops)
+  redis.call('HSET', meta, 'status', status, 'endedAt', now)
+  redis.call('SET', status_key, payload)
+  for _, k in ipairs(keys) do redis.call('EXPIRE', k, ttl) end
+  redis.call('ZREM', index, run_id)
+  redis.call('PUBLISH', status_key, status)
+  if stops then redis.call('PUBLISH', stops, run_id) end
+end
