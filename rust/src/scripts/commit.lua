@@ -88,12 +88,7 @@ if mode == 'fail' then
 end
 
 -- context writes and the node's output
-local i = 14
-local n_sets = tonumber(ARGV[i]); i = i + 1
-if n_sets > 0 then
-  redis.call('HSET', KEYS[9], unpack(ARGV, i, i + 2 * n_sets - 1))
-  i = i + 2 * n_sets
-end
+local i = hset_pairs(KEYS[9], 14)
 local n_dels = tonumber(ARGV[i]); i = i + 1
 if n_dels > 0 then
   redis.call('HDEL', KEYS[9], unpack(ARGV, i, i + n_dels - 1))
@@ -176,8 +171,7 @@ for a = 1, n_arr do
   if fire then
     redis.call('HSET', KEYS[10], FIRED .. target, succ_id)  -- (already set on the fast path)
     -- `fci`: the input the edges carry; "\1" makes it a skip token (a dead path passing through)
-    redis.call('HSET', KEYS[13 + a], 'name', 'executeNode', 'data', succ_data, 'opts', succ_opts,
-               'timestamp', now, 'delay', 0, 'priority', 0, 'atm', 0, 'ats', 0, 'fci', input)
+    create_job(KEYS[13 + a], succ_data, succ_opts, now, 'fci', input)
     redis.call('LPUSH', KEYS[6], succ_id)
     fired_keys[#fired_keys + 1] = target
     pending = pending + 1

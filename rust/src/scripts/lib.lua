@@ -31,3 +31,19 @@ local function end_run(meta, status_key, keys, index, run_id, status, payload, t
   redis.call('PUBLISH', status_key, status)
   if stops then redis.call('PUBLISH', stops, run_id) end
 end
+
+-- Create a flowcraft job hash the way BullMQ's addJob does (name, data, opts, timestamps,
+-- counters); extra field/value pairs follow (`fci` the input its edges carried, `fcr` a resume
+-- payload).
+local function create_job(hash, data, opts, now, ...)
+  redis.call('HSET', hash, 'name', 'executeNode', 'data', data, 'opts', opts, 'timestamp', now,
+             'delay', 0, 'priority', 0, 'atm', 0, 'ats', 0, ...)
+end
+
+-- ARGV[i] is a count n followed by n field/value pairs: HSET them into `hash`; returns the
+-- index after them.
+local function hset_pairs(hash, i)
+  local n = tonumber(ARGV[i])
+  if n > 0 then redis.call('HSET', hash, unpack(ARGV, i + 1, i + 2 * n)) end
+  return i + 1 + 2 * n
+end

@@ -39,8 +39,7 @@ for c = 0, n - 1 do
       fci, fcr, fcw = f[1] or '', f[2], f[3]
       target, target_hash = new, new_hash
     end
-    redis.call('HSET', target_hash, 'name', 'executeNode', 'data', data, 'opts', opts,
-               'timestamp', now, 'delay', 0, 'priority', 0, 'atm', 0, 'ats', 0)
+    create_job(target_hash, data, opts, now)
     if fci ~= '' then redis.call('HSET', target_hash, 'fci', fci) end
     if fcr then redis.call('HSET', target_hash, 'fcr', fcr) end
     if fcw then redis.call('HSET', target_hash, 'fcw', fcw) end

@@ -16,8 +16,7 @@ if redis.call('HINCRBY', KEYS[1], 'awaiting', -1) <= 0 then
   redis.call('DEL', KEYS[2])
 end
 local now = now_ms()
-redis.call('HSET', KEYS[5], 'name', 'executeNode', 'data', ARGV[4], 'opts', ARGV[5],
-           'timestamp', now, 'delay', 0, 'priority', 0, 'atm', 0, 'ats', 0, 'fcr', ARGV[6])
+create_job(KEYS[5], ARGV[4], ARGV[5], now, 'fcr', ARGV[6])
 redis.call('HSET', KEYS[1], FIRED .. ARGV[2], ARGV[3])
 redis.call('LPUSH', KEYS[3], ARGV[3])
 redis.call('ZADD', KEYS[4], 0, '0')

@@ -14,12 +14,7 @@ if not served then return 'unpublished' end
 if served ~= ARGV[3] then return 'stale' end
 local now = now_ms()
 local run_id = ARGV[1]
-local i = 4
-local n_sets = tonumber(ARGV[i]); i = i + 1
-if n_sets > 0 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, i, i + 2 * n_sets - 1))
-  i = i + 2 * n_sets
-end
+local i = hset_pairs(KEYS[1], 4)
 local n_jobs = tonumber(ARGV[i]); i = i + 1
 redis.call('HSET', KEYS[2], 'status', RUNNING, 'blueprintId', ARGV[2], 'blueprintVersion', ARGV[3],
            PENDING, n_jobs, 'startedAt', now)
@@ -28,8 +23,7 @@ for j = 1, n_jobs do
   local id, key, data, opts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   i = i + 4
   redis.call('HSET', KEYS[2], FIRED .. key, id)
-  redis.call('HSET', KEYS[6 + j], 'name', 'executeNode', 'data', data, 'opts', opts,
-             'timestamp', now, 'delay', 0, 'priority', 0, 'atm', 0, 'ats', 0)
+  create_job(KEYS[6 + j], data, opts, now)
   redis.call('LPUSH', KEYS[4], id)
 end
 redis.call('ZADD', KEYS[5], 0, '0')
