@@ -115,9 +115,11 @@ async def run_case_distributed(case: dict[str, Any], url: str) -> CaseOutcome:
     return outcome
 
 
-TIMING_DEPENDENT = {"cancel"}
-"""Cases whose partial context depends on when the cancellation lands: status and effects of
-the nodes that ran before it are compared, not the whole context."""
+RACING = {"cancel": {"context", "effects"}, "failure_stops_run": {"effects"}}
+"""What depends on timing in these cases, and so is not compared between the modes: how far a
+run got before its cancellation landed; whether a parallel branch started before the failure
+of another was known (in memory a node that fails at once stops the run before its sibling
+starts; distributed both are claimed together)."""
 
 
 @pytest.mark.asyncio
@@ -151,12 +153,13 @@ def assert_same_outcome(
         assert mem.status == dist.status
         errors = [(e.node_id, e.type, e.message) for e in mem.errors]
         assert errors == [(e.node_id, e.type, e.message) for e in dist.errors]
-        if case["name"] in TIMING_DEPENDENT:
-            continue
-        assert mem_effects == dist_effects
-        assert _without_run_id(mem.context, mem.run_id) == _without_run_id(
-            dist.context, dist.run_id
-        )
+        racing = RACING.get(case["name"], set())
+        if "effects" not in racing:
+            assert mem_effects == dist_effects
+        if "context" not in racing:
+            assert _without_run_id(mem.context, mem.run_id) == _without_run_id(
+                dist.context, dist.run_id
+            )
 
 
 def _without_run_id(context: dict[str, Any], run_id: str) -> Any:

@@ -9,8 +9,10 @@ using `retry.backoff_delay_ms`), while the in-memory scheduler lets it run every
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -102,29 +104,46 @@ async def execute_node(
     the node's final attempt. Task cancellation (`asyncio.CancelledError`) propagates.
     """
     numbers = (
-        list(attempts) if attempts is not None else list(range(1, node.config.max_retries + 1))
-    )
+        attempts if attempts is not None else _ALL_ATTEMPTS.get(node.config.max_retries)
+    ) or list(range(1, node.config.max_retries + 1))
     if not numbers:
         raise ValueError("execute_node needs at least one attempt number")
     ctx.attempt = numbers[0]
-    await events.emit("node:start", nodeId=node.id, input=ctx.input, attempt=numbers[0])
+    if events.enabled:
+        await events.emit("node:start", nodeId=node.id, input=ctx.input, attempt=numbers[0])
     try:
         impl = resolve_implementation(services.registry, node)
+        if services.middleware:
 
-        async def core() -> NodeResult:
-            return await _attempts(services, events, node, ctx, impl, numbers)
+            async def core() -> NodeResult:
+                return await _attempts(services, events, node, ctx, impl, numbers)
 
-        result = await _with_middleware(services, ctx, node.id, core)
+            result = await _with_middleware(services, ctx, node.id, core)
+        elif len(numbers) == 1 and node.config.timeout_ms is None and _is_async_callable(impl):
+            # the common case, without the layers it does not need: one attempt of an async
+            # function node (exactly what `_attempts` would do for it)
+            result = normalise_result(await impl(ctx))
+            check_result(node.id, result)
+        else:
+            result = await _attempts(services, events, node, ctx, impl, numbers)
     except Exception as exc:  # CancelledError is a BaseException and propagates
         error = WorkflowError.from_exception(node.id, exc)
-        await events.emit(
-            "node:error", nodeId=node.id, error={"message": error.message, "type": error.type}
-        )
+        if events.enabled:
+            await events.emit(
+                "node:error", nodeId=node.id, error={"message": error.message, "type": error.type}
+            )
         return NodeOutcome(None, error, exc, ctx.attempt)
-    await events.emit(
-        "node:finish", nodeId=node.id, result={"output": result.output, "action": result.action}
-    )
+    if events.enabled:
+        await events.emit(
+            "node:finish",
+            nodeId=node.id,
+            result={"output": result.output, "action": result.action},
+        )
     return NodeOutcome(result, attempts=ctx.attempt)
+
+
+_ALL_ATTEMPTS: dict[int, Sequence[int]] = {n: tuple(range(1, n + 1)) for n in range(1, 11)}
+"""Attempt numbers of the usual `maxRetries` values, built once."""
 
 
 async def _attempts(
@@ -266,10 +285,20 @@ async def _call(impl: Any, ctx: NodeContext) -> Any:
 
 
 def _is_async_callable(impl: Any) -> bool:
-    if inspect.iscoroutinefunction(impl):
-        return True
-    call = getattr(impl, "__call__", None)  # noqa: B004 - callable objects with async __call__
-    return call is not None and inspect.iscoroutinefunction(call)
+    try:
+        return _ASYNC_IMPLS[impl]
+    except (KeyError, TypeError):  # TypeError: an unhashable implementation
+        pass
+    found = inspect.iscoroutinefunction(impl) or (
+        not is_class_node(impl) and inspect.iscoroutinefunction(getattr(impl, "__call__", None))  # noqa: B004
+    )
+    with contextlib.suppress(TypeError):  # an implementation that cannot be weakly referenced
+        _ASYNC_IMPLS[impl] = found
+    return found
+
+
+_ASYNC_IMPLS: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+"""Whether each implementation is an async callable (asked once, not per node)."""
 
 
 def check_result(node_id: str, result: NodeResult) -> None:

@@ -56,6 +56,12 @@ class CompiledGraph:
     loop last); absent for nodes outside loops."""
     transformed_targets: frozenset[str]
     """Nodes with an incoming edge that has a `transform` (see `inputs.resolve_input`)."""
+    join_specs: Mapping[str, tuple[JoinStrategy, tuple[str, ...]]]
+    """(strategy, predecessors) of each node that is not a loop controller (those depend on
+    the iteration), so an arrival does not work them out again."""
+    plain_sources: frozenset[str]
+    """Nodes whose outgoing edges carry no action, condition or transform (not loop
+    controllers): every edge is taken with the output (`routing.route`'s fast path)."""
     terminal_nodes: tuple[str, ...]
     """Nodes with no outgoing edge (fallback-only nodes excluded): a subflow's result."""
 
@@ -108,6 +114,17 @@ def _compile(bp: Blueprint) -> CompiledGraph:
         loop_back_predecessors=back,
         enclosing_loops=_nesting(bp.id, bodies),
         transformed_targets=frozenset(e.target for e in bp.edges if e.transform is not None),
+        join_specs={
+            n.id: (n.config.join_strategy, tuple(preds[n.id]))
+            for n in bp.nodes
+            if n.id not in bodies
+        },
+        plain_sources=frozenset(
+            n
+            for n, edges in outgoing.items()
+            if n not in bodies
+            and all(e.action is None and e.condition is None and e.transform is None for e in edges)
+        ),
         terminal_nodes=tuple(n.id for n in bp.nodes if not outgoing[n.id] and n.id not in owners),
     )
 
@@ -221,6 +238,13 @@ class RunGraph:
         static = self.static.predecessors.get(node_id, ())
         extra = self._dyn_preds.get(node_id)
         return static if extra is None else (*static, *extra)
+
+    def join_spec(self, node_id: str, iteration: Iteration) -> tuple[JoinStrategy, tuple[str, ...]]:
+        """(join strategy, predecessors it waits for) of one activation of `node_id`."""
+        spec = self.static.join_specs.get(node_id)
+        if spec is not None and node_id not in self._dyn_preds:
+            return spec
+        return self.join_strategy(node_id), tuple(self.join_predecessors(node_id, iteration))
 
     def join_strategy(self, node_id: str) -> JoinStrategy:
         if node_id in self.static.loop_bodies:

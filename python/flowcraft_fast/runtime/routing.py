@@ -76,6 +76,11 @@ def route(
     inherit_from: Sequence[str] = (),
 ) -> RoutingDecision:
     """Decide the edges taken after `node_id` finished with (`output`, `action`)."""
+    if not inherit_from and node_id in graph.static.plain_sources:
+        # no action, condition or transform on any edge (dynamic edges have none either):
+        # every edge is taken with the output
+        targets = dict.fromkeys(e.target for e in graph.outgoing(node_id))
+        return RoutingDecision(tuple(TakenEdge(node_id, t, output) for t in targets), (), ())
     taken: list[TakenEdge] = []
     skipped: list[tuple[str, str]] = []
     evaluations: list[EdgeEvaluation] = []

@@ -6,8 +6,9 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ..blueprint import DEFAULT_LIMITS, Blueprint, BlueprintLimits, compile_checked, load_blueprint
@@ -250,6 +251,7 @@ class FlowRuntime:
         run_id: str,
         events: EventEmitter,
     ) -> WorkflowResult:
+        serialized: str | Callable[[], str]
         if status == "awaiting":
             context = dict(data)
             context[AWAITING_KEY] = list(dict.fromkeys(ledger.awaiting.values()))
@@ -262,8 +264,12 @@ class FlowRuntime:
             serialized = _dumps(full, self.options.logger)
         else:
             context = {k: v for k, v in data.items() if not k.startswith(BOOKKEEPING_PREFIXES)}
-            serialized = _dumps(context, self.options.logger)
-        await events.emit("workflow:finish", status=status, errors=[e.to_json() for e in errors])
+            logger = self.options.logger
+            serialized = partial(_dumps, context, logger)
+        if events.enabled:
+            await events.emit(
+                "workflow:finish", status=status, errors=[e.to_json() for e in errors]
+            )
         return WorkflowResult(
             status=status,
             context=context,

@@ -10,6 +10,7 @@ run in constant stack depth.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import deque
 from collections.abc import Mapping
@@ -19,7 +20,7 @@ from ..errors import FlowcraftError
 from .buffered import BufferedContext
 from .events import EventEmitter
 from .graph import RunGraph
-from .ledger import SKIPPED, MemoryLedger
+from .ledger import MemoryLedger
 from .step import Activation, Failed, Finished, Outcome, Parked, Retry, step
 from .types import RunStatus, WorkflowError
 from .vocabulary import split_node_key
@@ -64,8 +65,13 @@ class RunScheduler:
         self.run_cancelled = asyncio.Event()
         """Handed to every node as `ctx.cancelled`; set when the run fails or is cancelled."""
         self._ready: deque[Activation] = deque()
-        self._in_flight: dict[asyncio.Task[Outcome], tuple[Activation, BufferedContext]] = {}
-        self._done: asyncio.Queue[asyncio.Task[Outcome] | None] = asyncio.Queue()
+        self._drivers: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[asyncio.Task[Any], tuple[Activation, BufferedContext]] = {}
+        """Driver tasks waiting on a node (the node's task, as far as asyncio can tell)."""
+        self._finished: asyncio.Future[None] | None = None
+        self._node_vars = contextvars.copy_context()
+        """The context variables the run's nodes see: a copy of the caller's, shared by the
+        nodes of this run (as they would be by one task), never written back to the caller."""
         self.max_in_flight = 0
         """Largest number of node tasks seen in flight at once (for tests and metrics)."""
 
@@ -86,26 +92,21 @@ class RunScheduler:
     # ------------------------------------------------------------------ the loop
 
     async def drive(self) -> RunStatus:
+        """Run until nothing is ready or running, the run fails, or it is cancelled.
+
+        Work is done by *driver* tasks. A driver takes ready activations and steps each one
+        eagerly, in its own task: an activation that finishes without waiting (most do) costs
+        no task and no trip through the event loop. When a node does wait, the driver stays
+        with it (so `asyncio.current_task()`, `asyncio.timeout` and cancellation behave as in
+        a task of its own) and hands the rest of the work to a new driver. At most
+        `concurrency` nodes wait at once.
+        """
+        loop = asyncio.get_running_loop()
+        self._finished = loop.create_future()
         watcher = asyncio.create_task(self._watch_cancel()) if self.cancel is not None else None
+        self._spawn_driver()
         try:
-            while self.stopped is None:
-                await self._fill_window()
-                if not self._in_flight:
-                    break
-                task = await self._done.get()
-                if task is None:  # the caller's cancel event fired
-                    self._stop("cancelled")
-                    break
-                entry = self._in_flight.pop(task, None)
-                if entry is None or task.cancelled():
-                    continue
-                act, context = entry
-                try:
-                    outcome = task.result()
-                except Exception as exc:  # a defect below the step: fail the run, loudly
-                    self.logger.exception("stepping node %r failed", act.node_id)
-                    outcome = Failed([WorkflowError.from_exception(act.node_id, exc)])
-                self._apply(act, context, outcome)
+            await self._finished
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -128,19 +129,56 @@ class RunScheduler:
             return "stalled"
         return "completed"
 
-    async def _fill_window(self) -> None:
-        limit = self.concurrency
+    def _spawn_driver(self) -> None:
+        task = asyncio.create_task(self._driver(), name=f"flowcraft-run:{self.run_id}")
+        self._drivers.add(task)
+        task.add_done_callback(self._driver_done)
+
+    def _driver_done(self, task: asyncio.Task[None]) -> None:
+        self._drivers.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._stop("failed")  # a defect in the loop itself: logged by _driver
+        finished = self._finished
+        if not self._drivers and finished is not None and not finished.done():
+            finished.set_result(None)
+
+    async def _driver(self) -> None:
         ready = self._ready
-        while ready and self.stopped is None and (limit is None or len(self._in_flight) < limit):
-            act = ready.popleft()
-            context = BufferedContext(self.data)
-            if act.edge_value is SKIPPED:  # no user code: step it here
-                self._apply(act, context, await self._step(act, context))
-                continue
-            task = asyncio.create_task(self._step(act, context), name=f"flowcraft:{act.node_id}")
-            self._in_flight[task] = (act, context)
-            task.add_done_callback(self._done.put_nowait)
-        self.max_in_flight = max(self.max_in_flight, len(self._in_flight))
+        limit = self.concurrency
+        since_yield = 0
+        try:
+            while ready and self.stopped is None:
+                if limit is not None and len(self._in_flight) >= limit:
+                    return  # the driver whose node finishes first takes over
+                act = ready.popleft()
+                context = BufferedContext(self.data)
+                coro = self._step(act, context)
+                run_in = self._node_vars
+                try:
+                    first = run_in.run(coro.send, None)
+                except StopIteration as stop:
+                    outcome = stop.value
+                else:  # the node waits: stay with it, and let a new driver go on
+                    task = asyncio.current_task()
+                    assert task is not None
+                    self._in_flight[task] = (act, context)
+                    self.max_in_flight = max(self.max_in_flight, len(self._in_flight))
+                    self._spawn_driver()
+                    try:
+                        outcome = await _Resumed(coro, first, run_in)
+                    finally:
+                        del self._in_flight[task]
+                    since_yield = 0
+                self._apply(act, context, outcome)
+                since_yield += 1
+                if since_yield >= YIELD_EVERY and ready:
+                    since_yield = 0
+                    await asyncio.sleep(0)  # a long run of eager steps lets others run too
+        except asyncio.CancelledError:
+            pass  # the run failed or was cancelled: _stop_in_flight cancelled this node
+        except Exception:
+            self.logger.exception("run %s: the in-memory loop failed", self.run_id)
+            raise
 
     def _step(self, act: Activation, context: BufferedContext) -> Any:
         return step(
@@ -154,6 +192,8 @@ class RunScheduler:
         )
 
     def _apply(self, act: Activation, context: BufferedContext, outcome: Outcome) -> None:
+        if self.stopped is not None:
+            return  # the run ended: like commit.lua, a late outcome changes nothing
         if isinstance(outcome, Finished):
             context.apply_to(self.data)
             committed = self.ledger.commit(act.key, outcome.arrivals)
@@ -172,19 +212,59 @@ class RunScheduler:
     async def _watch_cancel(self) -> None:
         assert self.cancel is not None
         await self.cancel.wait()
-        self._done.put_nowait(None)
+        self._stop("cancelled")
+        for task in list(self._in_flight):
+            task.cancel()
 
     def _stop(self, why: Literal["failed", "cancelled"]) -> None:
         if self.stopped is None:
             self.stopped = why
             self.run_cancelled.set()
+            for task in list(self._in_flight):
+                task.cancel()
 
     async def _stop_in_flight(self) -> None:
-        if not self._in_flight:
+        """Cancel whatever still runs (the caller was cancelled, or the run stopped) and wait
+        for it."""
+        drivers = list(self._drivers)
+        if not drivers:
             return
         self.run_cancelled.set()
-        tasks = list(self._in_flight)
-        for task in tasks:
+        for task in drivers:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._in_flight.clear()
+        await asyncio.gather(*drivers, return_exceptions=True)
+
+
+YIELD_EVERY = 64
+"""Eager steps a driver runs back to back before it lets the event loop run other tasks."""
+
+
+class _Resumed:
+    """Awaits a coroutine that was started eagerly: passes what it waits on up to the task
+    that awaits this, and sends the results (and cancellation) back down, in `context`."""
+
+    __slots__ = ("_context", "_coro", "_first")
+
+    def __init__(self, coro: Any, first: Any, context: contextvars.Context) -> None:
+        self._coro = coro
+        self._first = first
+        self._context = context
+
+    def __await__(self) -> Any:
+        coro, run, value = self._coro, self._context.run, self._first
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation, or an exception a future set
+                try:
+                    value = run(coro.throw, exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = run(coro.send, sent)
+                except StopIteration as stop:
+                    return stop.value

@@ -126,7 +126,8 @@ async def step(
     attempt of the node, in process; the distributed worker runs one per job)."""
     node_id = act.node_id
     if act.edge_value is SKIPPED:  # a dead path passing through: no user code runs
-        await events.emit("node:skipped", nodeId=node_id)
+        if events.enabled:
+            await events.emit("node:skipped", nodeId=node_id)
         targets = dict.fromkeys(e.target for e in graph.outgoing(node_id))
         decision = RoutingDecision((), tuple((node_id, t) for t in targets), ())
         return Finished(node_id, (), None, decision, _arrivals(graph, act.iteration, decision))
@@ -143,16 +144,16 @@ async def step(
             return Failed([WorkflowError.from_exception(node_id, exc)])
         if result.awaiting:
             return Parked(node_id)
-        return await _finish(options, graph, act, node_id, (), result, node_input, context, events)
+        resumed = _finish(options, graph, act, node_id, (), result, node_input, context)
+        return await _evaluated(events, resumed) if events.enabled else resumed
     ctx = _node_context(options, node, node_input, context, act, run_id, graph, cancelled)
     numbers = attempts if attempts is not None else None
     outcome = await execute_node(options.executor, events, node, ctx, attempts=numbers)
     if outcome.result is not None:
         if outcome.result.awaiting:
             return Parked(node_id)
-        return await _finish(
-            options, graph, act, node_id, (), outcome.result, node_input, context, events
-        )
+        finished = _finish(options, graph, act, node_id, (), outcome.result, node_input, context)
+        return await _evaluated(events, finished) if events.enabled else finished
     assert outcome.error is not None
     if attempts is not None and should_retry(node.config, attempts[-1]):
         delay = backoff_delay_ms(node.config, attempts[-1], options.executor.rng)
@@ -208,16 +209,17 @@ async def _fall_back(
                         WorkflowError(fallback_id, "a fallback node cannot wait", "FlowcraftError"),
                     ]
                 )
-            return await _finish(
-                options, graph, act, fallback_id, chain, outcome.result, fb_input, context, events
+            done = _finish(
+                options, graph, act, fallback_id, chain, outcome.result, fb_input, context
             )
+            return await _evaluated(events, done) if events.enabled else done
         assert outcome.error is not None
         errors.append(outcome.error)
         chain = (*chain, fallback_id)
         failed, failed_input = fallback, fb_input
 
 
-async def _finish(
+def _finish(
     options: RuntimeOptions,
     graph: RunGraph,
     act: Activation,
@@ -226,7 +228,6 @@ async def _finish(
     result: NodeResult,
     node_input: Any,
     context: BufferedContext,
-    events: EventEmitter,
 ) -> Outcome:
     """Write the node's outputs, route its result and make the arrivals."""
     output = result.output
@@ -248,8 +249,13 @@ async def _finish(
         graph, node_id, output, result.action, context.view(), options.evaluate,
         inherit_from=owners,
     )  # fmt: skip
-    if events.enabled:
-        for ev in decision.evaluations:
+    return Finished(node_id, owners, result, decision, _arrivals(graph, act.iteration, decision))
+
+
+async def _evaluated(events: EventEmitter, outcome: Outcome) -> Outcome:
+    """Emit `edge:evaluate` for each conditional edge the outcome's routing evaluated."""
+    if isinstance(outcome, Finished):
+        for ev in outcome.decision.evaluations:
             await events.emit(
                 "edge:evaluate",
                 source=ev.edge.source,
@@ -257,7 +263,7 @@ async def _finish(
                 condition=ev.edge.condition.source if ev.edge.condition else None,
                 result=ev.result,
             )
-    return Finished(node_id, owners, result, decision, _arrivals(graph, act.iteration, decision))
+    return outcome
 
 
 def _arrivals(graph: RunGraph, iteration: Iteration, decision: RoutingDecision) -> list[Arrival]:
@@ -265,28 +271,12 @@ def _arrivals(graph: RunGraph, iteration: Iteration, decision: RoutingDecision) 
     continues = decision.continues
     for taken in decision.taken:
         it = graph.target_iteration(taken.source, iteration, continues, taken.target)
-        arrivals.append(
-            Arrival(
-                taken.target,
-                it,
-                taken.source,
-                taken.value,
-                graph.join_strategy(taken.target),
-                tuple(graph.join_predecessors(taken.target, it)),
-            )
-        )
+        strategy, preds = graph.join_spec(taken.target, it)
+        arrivals.append(Arrival(taken.target, it, taken.source, taken.value, strategy, preds))
     for source, target in decision.skipped:
         it = graph.target_iteration(source, iteration, continues, target)
-        arrivals.append(
-            Arrival(
-                target,
-                it,
-                source,
-                SKIPPED,
-                graph.join_strategy(target),
-                tuple(graph.join_predecessors(target, it)),
-            )
-        )
+        strategy, preds = graph.join_spec(target, it)
+        arrivals.append(Arrival(target, it, source, SKIPPED, strategy, preds))
     return arrivals
 
 
@@ -303,7 +293,7 @@ def _node_context(
     return NodeContext(
         context=context,
         input=node_input,
-        params=thaw(node.params),
+        params=thaw(node.params) if node.params else {},
         dependencies=options.dependencies,
         run_id=run_id,
         node_id=node.id,

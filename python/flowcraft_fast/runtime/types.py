@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -57,15 +57,53 @@ class WorkflowError:
         return cls(node_id=node_id, message=str(exc), type=type(exc).__name__)
 
 
-@dataclass(slots=True)
 class WorkflowResult:
-    """The outcome of `FlowRuntime.run` / `resume`."""
+    """The outcome of `FlowRuntime.run` / `resume` (and `FlowClient.wait`).
 
-    status: RunStatus
-    context: dict[str, Any]
-    serialized_context: str
-    errors: list[WorkflowError]
-    run_id: str
+    `serialized_context` is the context as JSON text (for an awaiting run, with what `resume`
+    needs); given as a callable, it is made on first use, so a run whose result is never
+    serialized does not pay for it.
+    """
+
+    __slots__ = ("_serialized", "context", "errors", "run_id", "status")
+
+    def __init__(
+        self,
+        status: RunStatus,
+        context: dict[str, Any],
+        serialized_context: str | Callable[[], str],
+        errors: list[WorkflowError],
+        run_id: str,
+    ) -> None:
+        self.status = status
+        self.context = context
+        self._serialized = serialized_context
+        self.errors = errors
+        self.run_id = run_id
+
+    @property
+    def serialized_context(self) -> str:
+        if not isinstance(self._serialized, str):
+            self._serialized = self._serialized()
+        return self._serialized
+
+    def __repr__(self) -> str:
+        return (
+            f"WorkflowResult(status={self.status!r}, context={self.context!r}, "
+            f"errors={self.errors!r}, run_id={self.run_id!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, WorkflowResult):
+            return NotImplemented
+        return (self.status, self.context, self.errors, self.run_id) == (
+            other.status,
+            other.context,
+            other.errors,
+            other.run_id,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 @dataclass(slots=True)

@@ -30,6 +30,8 @@ def iteration_text(iteration: Iteration) -> str:
 
 def node_key(node_id: str, iteration: Iteration) -> str:
     """How the ledger (and the run record in Redis) names one activation of a node."""
+    if not iteration:
+        return "0|" + node_id
     return f"{iteration_text(iteration)}|{node_id}"
 
 

@@ -1,0 +1,34 @@
+"""The TypeScript Flowcraft as a benchmark peer: installed from the npm registry into
+`benches/ts/node_modules` when `npm` is on PATH (pinned in `benches/ts/package.json`).
+
+`ensure_installed()` returns the folder to run `node` in, or None with the reason printed, so a
+machine without Node.js skips the peer instead of failing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+TS_DIR = Path(__file__).resolve().parent / "ts"
+
+
+def ensure_installed() -> Path | None:
+    """Install the pinned npm packages once; None (and why, on stdout) when it cannot."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        print("TypeScript peer skipped: node/npm is not on PATH")
+        return None
+    if not (TS_DIR / "node_modules" / "flowcraft" / "package.json").exists():
+        done = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=TS_DIR,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if done.returncode != 0:
+            print(f"TypeScript peer skipped: npm install failed: {done.stderr.strip()[-500:]}")
+            return None
+    return TS_DIR
