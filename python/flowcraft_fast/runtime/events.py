@@ -14,17 +14,15 @@ class EventEmitter:
     `emit` may be sync or async. A bus that raises is logged and otherwise ignored.
     """
 
-    __slots__ = ("_blueprint_id", "_bus", "_logger", "_run_id")
+    __slots__ = ("_blueprint_id", "_bus", "_logger", "_run_id", "enabled")
 
     def __init__(self, bus: Any, run_id: str, blueprint_id: str, logger: logging.Logger) -> None:
         self._bus = bus
         self._run_id = run_id
         self._blueprint_id = blueprint_id
         self._logger = logger
-
-    @property
-    def enabled(self) -> bool:
-        return self._bus is not None
+        self.enabled = bus is not None
+        """Whether anyone listens (callers skip building events nobody receives)."""
 
     async def emit(self, event_type: str, **payload: Any) -> None:
         if self._bus is None:

@@ -48,6 +48,8 @@ class ExecutorServices:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("flowcraft_fast"))
     sleep: Sleep = asyncio.sleep
     rng: RandomSource | None = None
+    async_uses: dict[str, bool] = field(default_factory=dict)
+    """`uses` key -> whether its implementation is an async callable (asked once per key)."""
 
 
 @dataclass(slots=True)
@@ -119,7 +121,7 @@ async def execute_node(
                 return await _attempts(services, events, node, ctx, impl, numbers)
 
             result = await _with_middleware(services, ctx, node.id, core)
-        elif len(numbers) == 1 and node.config.timeout_ms is None and _is_async_callable(impl):
+        elif len(numbers) == 1 and node.config.timeout_ms is None and _async_uses(services, node):
             # the common case, without the layers it does not need: one attempt of an async
             # function node (exactly what `_attempts` would do for it)
             result = normalise_result(await impl(ctx))
@@ -282,6 +284,15 @@ async def _call(impl: Any, ctx: NodeContext) -> Any:
     if inspect.isawaitable(value):
         value = await value
     return value
+
+
+def _async_uses(services: ExecutorServices, node: NodeDefinition) -> bool:
+    known = services.async_uses.get(node.uses)
+    if known is None:
+        known = services.async_uses[node.uses] = _is_async_callable(
+            resolve_implementation(services.registry, node)
+        )
+    return known
 
 
 def _is_async_callable(impl: Any) -> bool:

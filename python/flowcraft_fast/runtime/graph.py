@@ -59,9 +59,10 @@ class CompiledGraph:
     join_specs: Mapping[str, tuple[JoinStrategy, tuple[str, ...]]]
     """(strategy, predecessors) of each node that is not a loop controller (those depend on
     the iteration), so an arrival does not work them out again."""
-    plain_sources: frozenset[str]
-    """Nodes whose outgoing edges carry no action, condition or transform (not loop
-    controllers): every edge is taken with the output (`routing.route`'s fast path)."""
+    plain_targets: Mapping[str, tuple[str, ...]]
+    """Node -> its unique targets, for nodes whose outgoing edges carry no action, condition or
+    transform (not loop controllers): every edge is taken with the output (`routing.route`'s
+    fast path)."""
     terminal_nodes: tuple[str, ...]
     """Nodes with no outgoing edge (fallback-only nodes excluded): a subflow's result."""
 
@@ -119,12 +120,12 @@ def _compile(bp: Blueprint) -> CompiledGraph:
             for n in bp.nodes
             if n.id not in bodies
         },
-        plain_sources=frozenset(
-            n
+        plain_targets={
+            n: tuple(dict.fromkeys(e.target for e in edges))
             for n, edges in outgoing.items()
             if n not in bodies
             and all(e.action is None and e.condition is None and e.transform is None for e in edges)
-        ),
+        },
         terminal_nodes=tuple(n.id for n in bp.nodes if not outgoing[n.id] and n.id not in owners),
     )
 
@@ -228,6 +229,13 @@ class RunGraph:
         if found is None:
             raise KeyError(node_id)
         return found
+
+    def plain_targets(self, node_id: str) -> tuple[str, ...] | None:
+        """The targets of a node whose every edge is taken with its output (no action,
+        condition or transform, not a loop controller), or None."""
+        if node_id in self._dyn_out:
+            return None
+        return self.static.plain_targets.get(node_id)
 
     def outgoing(self, node_id: str) -> Sequence[EdgeDefinition]:
         static = self.static.outgoing.get(node_id, ())

@@ -38,7 +38,7 @@ def builtin_evaluate(expression: Expression, scope: Mapping[str, Any]) -> Any:
     return expression.evaluate(scope)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value; not frozen, since frozen ones cost twice as much to build
 class TakenEdge:
     source: str
     target: str
@@ -54,7 +54,7 @@ class EdgeEvaluation:
     result: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value; not frozen, since frozen ones cost twice as much to build
 class RoutingDecision:
     taken: tuple[TakenEdge, ...]
     skipped: tuple[tuple[str, str], ...]
@@ -76,11 +76,9 @@ def route(
     inherit_from: Sequence[str] = (),
 ) -> RoutingDecision:
     """Decide the edges taken after `node_id` finished with (`output`, `action`)."""
-    if not inherit_from and node_id in graph.static.plain_sources:
-        # no action, condition or transform on any edge (dynamic edges have none either):
-        # every edge is taken with the output
-        targets = dict.fromkeys(e.target for e in graph.outgoing(node_id))
-        return RoutingDecision(tuple(TakenEdge(node_id, t, output) for t in targets), (), ())
+    plain = None if inherit_from else graph.plain_targets(node_id)
+    if plain is not None:  # no action, condition or transform: every edge is taken
+        return RoutingDecision(tuple([TakenEdge(node_id, t, output) for t in plain]), (), ())
     taken: list[TakenEdge] = []
     skipped: list[tuple[str, str]] = []
     evaluations: list[EdgeEvaluation] = []

@@ -54,7 +54,7 @@ FROM_CONTEXT: Any = _FromContext()
 """A start activation's edge value: read `_inputs.<id>` from the context."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value; not frozen, since frozen ones cost twice as much to build
 class Activation:
     """One activation of a node: what its incoming edges carried, and how it is run."""
 
