@@ -451,3 +451,37 @@ async def test_reference_cycles_are_refused_at_once() -> None:
     shared = [1, 2]
     result = await rt.run(bp, {"k": {"a": shared, "b": shared}})  # shared, not cyclic: fine
     assert result.status == "completed"
+
+
+async def test_nodes_waiting_in_the_callers_task_behave_as_tasks_of_their_own() -> None:
+    """The in-memory loop runs nodes eagerly, the caller's task first: a node's own
+    `asyncio.timeout` still times out only that node, a failure elsewhere stops a waiting node
+    without cancelling the caller, and a caller that is cancelled is cancelled."""
+
+    async def own_timeout(ctx: NodeContext) -> Any:
+        async with asyncio.timeout(0.05):
+            await asyncio.sleep(5)
+
+    async def waits(ctx: NodeContext) -> Any:
+        await asyncio.sleep(5)
+
+    async def fails_later(ctx: NodeContext) -> Any:
+        await asyncio.sleep(0.05)
+        raise ValueError("later")
+
+    rt = FlowRuntime(registry={"own_timeout": own_timeout, "waits": waits, "fails": fails_later})
+    timed = await rt.run(blueprint("t", [{"id": "a", "uses": "own_timeout"}], []))
+    assert timed.status == "failed" and timed.errors[0].type == "TimeoutError"
+
+    both = blueprint("b", [{"id": "w", "uses": "waits"}, {"id": "f", "uses": "fails"}], [])
+    started = asyncio.get_running_loop().time()
+    result = await rt.run(both)
+    assert result.status == "failed" and result.errors[0].message == "later"
+    assert asyncio.get_running_loop().time() - started < 2
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+    caller = asyncio.create_task(rt.run(blueprint("c", [{"id": "w", "uses": "waits"}], [])))
+    await asyncio.sleep(0.05)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller

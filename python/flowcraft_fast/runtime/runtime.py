@@ -166,7 +166,8 @@ class FlowRuntime:
         graph = RunGraph(CompiledGraph.from_blueprint(bp))
         ledger = MemoryLedger()
         events = EventEmitter(self.options.event_bus, run_id, bp.id, self.options.logger)
-        await events.emit("workflow:start")
+        if events.enabled:
+            await events.emit("workflow:start")
         scheduler = self._scheduler(graph, ledger, data, run_id, events, concurrency, cancel)
         scheduler.seed_start_nodes()
         status = await scheduler.drive()
@@ -213,7 +214,8 @@ class FlowRuntime:
         graph = run_graph(bp, data)
         run_id = str(raw_ledger.get("runId") or uuid.uuid4().hex)
         events = EventEmitter(self.options.event_bus, run_id, bp.id, self.options.logger)
-        await events.emit("workflow:resume", nodeId=target)
+        if events.enabled:
+            await events.emit("workflow:resume", nodeId=target)
         scheduler = self._scheduler(graph, ledger, data, run_id, events, concurrency, cancel)
         scheduler.resume_at(key, dict(resume_data or {}))
         status = await scheduler.drive()

@@ -69,6 +69,10 @@ class RunScheduler:
         self._in_flight: dict[asyncio.Task[Any], tuple[Activation, BufferedContext]] = {}
         """Driver tasks waiting on a node (the node's task, as far as asyncio can tell)."""
         self._finished: asyncio.Future[None] | None = None
+        self._caller: asyncio.Task[Any] | None = None
+        """The task that called `drive`: the first driver."""
+        self._caller_cancelled = False
+        """`_stop` cancelled the node the caller's task was running (not someone else)."""
         self._node_vars = contextvars.copy_context()
         """The context variables the run's nodes see: a copy of the caller's, shared by the
         nodes of this run (as they would be by one task), never written back to the caller."""
@@ -94,20 +98,23 @@ class RunScheduler:
     async def drive(self) -> RunStatus:
         """Run until nothing is ready or running, the run fails, or it is cancelled.
 
-        Work is done by *driver* tasks. A driver takes ready activations and steps each one
-        eagerly, in its own task: an activation that finishes without waiting (most do) costs
-        no task and no trip through the event loop. When a node does wait, the driver stays
-        with it (so `asyncio.current_task()`, `asyncio.timeout` and cancellation behave as in
-        a task of its own) and hands the rest of the work to a new driver. At most
-        `concurrency` nodes wait at once.
+        Work is done by *drivers*, the caller's own task first. A driver takes ready
+        activations and steps each one eagerly: an activation that finishes without waiting
+        (most do) costs no task and no trip through the event loop, so a run that never waits
+        runs without one. When a node does wait, its driver stays with it (so
+        `asyncio.current_task()`, `asyncio.timeout` and cancellation behave as in a task of its
+        own) and hands the rest of the work to a new driver task. At most `concurrency` nodes
+        wait at once.
         """
-        loop = asyncio.get_running_loop()
-        self._finished = loop.create_future()
         watcher = asyncio.create_task(self._watch_cancel()) if self.cancel is not None else None
-        self._spawn_driver()
+        self._caller = asyncio.current_task()
         try:
-            await self._finished
+            await self._driver(inline=True)
+            if self._drivers:
+                self._finished = asyncio.get_running_loop().create_future()
+                await self._finished
         finally:
+            self._caller = None
             if watcher is not None:
                 watcher.cancel()
             await self._stop_in_flight()
@@ -138,11 +145,11 @@ class RunScheduler:
         self._drivers.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self._stop("failed")  # a defect in the loop itself: logged by _driver
-        finished = self._finished
+        finished = self._finished  # set only while the caller waits for the last drivers
         if not self._drivers and finished is not None and not finished.done():
             finished.set_result(None)
 
-    async def _driver(self) -> None:
+    async def _driver(self, inline: bool = False) -> None:
         ready = self._ready
         limit = self.concurrency
         since_yield = 0
@@ -175,7 +182,15 @@ class RunScheduler:
                     since_yield = 0
                     await asyncio.sleep(0)  # a long run of eager steps lets others run too
         except asyncio.CancelledError:
-            pass  # the run failed or was cancelled: _stop_in_flight cancelled this node
+            # the run failed or was cancelled and `_stop` cancelled the node this driver ran;
+            # in the caller's task, only that request is ours to swallow
+            if inline:
+                caller = asyncio.current_task()
+                if not self._caller_cancelled or caller is None:
+                    raise
+                self._caller_cancelled = False
+                if caller.uncancel() > 0:
+                    raise  # cancelled from outside as well
         except Exception:
             self.logger.exception("run %s: the in-memory loop failed", self.run_id)
             raise
@@ -213,14 +228,14 @@ class RunScheduler:
         assert self.cancel is not None
         await self.cancel.wait()
         self._stop("cancelled")
-        for task in list(self._in_flight):
-            task.cancel()
 
     def _stop(self, why: Literal["failed", "cancelled"]) -> None:
         if self.stopped is None:
             self.stopped = why
             self.run_cancelled.set()
             for task in list(self._in_flight):
+                if task is self._caller:
+                    self._caller_cancelled = True
                 task.cancel()
 
     async def _stop_in_flight(self) -> None:
