@@ -39,7 +39,7 @@ from flowcraft_fast import (
     NodeContext,
     RedisCoordinationStore,
 )
-from flowcraft_fast.distributed import worker as worker_module
+from flowcraft_fast.distributed import node_job as node_job_module
 from flowcraft_fast.errors import FlowcraftError
 from waiting import wait_until
 
@@ -483,7 +483,7 @@ async def test_job_for_another_blueprint_version_waits_for_a_matching_worker(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="flowcraft_fast")
     # offered again every second instead of every 5 s, to keep the test short
-    monkeypatch.setattr(worker_module, "VERSION_RETRY_DELAY_MS", 1000)
+    monkeypatch.setattr(node_job_module, "VERSION_RETRY_DELAY_MS", 1000)
     r = sync_redis(redis_url)
     async with serving(redis_url, [V1]) as (adapter_v1, client, _store):
         async with serving(redis_url, [V2]):  # publishes version 2, then goes away
@@ -525,7 +525,7 @@ async def test_job_for_another_blueprint_version_waits_for_a_matching_worker(
 async def test_version_offers_end_after_the_retry_limit(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker_module, "VERSION_RETRY_DELAY_MS", 10)
+    monkeypatch.setattr(node_job_module, "VERSION_RETRY_DELAY_MS", 10)
     async with serving(redis_url, [V1]) as (_, client, _store):
         async with serving(redis_url, [V2]):
             pass

@@ -1,0 +1,201 @@
+"""One claimed job, from its payload to what to commit: the worker's half of a step.
+
+`run_job` decodes a job into an `Activation` (node, iteration, what its edges carried, attempt,
+resume payload), checks that this worker serves the job's blueprint version, turns a `sleep`
+node into a delayed job, runs the engine's `step` and encodes the outcome as a commit request
+(writes, routing decision, arrivals with the successor jobs they may create) or a retry.
+The loops around it are in `worker.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import _core, jsoncodec
+from ..blueprint import Blueprint, thaw
+from ..errors import FlowcraftError
+from ..nodes.sleep import parse_duration_ms, sleep_node
+from ..runtime.buffered import BufferedContext
+from ..runtime.events import EventEmitter
+from ..runtime.graph import RunGraph, run_graph
+from ..runtime.inputs import resolve_input
+from ..runtime.ledger import SKIPPED
+from ..runtime.runtime import RuntimeOptions
+from ..runtime.step import FROM_CONTEXT, Activation, Finished, Parked, Retry, step
+from ..runtime.types import WorkflowError
+from ..runtime.vocabulary import DYNAMIC_PREFIX, INPUTS_PREFIX, LIVE_STATUSES, SKIP
+from .jobs import job_data, job_id, job_opts
+from .lazy_state import LazyState
+
+VERSION_RETRY_DELAY_MS = 5_000
+VERSION_RETRY_LIMIT = 12
+"""A job whose blueprint version no worker here serves is offered again this many times
+(every 5 s, for a minute) before its run fails with the reason."""
+
+RetryRequest = tuple[str, str, int, str, str]
+"""(job id, token, delay ms, reason, why: "attempt" | "sleep" | "defer"; see retry.lua)"""
+
+
+@dataclass(slots=True)
+class ClaimedRun:
+    """A run as one claim returned it, shared by the claim's jobs of that run."""
+
+    status: str
+    raw: dict[str, str]
+    """State fields as JSON text (each node decodes what it reads)."""
+    dynamic_keys: list[str] = field(init=False)
+    """The fields recording dynamic nodes, found once per claim rather than once per job."""
+
+    def __post_init__(self) -> None:
+        self.dynamic_keys = [k for k in self.raw if k.startswith(DYNAMIC_PREFIX)]
+
+
+async def run_job(
+    options: RuntimeOptions,
+    job: _core._ClaimedJob,
+    run: ClaimedRun,
+    cancelled: asyncio.Event,
+    log: logging.Logger,
+) -> _core._CommitRequest | RetryRequest:
+    """Decode the job, run its activation through the engine's step, and say what to commit
+    (or when to retry)."""
+    jid, token, raw_data, attempts_made, attempts_started, _opts, raw_input = job[:7]
+    resumed, slept = job[8], job[9]
+    data = jsoncodec.loads(raw_data, what=f"job {jid} data")
+    run_id, bp_id = str(data["runId"]), str(data.get("blueprintId", ""))
+    node_id = str(data["nodeId"])
+    key = job_node_key(job)
+
+    def fail(message: str, errors: list[WorkflowError] | None = None) -> _core._CommitRequest:
+        errs = errors or [WorkflowError(node_id, message, "FlowcraftError")]
+        payload = jsoncodec.dumps(
+            {"status": "failed", "reason": message, "errors": [e.to_json() for e in errs]}
+        )
+        return (jid, token, run_id, key, "fail", message, payload, [], [], "", [])
+
+    if run.status not in LIVE_STATUSES:
+        return noop_commit(job, run_id)
+    bp = options.blueprints.get(bp_id)
+    wanted = str(data.get("blueprintVersion", "") or "")
+    have = (bp.version or "") if bp is not None else None
+    if bp is None or (wanted and have != wanted):
+        reason = (
+            f"blueprint {bp_id!r} is not served by this worker"
+            if bp is None
+            else f"blueprint {bp_id!r} version {wanted!r} is required, this worker has {have!r}"
+        )
+        if attempts_started <= VERSION_RETRY_LIMIT:
+            log.warning("job %s: %s; leaving it for another worker", jid, reason)
+            return (jid, token, VERSION_RETRY_DELAY_MS, reason, "defer")
+        return fail(f"{reason} (no matching worker took the job)")
+    snapshot = LazyState(run.raw)
+    try:
+        graph = run_graph(bp, snapshot, run.dynamic_keys)
+    except (ValueError, FlowcraftError) as exc:
+        return fail(f"run state is unreadable: {exc}")
+    if not graph.has_node(node_id):
+        return fail(f"blueprint {bp_id!r} has no node {node_id!r}")
+    try:
+        iteration = graph.parse_iteration(node_id, data.get("iteration", 0))
+    except ValueError as exc:
+        return fail(f"job {jid}: {exc}")
+    context = BufferedContext(snapshot)
+    edge_value: Any = FROM_CONTEXT
+    if raw_input == SKIP:
+        edge_value = SKIPPED
+    elif raw_input is not None:
+        edge_value = jsoncodec.loads(raw_input, what=f"job {jid} input")
+    resume = (
+        jsoncodec.loads(resumed, what=f"job {jid} resume payload") if resumed is not None else None
+    )
+    node = graph.node(node_id)
+    if (
+        edge_value is not SKIPPED
+        and resume is None
+        and options.registry.get(node.uses) is sleep_node
+    ):  # a delayed job that holds no worker while it waits
+        if not slept:
+            try:
+                delay = parse_duration_ms(thaw(node.params).get("duration"))
+            except ValueError as exc:
+                return fail(f"sleep node {node_id!r}: {exc}")
+            return (jid, token, int(delay), "sleeping", "sleep")
+        if edge_value is FROM_CONTEXT:
+            edge_value = snapshot.get(f"{INPUTS_PREFIX}{node_id}")
+        transformed = node_id in graph.static.transformed_targets
+        resume = {"output": resolve_input(node, context.view(), edge_value, transformed)}
+    events = EventEmitter(options.event_bus, run_id, bp_id, options.logger)
+    act = Activation(node_id, iteration, edge_value, attempts_made + 1, resume)
+    outcome = await step(
+        options, graph, act, context, events,
+        run_id=run_id, cancelled=cancelled, attempts=[act.attempt],
+    )  # fmt: skip
+    if isinstance(outcome, Finished):
+        return _commit_request(job, key, run_id, bp, graph, outcome, context)
+    if isinstance(outcome, Retry):
+        return (jid, token, int(outcome.delay_ms), outcome.error.message, "attempt")
+    if isinstance(outcome, Parked):
+        sets, deletes = context.changes()
+        payload = jsoncodec.dumps({"status": "awaiting", "awaiting": [node_id]})
+        return (jid, token, run_id, key, "await", "null", payload, sets, deletes, "", [])
+    return fail(outcome.errors[-1].message, outcome.errors)
+
+
+def _commit_request(
+    job: _core._ClaimedJob,
+    key: str,
+    run_id: str,
+    bp: Blueprint,
+    graph: RunGraph,
+    finished: Finished,
+    context: BufferedContext,
+) -> _core._CommitRequest:
+    """The commit of a finished activation: its writes, its routing decision and the
+    arrivals at its successors, each with the job that runs the successor if it fires."""
+    version = bp.version or ""
+    arrivals: list[_core._Arrival] = []
+    for a in finished.arrivals:
+        succ = job_id(run_id, a.target, a.iteration)
+        value = SKIP if a.value is SKIPPED else jsoncodec.dumps(a.value, what="edge value")
+        arrivals.append(
+            (
+                a.key,
+                a.source,
+                value,
+                a.strategy,
+                list(a.predecessors),
+                succ,
+                job_data(run_id, bp.id, version, a.target, a.iteration),
+                job_opts(graph.node(a.target), succ),
+            )
+        )
+    decision = finished.decision
+    route_json = jsoncodec.dumps(
+        {
+            "node": finished.node_id,
+            "taken": [t.target for t in decision.taken],
+            "skipped": [t for _, t in decision.skipped],
+        }
+    )
+    sets, deletes = context.changes()
+    result = finished.result
+    returnvalue = "null" if result is None else jsoncodec.dumps(result.output)
+    return (
+        job[0], job[1], run_id, key, "ok", returnvalue, "", sets, deletes, route_json,
+        arrivals,
+    )  # fmt: skip
+
+
+def noop_commit(job: _core._ClaimedJob, run_id: str) -> _core._CommitRequest:
+    """Settle a job whose run has ended: its job moves on, nothing else changes."""
+    return (job[0], job[1], run_id, job_node_key(job), "ok", "null", "", [], [], "", [])
+
+
+def job_node_key(job: _core._ClaimedJob) -> str:
+    """The node key a job commits under: its own node and iteration as the job data gives them
+    (the claim script reads them the same way)."""
+    data = jsoncodec.loads(job[2])
+    return f"{data.get('iteration', 0)}|{data['nodeId']}"
