@@ -150,17 +150,19 @@ class RunScheduler:
             finished.set_result(None)
 
     async def _driver(self, inline: bool = False) -> None:
-        ready = self._ready
-        limit = self.concurrency
+        ready, data, limit, run_in = self._ready, self.data, self.concurrency, self._node_vars
+        options, graph, events = self.options, self.graph, self.events
+        run_id, cancelled = self.run_id, self.run_cancelled
         since_yield = 0
         try:
             while ready and self.stopped is None:
                 if limit is not None and len(self._in_flight) >= limit:
                     return  # the driver whose node finishes first takes over
                 act = ready.popleft()
-                context = BufferedContext(self.data)
-                coro = self._step(act, context)
-                run_in = self._node_vars
+                context = BufferedContext(data)
+                coro = step(
+                    options, graph, act, context, events, run_id=run_id, cancelled=cancelled
+                )
                 try:
                     first = run_in.run(coro.send, None)
                 except StopIteration as stop:
@@ -195,26 +197,16 @@ class RunScheduler:
             self.logger.exception("run %s: the in-memory loop failed", self.run_id)
             raise
 
-    def _step(self, act: Activation, context: BufferedContext) -> Any:
-        return step(
-            self.options,
-            self.graph,
-            act,
-            context,
-            self.events,
-            run_id=self.run_id,
-            cancelled=self.run_cancelled,
-        )
-
     def _apply(self, act: Activation, context: BufferedContext, outcome: Outcome) -> None:
         if self.stopped is not None:
             return  # the run ended: like commit.lua, a late outcome changes nothing
         if isinstance(outcome, Finished):
             context.apply_to(self.data)
             committed = self.ledger.commit(act.key, outcome.arrivals)
+            append = self._ready.append
             for fired in committed.fired:
                 arrival = fired.arrival
-                self._ready.append(Activation(arrival.target, arrival.iteration, fired.input))
+                append(Activation(arrival.target, arrival.iteration, fired.input))
         elif isinstance(outcome, Parked):
             context.apply_to(self.data)  # e.g. a subflow's awaiting child
             self.ledger.park(act.key, act.node_id)
