@@ -263,10 +263,7 @@ impl RedisConnection {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<RedisConnection>()?;
-    m.add_class::<crate::state::StateStore>()?;
-    m.add_class::<crate::queue::Queue>()?;
-    Ok(())
+    m.add_class::<RedisConnection>()
 }
 
 #[cfg(test)]

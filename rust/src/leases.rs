@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::conn::Connection;
 use crate::keys::{QueueKeys, RunKeys};
 use crate::scripts::{eval_one, Call, Scripts};
+use crate::vocabulary::is_live;
 
 #[derive(Default)]
 pub struct Leases {
@@ -101,7 +102,7 @@ impl Leases {
                         Value::SimpleString(s) => s,
                         _ => String::new(),
                     };
-                    if status != "running" && status != "awaiting" {
+                    if !is_live(&status) {
                         stop.push((id, token, status));
                     }
                 }

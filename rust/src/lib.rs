@@ -4,15 +4,20 @@
 
 use pyo3::prelude::*;
 
-mod conn;
-mod errors;
-mod keys;
-mod leases;
-mod queue;
-mod runtime;
-mod scripts;
-mod state;
-mod stops;
+mod conn; // connections: URLs, TLS, ACL users, redis-py clients
+mod errors; // the exceptions Python sees
+mod hot_path; // claim, commit, retry, renew: one round trip per batch
+mod keys; // every Redis key shape
+mod leases; // lease renewal in a tokio task
+mod queue; // the Queue class (thin wrappers over hot_path, runs, reads)
+mod reads; // reads of runs and of the queue
+mod replies; // what crosses to Python, and parsing script replies into it
+mod runs; // run administration: start, cancel, resume, reconcile, stalled jobs
+mod runtime; // the tokio runtime and handing results to asyncio
+mod scripts; // the Lua scripts and how they are sent
+mod state; // the StateStore class (a run's state hash)
+mod stops; // listening for runs that ended early
+mod vocabulary; // run statuses and field names
 
 /// The `flowcraft_fast._core` extension module.
 #[pymodule]
@@ -26,6 +31,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .call_method1("register", (m.getattr("settle_at_exit")?,))?;
     errors::register(m)?;
     conn::register(m)?;
+    state::register(m)?;
+    queue::register(m)?;
     keys::register(m)?;
     scripts::register(m)?;
     Ok(())

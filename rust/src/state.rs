@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 
 use pyo3::prelude::*;
-use redis::AsyncCommands;
 
 use crate::conn::{Connection, RedisConnection};
 use crate::keys::state_key;
@@ -21,6 +20,27 @@ pub struct StateStore {
 impl StateStore {
     fn key(&self, run_id: &str) -> String {
         state_key(&self.prefix, run_id)
+    }
+
+    /// `name <the run's state key> args...`
+    fn command(&self, name: &str, run_id: &str, args: &[String]) -> redis::Cmd {
+        let mut cmd = redis::cmd(name);
+        cmd.arg(self.key(run_id)).arg(args);
+        cmd
+    }
+
+    /// Send one command on the native runtime; its reply (as `T`) goes to asyncio.
+    fn query<'py, T>(&self, py: Python<'py>, cmd: redis::Cmd) -> PyResult<Bound<'py, PyAny>>
+    where
+        T: redis::FromRedisValue + for<'a> IntoPyObject<'a> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        crate::runtime::future_into_py(py, async move {
+            let mut m = conn.manager().await?;
+            cmd.query_async::<T>(&mut m)
+                .await
+                .map_err(|e| conn.error(&e))
+        })
     }
 }
 
@@ -42,12 +62,7 @@ impl StateStore {
         run_id: &str,
         field: String,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (conn, key) = (self.conn.clone(), self.key(run_id));
-        crate::runtime::future_into_py(py, async move {
-            let mut m = conn.manager().await?;
-            let value: Option<String> = m.hget(key, field).await.map_err(|e| conn.error(&e))?;
-            Ok(value)
-        })
+        self.query::<Option<String>>(py, self.command("HGET", run_id, &[field]))
     }
 
     /// Write one field (JSON text).
@@ -58,15 +73,7 @@ impl StateStore {
         field: String,
         value: String,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (conn, key) = (self.conn.clone(), self.key(run_id));
-        crate::runtime::future_into_py(py, async move {
-            let mut m = conn.manager().await?;
-            let (): () = m
-                .hset(key, field, value)
-                .await
-                .map_err(|e| conn.error(&e))?;
-            Ok(())
-        })
+        self.query::<()>(py, self.command("HSET", run_id, &[field, value]))
     }
 
     fn has<'py>(
@@ -75,12 +82,7 @@ impl StateStore {
         run_id: &str,
         field: String,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (conn, key) = (self.conn.clone(), self.key(run_id));
-        crate::runtime::future_into_py(py, async move {
-            let mut m = conn.manager().await?;
-            let exists: bool = m.hexists(key, field).await.map_err(|e| conn.error(&e))?;
-            Ok(exists)
-        })
+        self.query::<bool>(py, self.command("HEXISTS", run_id, &[field]))
     }
 
     /// Remove one field; True when it existed.
@@ -90,22 +92,12 @@ impl StateStore {
         run_id: &str,
         field: String,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (conn, key) = (self.conn.clone(), self.key(run_id));
-        crate::runtime::future_into_py(py, async move {
-            let mut m = conn.manager().await?;
-            let removed: u64 = m.hdel(key, field).await.map_err(|e| conn.error(&e))?;
-            Ok(removed > 0)
-        })
+        self.query::<bool>(py, self.command("HDEL", run_id, &[field]))
     }
 
     /// Every field of the run's state as JSON text.
     fn get_all<'py>(&self, py: Python<'py>, run_id: &str) -> PyResult<Bound<'py, PyAny>> {
-        let (conn, key) = (self.conn.clone(), self.key(run_id));
-        crate::runtime::future_into_py(py, async move {
-            let mut m = conn.manager().await?;
-            let all: HashMap<String, String> = m.hgetall(key).await.map_err(|e| conn.error(&e))?;
-            Ok(all)
-        })
+        self.query::<HashMap<String, String>>(py, self.command("HGETALL", run_id, &[]))
     }
 
     /// Apply sets and deletes in one MULTI/EXEC: a reader sees all of them or none.
@@ -142,4 +134,8 @@ impl StateStore {
             self.prefix
         )
     }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<StateStore>()
 }

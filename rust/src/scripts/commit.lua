@@ -50,19 +50,13 @@ local function finish(failed, text)
   redis.call('DEL', KEYS[2])
   redis.call('LREM', KEYS[3], 0, job_id)  -- all entries: superseded claims of it too
   redis.call('HINCRBY', KEYS[1], 'atm', 1)
-  if failed then
-    redis.call('HSET', KEYS[1], 'finishedOn', now, 'failedReason', text)
-    redis.call('ZADD', KEYS[5], now, job_id)
-    redis.call('XADD', KEYS[8], 'MAXLEN', '~', 10000, '*', 'event', 'failed', 'jobId', job_id,
-               'failedReason', text)
-    trim(KEYS[5], keep_failed)
-  else
-    redis.call('HSET', KEYS[1], 'finishedOn', now, 'returnvalue', text)
-    redis.call('ZADD', KEYS[4], now, job_id)
-    redis.call('XADD', KEYS[8], 'MAXLEN', '~', 10000, '*', 'event', 'completed', 'jobId', job_id,
-               'returnvalue', text)
-    trim(KEYS[4], keep_done)
-  end
+  local set, field, event, keep = KEYS[4], 'returnvalue', 'completed', keep_done
+  if failed then set, field, event, keep = KEYS[5], 'failedReason', 'failed', keep_failed end
+  redis.call('HSET', KEYS[1], 'finishedOn', now, field, text)
+  redis.call('ZADD', set, now, job_id)
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', 10000, '*', 'event', event, 'jobId', job_id,
+             field, text)
+  trim(set, keep)
 end
 
 local function end_this_run(status, payload, stops)

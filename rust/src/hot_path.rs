@@ -1,0 +1,226 @@
+//! The hot path: claim a batch of jobs, commit a batch of finished nodes (with the claim that
+//! takes the slots they free), send jobs back for a retry, renew leases, wait for work. Each is
+//! one Redis round trip (a pipeline of script calls) however many jobs it carries.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use redis::{AsyncCommands, Value};
+
+use crate::queue::Inner;
+use crate::replies::{bad_reply, commit_reply, parse_claim, text, ClaimReply, Commit};
+use crate::scripts::{eval_many, eval_mixed, Call};
+
+impl Inner {
+    fn claim_call(&self, max_jobs: usize, lease_ms: u64, token_prefix: String) -> Call {
+        let q = &self.q;
+        Call {
+            keys: vec![
+                q.key("wait"),
+                q.key("active"),
+                q.key("delayed"),
+                q.key("marker"),
+                q.key("meta"),
+                q.key("failed"),
+                q.key("prioritized"),
+                q.key("completed"),
+            ],
+            args: vec![
+                q.base().to_string(),
+                token_prefix,
+                lease_ms.to_string(),
+                max_jobs.to_string(),
+                self.runs.state_prefix(),
+                self.runs.meta_prefix(),
+            ],
+        }
+    }
+
+    fn commit_call(&self, c: &Commit, claim_follows: bool) -> Call {
+        let (job_id, token, run_id, node_key, mode, result, payload, sets, dels, route, arrivals) =
+            c;
+        let q = &self.q;
+        let mut keys = vec![
+            q.job(job_id),
+            q.lock(job_id),
+            q.key("active"),
+            q.key("completed"),
+            q.key("failed"),
+            q.key("wait"),
+            q.key("marker"),
+            q.key("events"),
+            self.runs.state(run_id),
+            self.runs.meta(run_id),
+            self.runs.joins(run_id),
+            self.runs.status(run_id),
+            q.active_runs(),
+        ];
+        let mut args = vec![
+            q.base().to_string(),
+            job_id.clone(),
+            token.clone(),
+            node_key.clone(),
+            mode.clone(),
+            result.clone(),
+            self.state_ttl_s.to_string(),
+            self.keep_completed.to_string(),
+            self.keep_failed.to_string(),
+            run_id.clone(),
+            payload.clone(),
+            if claim_follows { "1" } else { "0" }.to_string(),
+            q.stops_channel(),
+            sets.len().to_string(),
+        ];
+        for (k, v) in sets {
+            args.push(k.clone());
+            args.push(v.clone());
+        }
+        args.push(dels.len().to_string());
+        args.extend(dels.iter().cloned());
+        args.push(route.clone());
+        args.push(arrivals.len().to_string());
+        for (target, pred, value, strategy, preds, succ_id, succ_data, succ_opts) in arrivals {
+            keys.push(q.job(succ_id));
+            args.extend([
+                target.clone(),
+                pred.clone(),
+                value.clone(),
+                strategy.clone(),
+            ]);
+            args.push(preds.len().to_string());
+            args.extend(preds.iter().cloned());
+            args.extend([succ_id.clone(), succ_data.clone(), succ_opts.clone()]);
+        }
+        Call { keys, args }
+    }
+}
+
+/// Claim up to `max_jobs` ready jobs with a lease of `lease_ms` each.
+pub async fn claim(
+    inner: Arc<Inner>,
+    max_jobs: usize,
+    lease_ms: u64,
+    token_prefix: String,
+) -> PyResult<ClaimReply> {
+    let call = inner.claim_call(max_jobs, lease_ms, token_prefix);
+    let reply = inner.eval(&inner.scripts.claim, call).await?;
+    parse_claim(&reply)
+}
+
+/// Commit a batch; with `claim_max` > 0 the same pipeline then claims that many jobs.
+pub async fn commit(
+    inner: Arc<Inner>,
+    batch: Vec<Commit>,
+    claim_max: usize,
+    lease_ms: u64,
+    token_prefix: String,
+) -> PyResult<(Vec<(String, String, String)>, Option<ClaimReply>)> {
+    let mut calls: Vec<Call> = batch
+        .iter()
+        .map(|c| inner.commit_call(c, claim_max > 0))
+        .collect();
+    if claim_max > 0 {
+        calls.push(inner.claim_call(claim_max, lease_ms, token_prefix));
+    }
+    let scripts = &inner.scripts;
+    let pairs: Vec<(&redis::Script, &Call)> = calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let script = if i < batch.len() {
+                &scripts.commit
+            } else {
+                &scripts.claim
+            };
+            (script, c)
+        })
+        .collect();
+    let mut m = inner.conn.manager().await?;
+    let (mut replies, reordered) = eval_mixed(&mut m, &pairs)
+        .await
+        .map_err(|e| inner.conn.error(&e))?;
+    if reordered && claim_max > 0 {
+        // A commit ran after the claim that should have taken its new jobs (its script had to
+        // be loaded first): raise the ready marker so they are claimed anyway.
+        let (): () = m
+            .zadd(inner.q.key("marker"), "0", 0)
+            .await
+            .map_err(|e| inner.conn.error(&e))?;
+    }
+    let claimed = if claim_max > 0 {
+        let reply = replies.pop().unwrap_or(Value::Nil).extract_error();
+        Some(parse_claim(&reply.map_err(|e| inner.conn.error(&e))?)?)
+    } else {
+        None
+    };
+    Ok((replies.iter().map(commit_reply).collect(), claimed))
+}
+
+/// Send jobs back after a delay: (job id, token, delay ms, reason, why) each.
+pub async fn retry(
+    inner: Arc<Inner>,
+    batch: Vec<(String, String, u64, String, String)>,
+) -> PyResult<Vec<String>> {
+    let q = &inner.q;
+    let calls: Vec<Call> = batch
+        .into_iter()
+        .map(|(id, token, delay, reason, why)| Call {
+            keys: vec![
+                q.job(&id),
+                q.lock(&id),
+                q.key("active"),
+                q.key("delayed"),
+                q.key("wait"),
+                q.key("marker"),
+                q.key("events"),
+            ],
+            args: vec![id, token, delay.to_string(), reason, why],
+        })
+        .collect();
+    let mut m = inner.conn.manager().await?;
+    let replies = eval_many(&mut m, &inner.scripts.retry, &calls)
+        .await
+        .map_err(|e| inner.conn.error(&e))?;
+    Ok(replies
+        .iter()
+        .map(|v| text(v).unwrap_or_else(|| format!("{v:?}")))
+        .collect())
+}
+
+/// Renew the leases of (job id, token, run id) jobs; per job the run's status or "lost".
+pub async fn renew(
+    inner: Arc<Inner>,
+    jobs: Vec<(String, String, String)>,
+    lease_ms: u64,
+) -> PyResult<Vec<String>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args = vec![
+        inner.q.base().to_string(),
+        lease_ms.to_string(),
+        inner.runs.meta_prefix(),
+    ];
+    for (id, token, run) in jobs {
+        args.extend([id, token, run]);
+    }
+    let reply = inner
+        .eval(&inner.scripts.renew, Call { keys: vec![], args })
+        .await?;
+    let Value::Array(items) = &reply else {
+        return Err(bad_reply("renew", &reply));
+    };
+    Ok(items.iter().map(|v| text(v).unwrap_or_default()).collect())
+}
+
+/// Block on the dedicated connection until the marker says work may be ready.
+pub async fn wait_for_work(inner: Arc<Inner>, timeout_s: f64) -> PyResult<bool> {
+    let mut m = inner.blocking.manager().await?;
+    let reply: Value = redis::cmd("BZPOPMIN")
+        .arg(inner.q.key("marker"))
+        .arg(timeout_s.max(0.001))
+        .query_async(&mut m)
+        .await
+        .map_err(|e| inner.blocking.error(&e))?;
+    Ok(!matches!(reply, Value::Nil))
+}

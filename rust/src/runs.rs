@@ -1,0 +1,201 @@
+//! Run administration: start a run, cancel it, resume a waiting node, re-enqueue lost nodes,
+//! return stalled jobs to the queue, and the index of unfinished runs the reconciler reads.
+//! Each is one atomic script (or one command) in one round trip.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use redis::{AsyncCommands, Value};
+
+use crate::queue::Inner;
+use crate::replies::text;
+use crate::scripts::Call;
+
+/// Create a run and enqueue its start jobs atomically: (job id, node key, data, opts) each.
+pub async fn start_run(
+    inner: Arc<Inner>,
+    run_id: String,
+    blueprint_id: String,
+    version: String,
+    sets: Vec<(String, String)>,
+    jobs: Vec<(String, String, String, String)>,
+) -> PyResult<String> {
+    let q = &inner.q;
+    let mut keys = vec![
+        inner.runs.state(&run_id),
+        inner.runs.meta(&run_id),
+        q.active_runs(),
+        q.key("wait"),
+        q.key("marker"),
+        q.blueprints(),
+    ];
+    let mut args = vec![run_id, blueprint_id, version, sets.len().to_string()];
+    for (k, v) in sets {
+        args.extend([k, v]);
+    }
+    args.push(jobs.len().to_string());
+    for (id, key, data, opts) in jobs {
+        keys.push(q.job(&id));
+        args.extend([id, key, data, opts]);
+    }
+    inner
+        .eval_text(&inner.scripts.start, Call { keys, args })
+        .await
+}
+
+/// End a live run as cancelled.
+pub async fn cancel_run(inner: Arc<Inner>, run_id: String, payload: String) -> PyResult<String> {
+    let r = &inner.runs;
+    let call = Call {
+        keys: vec![
+            r.state(&run_id),
+            r.meta(&run_id),
+            r.joins(&run_id),
+            r.status(&run_id),
+            inner.q.active_runs(),
+        ],
+        args: vec![
+            run_id.clone(),
+            inner.state_ttl_s.to_string(),
+            payload,
+            inner.q.stops_channel(),
+        ],
+    };
+    inner.eval_text(&inner.scripts.cancel, call).await
+}
+
+/// A waiting node's result from outside, carried to a worker by a new job.
+pub struct Resume {
+    pub run_id: String,
+    pub node_key: String,
+    pub job_id: String,
+    pub data: String,
+    pub opts: String,
+    pub payload: String,
+}
+
+pub async fn resume_run(inner: Arc<Inner>, r: Resume) -> PyResult<String> {
+    let (runs, q) = (&inner.runs, &inner.q);
+    let call = Call {
+        keys: vec![
+            runs.meta(&r.run_id),
+            runs.status(&r.run_id),
+            q.key("wait"),
+            q.key("marker"),
+            q.job(&r.job_id),
+            q.active_runs(),
+        ],
+        args: vec![r.run_id, r.node_key, r.job_id, r.data, r.opts, r.payload],
+    };
+    inner.eval_text(&inner.scripts.resume, call).await
+}
+
+/// Re-enqueue fired-but-unfinished nodes whose jobs are gone or dead; the node keys enqueued.
+pub async fn reconcile_run(
+    inner: Arc<Inner>,
+    run_id: String,
+    candidates: Vec<(String, String, String, String, String, String)>,
+) -> PyResult<Vec<String>> {
+    let q = &inner.q;
+    let mut keys = vec![
+        inner.runs.meta(&run_id),
+        q.key("wait"),
+        q.key("marker"),
+        q.key("delayed"),
+        q.active_runs(),
+    ];
+    let mut args = vec![run_id, candidates.len().to_string()];
+    for (key, old, new, data, opts, input) in candidates {
+        keys.extend([q.job(&old), q.lock(&old), q.job(&new)]);
+        args.extend([key, old, new, data, opts, input]);
+    }
+    let reply = inner
+        .eval(&inner.scripts.reconcile, Call { keys, args })
+        .await?;
+    let Value::Array(items) = &reply else {
+        return Ok(Vec::new());
+    };
+    Ok(items.iter().filter_map(text).collect())
+}
+
+/// Return jobs whose lease expired to wait; (requeued ids, failed ids).
+pub async fn requeue_stalled(
+    inner: Arc<Inner>,
+    max_stalls: u32,
+    guard_ms: u64,
+) -> PyResult<(Vec<String>, Vec<String>)> {
+    let q = &inner.q;
+    let call = Call {
+        keys: vec![
+            q.key("active"),
+            q.key("wait"),
+            q.key("failed"),
+            q.key("marker"),
+            q.key("stalled-check"),
+            q.active_runs(),
+        ],
+        args: vec![
+            q.base().to_string(),
+            max_stalls.to_string(),
+            guard_ms.to_string(),
+            inner.runs.meta_prefix(),
+            inner.runs.status_prefix(),
+            inner.runs.state_prefix(),
+            inner.runs.joins_prefix(),
+            inner.state_ttl_s.to_string(),
+            q.stops_channel(),
+        ],
+    };
+    let reply = inner.eval(&inner.scripts.stalled, call).await?;
+    let Value::Array(items) = &reply else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let ids: Vec<String> = items.iter().filter_map(text).collect();
+    let split = ids.iter().position(|s| s == "|").unwrap_or(ids.len());
+    Ok((
+        ids[..split].to_vec(),
+        ids.get(split + 1..).unwrap_or_default().to_vec(),
+    ))
+}
+
+/// Unfinished runs without progress for `idle_ms` (Redis time), oldest first: up to `count`
+/// (run id, last progress ms) pairs from `offset`.
+pub async fn stalled_runs(
+    inner: Arc<Inner>,
+    idle_ms: u64,
+    offset: usize,
+    count: usize,
+) -> PyResult<Vec<(String, i64)>> {
+    let mut m = inner.conn.manager().await?;
+    let (secs, micros): (u64, u64) = redis::cmd("TIME")
+        .query_async(&mut m)
+        .await
+        .map_err(|e| inner.conn.error(&e))?;
+    let before = (secs * 1000 + micros / 1000).saturating_sub(idle_ms);
+    let found: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+        .arg(inner.q.active_runs())
+        .arg("-inf")
+        .arg(before)
+        .arg("WITHSCORES")
+        .arg("LIMIT")
+        .arg(offset)
+        .arg(count)
+        .query_async(&mut m)
+        .await
+        .map_err(|e| inner.conn.error(&e))?;
+    #[allow(clippy::cast_possible_truncation)]
+    Ok(found
+        .into_iter()
+        .map(|(id, score)| (id, score as i64))
+        .collect())
+}
+
+/// Drop a run from the index of unfinished runs.
+pub async fn forget_run(inner: Arc<Inner>, run_id: String) -> PyResult<()> {
+    let mut m = inner.conn.manager().await?;
+    let (): () = m
+        .zrem(inner.q.active_runs(), run_id)
+        .await
+        .map_err(|e| inner.conn.error(&e))?;
+    Ok(())
+}
