@@ -1,8 +1,10 @@
 """Type stubs for the native module `flowcraft_fast._core` (kept honest by mypy.stubtest)."""
 
-from typing import final
+from collections.abc import Sequence
+from typing import Protocol, final
 
 __all__ = [
+    "ClaimedJob",
     "Queue",
     "RedisCommandError",
     "RedisConnection",
@@ -46,25 +48,81 @@ class StateStore:
     async def get_all(self, run_id: str) -> dict[str, str]: ...
     async def patch(self, run_id: str, sets: list[tuple[str, str]], deletes: list[str]) -> None: ...
 
-_ClaimedJob = tuple[str, str, str, int, int, str, str | None, str, str | None, bool]
-"""(job id, lease token, data JSON, attempts made, attempts started, opts JSON,
-input JSON carried by the job or None, run id, resume payload JSON or None, slept flag)."""
+@final
+class ClaimedJob:
+    """A job a claim handed to this worker, with what its node needs to run."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def token(self) -> str:
+        """The lease token the commit must present (fencing)."""
+    @property
+    def data(self) -> str:
+        """The job data, JSON text."""
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def iteration(self) -> str:
+        """As the data gives it: "0", "3", "1.2"."""
+    @property
+    def blueprint_id(self) -> str: ...
+    @property
+    def blueprint_version(self) -> str:
+        """ "" when the data has none."""
+    @property
+    def attempts_made(self) -> int: ...
+    @property
+    def attempts_started(self) -> int: ...
+    @property
+    def opts(self) -> str: ...
+    @property
+    def input(self) -> str | None:
+        """What its incoming edges carried (JSON, or "\\x01" for a skip token); None for a
+        start node."""
+    @property
+    def resume(self) -> str | None:
+        """`{output, action}` JSON a client resumed a waiting node with."""
+    @property
+    def slept(self) -> bool: ...
+    @property
+    def node_key(self) -> str:
+        """`<iteration>|<node id>`."""
 
 _ClaimedRuns = dict[str, tuple[str, dict[str, str]]]
 """run id -> (run status, run state fields as JSON text), once per run."""
 
-_ClaimReply = tuple[int, _ClaimedRuns, list[_ClaimedJob]]
+_ClaimReply = tuple[int, _ClaimedRuns, list[ClaimedJob]]
 """(next delayed job due time in ms or 0, runs, jobs)."""
 
-_Arrival = tuple[str, str, str, str, list[str], str, str, str]
-"""(target node key, predecessor id, value JSON or "\\x01" when skipped, join strategy,
-all predecessor ids of the target, successor job id, successor job data, successor job opts)."""
+class _ArrivalRequest(Protocol):
+    """Read by attribute (`flowcraft_fast.distributed.wire.ArrivalRequest`)."""
 
-_CommitRequest = tuple[
-    str, str, str, str, str, str, str, list[tuple[str, str]], list[str], str, list[_Arrival]
-]
-"""(job id, token, run id, node key, mode ok|await|fail, job result text, status payload,
-context sets, context deletes, route JSON, arrivals)."""
+    target_key: str
+    source: str
+    value: str
+    strategy: str
+    predecessors: list[str]
+    job_id: str
+    job_data: str
+    job_opts: str
+
+class _CommitRequest(Protocol):
+    """Read by attribute (`flowcraft_fast.distributed.wire.CommitRequest`)."""
+
+    job_id: str
+    token: str
+    run_id: str
+    node_key: str
+    mode: str
+    result: str
+    payload: str
+    sets: list[tuple[str, str]]
+    deletes: list[str]
+    @property
+    def arrivals(self) -> Sequence[_ArrivalRequest]: ...
 
 @final
 class Queue:
@@ -78,6 +136,7 @@ class Queue:
         state_ttl_s: int = 86400,
         keep_completed: int = 1000,
         keep_failed: int = 5000,
+        job_events: bool = False,
     ) -> Queue: ...
     @property
     def key_base(self) -> str: ...
@@ -93,7 +152,7 @@ class Queue:
     def lease_stats(self) -> tuple[int, int]: ...
     async def commit(
         self,
-        batch: list[_CommitRequest],
+        batch: Sequence[_CommitRequest],
         claim_max: int = 0,
         lease_ms: int = 30000,
         token_prefix: str = ...,

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use redis::{AsyncCommands, Value};
 
 use crate::queue::Inner;
-use crate::replies::{bad_reply, commit_reply, parse_claim, text, ClaimReply, Commit};
+use crate::replies::{bad_reply, commit_reply, parse_claim, text, ClaimReply, CommitRequest};
 use crate::scripts::{eval_many, eval_mixed, Call};
 
 impl Inner {
@@ -36,63 +36,65 @@ impl Inner {
         }
     }
 
-    fn commit_call(&self, c: &Commit, claim_follows: bool) -> Call {
-        let (job_id, token, run_id, node_key, mode, result, payload, sets, dels, route, arrivals) =
-            c;
+    fn commit_call(&self, c: &CommitRequest, claim_follows: bool) -> Call {
         let q = &self.q;
         let mut keys = vec![
-            q.job(job_id),
-            q.lock(job_id),
+            q.job(&c.job_id),
+            q.lock(&c.job_id),
             q.key("active"),
             q.key("completed"),
             q.key("failed"),
             q.key("wait"),
             q.key("marker"),
             q.key("events"),
-            self.runs.state(run_id),
-            self.runs.meta(run_id),
-            self.runs.joins(run_id),
-            self.runs.status(run_id),
+            self.runs.state(&c.run_id),
+            self.runs.meta(&c.run_id),
+            self.runs.joins(&c.run_id),
+            self.runs.status(&c.run_id),
             q.active_runs(),
         ];
         let mut args = vec![
             q.base().to_string(),
-            job_id.clone(),
-            token.clone(),
-            node_key.clone(),
-            mode.clone(),
-            result.clone(),
+            c.job_id.clone(),
+            c.token.clone(),
+            c.node_key.clone(),
+            c.mode.clone(),
+            c.result.clone(),
             self.state_ttl_s.to_string(),
             self.keep_completed.to_string(),
             self.keep_failed.to_string(),
-            run_id.clone(),
-            payload.clone(),
-            if claim_follows { "1" } else { "0" }.to_string(),
+            c.run_id.clone(),
+            c.payload.clone(),
+            flag(claim_follows),
             q.stops_channel(),
-            sets.len().to_string(),
+            flag(self.job_events),
+            c.sets.len().to_string(),
         ];
-        for (k, v) in sets {
+        for (k, v) in &c.sets {
             args.push(k.clone());
             args.push(v.clone());
         }
-        args.push(dels.len().to_string());
-        args.extend(dels.iter().cloned());
-        args.push(route.clone());
-        args.push(arrivals.len().to_string());
-        for (target, pred, value, strategy, preds, succ_id, succ_data, succ_opts) in arrivals {
-            keys.push(q.job(succ_id));
+        args.push(c.deletes.len().to_string());
+        args.extend(c.deletes.iter().cloned());
+        args.push(c.arrivals.len().to_string());
+        for a in &c.arrivals {
+            keys.push(q.job(&a.job_id));
             args.extend([
-                target.clone(),
-                pred.clone(),
-                value.clone(),
-                strategy.clone(),
+                a.target_key.clone(),
+                a.source.clone(),
+                a.value.clone(),
+                a.strategy.clone(),
+                a.predecessors.len().to_string(),
             ]);
-            args.push(preds.len().to_string());
-            args.extend(preds.iter().cloned());
-            args.extend([succ_id.clone(), succ_data.clone(), succ_opts.clone()]);
+            args.extend(a.predecessors.iter().cloned());
+            args.extend([a.job_id.clone(), a.job_data.clone(), a.job_opts.clone()]);
         }
         Call { keys, args }
     }
+}
+
+fn flag(on: bool) -> String {
+    if on { "1" } else { "0" }.to_string()
 }
 
 /// Claim up to `max_jobs` ready jobs with a lease of `lease_ms` each.
@@ -110,7 +112,7 @@ pub async fn claim(
 /// Commit a batch; with `claim_max` > 0 the same pipeline then claims that many jobs.
 pub async fn commit(
     inner: Arc<Inner>,
-    batch: Vec<Commit>,
+    batch: Vec<CommitRequest>,
     claim_max: usize,
     lease_ms: u64,
     token_prefix: String,
@@ -174,7 +176,14 @@ pub async fn retry(
                 q.key("marker"),
                 q.key("events"),
             ],
-            args: vec![id, token, delay.to_string(), reason, why],
+            args: vec![
+                id,
+                token,
+                delay.to_string(),
+                reason,
+                why,
+                flag(inner.job_events),
+            ],
         })
         .collect();
     let mut m = inner.conn.manager().await?;

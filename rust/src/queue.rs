@@ -12,7 +12,7 @@ use redis::Value;
 use crate::conn::{Connection, RedisConnection};
 use crate::keys::{QueueKeys, RunKeys};
 use crate::leases::Leases;
-use crate::replies::{text, Commit};
+use crate::replies::{text, CommitRequest};
 use crate::runs::Resume;
 use crate::scripts::{eval_one, Call, Scripts};
 use crate::stops::Stops;
@@ -28,6 +28,8 @@ pub struct Inner {
     pub state_ttl_s: u64,
     pub keep_completed: i64,
     pub keep_failed: i64,
+    /// Write BullMQ's events stream (for `QueueEvents` listeners) on every transition.
+    pub job_events: bool,
     pub leases: Arc<Leases>,
     pub stops: Arc<Stops>,
 }
@@ -72,7 +74,9 @@ impl Queue {
 impl Queue {
     #[new]
     #[pyo3(signature = (connection, name, *, prefix="bull".to_string(), run_prefix=String::new(),
-                        state_ttl_s=86_400, keep_completed=1000, keep_failed=5000))]
+                        state_ttl_s=86_400, keep_completed=1000, keep_failed=5000,
+                        job_events=false))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         connection: &RedisConnection,
         name: &str,
@@ -81,6 +85,7 @@ impl Queue {
         state_ttl_s: u64,
         keep_completed: i64,
         keep_failed: i64,
+        job_events: bool,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -92,6 +97,7 @@ impl Queue {
                 state_ttl_s,
                 keep_completed,
                 keep_failed,
+                job_events,
                 leases: Arc::new(Leases::default()),
                 stops: Arc::new(Stops::default()),
             }),
@@ -125,7 +131,7 @@ impl Queue {
     fn commit<'py>(
         &self,
         py: Python<'py>,
-        batch: Vec<Commit>,
+        batch: Vec<CommitRequest>,
         claim_max: usize,
         lease_ms: u64,
         token_prefix: String,
@@ -352,5 +358,6 @@ impl Queue {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<Queue>()
+    m.add_class::<Queue>()?;
+    crate::replies::register(m)
 }

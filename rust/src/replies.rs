@@ -1,6 +1,7 @@
 //! What crosses to Python, and how script replies are read into it.
 //!
-//! The type aliases name the tuples the queue hands to Python (and takes from it); the parsers
+//! `ClaimedJob` is what a claim hands to Python; `CommitRequest` and `ArrivalRequest` are read
+//! from Python objects with those attributes (`flowcraft_fast.distributed.wire`). The parsers
 //! turn a script's reply (`redis::Value`) into them, or into an error naming the script.
 
 use std::collections::HashMap;
@@ -9,56 +10,96 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use redis::Value;
 
-/// A claimed job: (id, lease token, data JSON, attempts made, attempts started, opts JSON,
-/// input JSON carried by the job (None: resolve it), run id, resume payload JSON, slept flag).
-pub type Claimed = (
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    bool,
-);
+/// A job handed to this worker by a claim, with what its node needs to run. Fields of the job
+/// data are read once, by the claim script (which decodes it anyway).
+#[pyclass(module = "flowcraft_fast._core", frozen, get_all)]
+pub struct ClaimedJob {
+    /// BullMQ job id.
+    pub id: String,
+    /// The lease token: the commit must present it (fencing).
+    pub token: String,
+    /// The job data as JSON text (`{runId, blueprintId, nodeId, iteration, blueprintVersion}`).
+    pub data: String,
+    pub run_id: String,
+    pub node_id: String,
+    /// The iteration as the data gives it ("0", "3", "1.2").
+    pub iteration: String,
+    pub blueprint_id: String,
+    /// "" when the data has none (or null).
+    pub blueprint_version: String,
+    /// Failed attempts so far (BullMQ's `attemptsMade`).
+    pub attempts_made: i64,
+    /// Times the job was claimed, this claim included (BullMQ's `ats`).
+    pub attempts_started: i64,
+    pub opts: String,
+    /// The value its incoming edges carried (JSON, or "\x01" for a skip token); None for a
+    /// start node (its input is in the run's context).
+    pub input: Option<String>,
+    /// `{output, action}` JSON a client resumed a waiting node with.
+    pub resume: Option<String>,
+    /// A sleep node's delay has passed.
+    pub slept: bool,
+}
+
+#[pymethods]
+impl ClaimedJob {
+    /// The key the run's ledger knows this activation by: `<iteration>|<node id>`.
+    #[getter]
+    fn node_key(&self) -> String {
+        format!("{}|{}", self.iteration, self.node_id)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "ClaimedJob({:?}, node {:?}, run {:?})",
+            self.id, self.node_id, self.run_id
+        )
+    }
+}
 
 /// The runs of claimed jobs, each once: run id -> (status, state fields as JSON text).
 pub type ClaimedRuns = HashMap<String, (String, HashMap<String, String>)>;
 
 /// What one claim returns: (next delayed job due time in ms or 0, runs, jobs).
-pub type ClaimReply = (i64, ClaimedRuns, Vec<Claimed>);
+pub type ClaimReply = (i64, ClaimedRuns, Vec<ClaimedJob>);
 
-/// One arrival of a finished node at a successor: (target node key, predecessor id, value JSON
-/// or "\x01" for skipped, join strategy, all predecessor ids of the target, successor job id,
-/// successor job data, successor job opts).
-pub type Arrival = (
-    String,
-    String,
-    String,
-    String,
-    Vec<String>,
-    String,
-    String,
-    String,
-);
+/// One arrival of a finished node at a successor activation, read from Python's
+/// `flowcraft_fast.distributed.wire.ArrivalRequest` (any object with these attributes).
+#[derive(FromPyObject)]
+pub struct ArrivalRequest {
+    /// `<iteration>|<node id>` of the successor activation.
+    pub target_key: String,
+    pub source: String,
+    /// The value the edge carries (JSON), or "\x01" for a skipped edge.
+    pub value: String,
+    /// "all" or "any".
+    pub strategy: String,
+    /// The predecessors the successor's join waits for, as the committer knows them.
+    pub predecessors: Vec<String>,
+    /// The job that runs the successor if this arrival fires it, its data and opts.
+    pub job_id: String,
+    pub job_data: String,
+    pub job_opts: String,
+}
 
-/// One finished node: (job id, token, run id, node key, mode, job result text, status payload,
-/// context sets, context deletes, route JSON, arrivals).
-pub type Commit = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Vec<(String, String)>,
-    Vec<String>,
-    String,
-    Vec<Arrival>,
-);
+/// One finished node to commit, read from Python's
+/// `flowcraft_fast.distributed.wire.CommitRequest`.
+#[derive(FromPyObject)]
+pub struct CommitRequest {
+    pub job_id: String,
+    pub token: String,
+    pub run_id: String,
+    pub node_key: String,
+    /// "ok" (the node finished), "await" (it parks the run), "fail" (the run fails).
+    pub mode: String,
+    /// The job's result text (`returnvalue`, or `failedReason` when failing).
+    pub result: String,
+    /// The status payload written when this commit ends or parks the run ("" for the default).
+    pub payload: String,
+    pub sets: Vec<(String, String)>,
+    pub deletes: Vec<String>,
+    pub arrivals: Vec<ArrivalRequest>,
+}
 
 pub fn bad_reply(what: &str, v: &Value) -> PyErr {
     PyRuntimeError::new_err(format!("unexpected reply from the {what} script: {v:?}"))
@@ -81,23 +122,27 @@ pub fn int(v: &Value) -> i64 {
     }
 }
 
-fn parse_job(v: &Value) -> Option<Claimed> {
+fn parse_job(v: &Value) -> Option<ClaimedJob> {
     let Value::Array(f) = v else { return None };
-    if f.len() < 10 {
+    if f.len() < 14 {
         return None;
     }
-    Some((
-        text(&f[0])?,
-        text(&f[1])?,
-        text(&f[2])?,
-        int(&f[3]),
-        int(&f[4]),
-        text(&f[5]).unwrap_or_else(|| "{}".into()),
-        text(&f[6]),
-        text(&f[7])?,
-        text(&f[8]),
-        text(&f[9]).is_some(),
-    ))
+    Some(ClaimedJob {
+        id: text(&f[0])?,
+        token: text(&f[1])?,
+        data: text(&f[2])?,
+        attempts_made: int(&f[3]),
+        attempts_started: int(&f[4]),
+        opts: text(&f[5]).unwrap_or_else(|| "{}".into()),
+        input: text(&f[6]),
+        run_id: text(&f[7])?,
+        resume: text(&f[8]),
+        slept: text(&f[9]).is_some(),
+        node_id: text(&f[10])?,
+        iteration: text(&f[11]).unwrap_or_else(|| "0".into()),
+        blueprint_id: text(&f[12]).unwrap_or_default(),
+        blueprint_version: text(&f[13]).unwrap_or_default(),
+    })
 }
 
 fn parse_state(v: &Value) -> Option<HashMap<String, String>> {
@@ -145,4 +190,8 @@ pub fn commit_reply(v: &Value) -> (String, String, String) {
         Value::ServerError(e) => ("error".to_string(), format!("{e:?}"), String::new()),
         other => ("error".to_string(), format!("{other:?}"), String::new()),
     }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<ClaimedJob>()
 }

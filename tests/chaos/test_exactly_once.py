@@ -30,6 +30,7 @@ from flowcraft_fast.distributed.adapter import BullMQAdapter
 from flowcraft_fast.distributed.client import FlowClient
 from flowcraft_fast.distributed.jobs import job_id
 from flowcraft_fast.distributed.store import RedisCoordinationStore
+from flowcraft_fast.distributed.wire import CommitRequest
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -402,17 +403,17 @@ async def test_lease_token_fences_a_reclaim_by_the_same_worker(redis_url: str) -
     r.hset(f"workflow:run:{run}", mapping={"status": "running", "pending": 1})
     try:
         _, _, first = await queue.claim(1, 100, "P")
-        assert [j[0] for j in first] == [job]
-        stale_token = first[0][1]
+        assert [j.id for j in first] == [job]
+        stale_token = first[0].token
         await wait_until(lambda: not r.exists(QP + job + ":lock"), 5, "the lease to expire")
         requeued, _ = await queue.requeue_stalled(1, 1)
         assert requeued == [job]
         _, _, second = await queue.claim(1, 30_000, "P")
-        assert [j[0] for j in second] == [job]
-        live_token = second[0][1]
+        assert [j.id for j in second] == [job]
+        live_token = second[0].token
 
         def commit(token: str, value: str) -> Any:
-            return (job, token, run, f"0|{node}", "ok", value, "", [(node, value)], [], "", [])
+            return CommitRequest(job, token, run, f"0|{node}", "ok", value, "", [(node, value)])
 
         (stale,), _ = await queue.commit([commit(stale_token, '"stale"')])
         assert stale[0] == "lost", (

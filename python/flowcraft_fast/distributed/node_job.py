@@ -29,6 +29,7 @@ from ..runtime.types import WorkflowError
 from ..runtime.vocabulary import DYNAMIC_PREFIX, INPUTS_PREFIX, LIVE_STATUSES, SKIP
 from .jobs import job_data, job_id, job_opts
 from .lazy_state import LazyState
+from .wire import ArrivalRequest, CommitRequest
 
 VERSION_RETRY_DELAY_MS = 5_000
 VERSION_RETRY_LIMIT = 12
@@ -55,31 +56,27 @@ class ClaimedRun:
 
 async def run_job(
     options: RuntimeOptions,
-    job: _core._ClaimedJob,
+    job: _core.ClaimedJob,
     run: ClaimedRun,
     cancelled: asyncio.Event,
     log: logging.Logger,
-) -> _core._CommitRequest | RetryRequest:
-    """Decode the job, run its activation through the engine's step, and say what to commit
-    (or when to retry)."""
-    jid, token, raw_data, attempts_made, attempts_started, _opts, raw_input = job[:7]
-    resumed, slept = job[8], job[9]
-    data = jsoncodec.loads(raw_data, what=f"job {jid} data")
-    run_id, bp_id = str(data["runId"]), str(data.get("blueprintId", ""))
-    node_id = str(data["nodeId"])
-    key = job_node_key(job)
+) -> CommitRequest | RetryRequest:
+    """Turn the job into an activation, run it through the engine's step, and say what to
+    commit (or when to retry)."""
+    jid, run_id, node_id, bp_id = job.id, job.run_id, job.node_id, job.blueprint_id
+    key = job.node_key
 
-    def fail(message: str, errors: list[WorkflowError] | None = None) -> _core._CommitRequest:
+    def fail(message: str, errors: list[WorkflowError] | None = None) -> CommitRequest:
         errs = errors or [WorkflowError(node_id, message, "FlowcraftError")]
         payload = jsoncodec.dumps(
             {"status": "failed", "reason": message, "errors": [e.to_json() for e in errs]}
         )
-        return (jid, token, run_id, key, "fail", message, payload, [], [], "", [])
+        return CommitRequest(jid, job.token, run_id, key, "fail", message, payload)
 
     if run.status not in LIVE_STATUSES:
-        return noop_commit(job, run_id)
+        return noop_commit(job)
     bp = options.blueprints.get(bp_id)
-    wanted = str(data.get("blueprintVersion", "") or "")
+    wanted = job.blueprint_version
     have = (bp.version or "") if bp is not None else None
     if bp is None or (wanted and have != wanted):
         reason = (
@@ -87,9 +84,9 @@ async def run_job(
             if bp is None
             else f"blueprint {bp_id!r} version {wanted!r} is required, this worker has {have!r}"
         )
-        if attempts_started <= VERSION_RETRY_LIMIT:
+        if job.attempts_started <= VERSION_RETRY_LIMIT:
             log.warning("job %s: %s; leaving it for another worker", jid, reason)
-            return (jid, token, VERSION_RETRY_DELAY_MS, reason, "defer")
+            return (jid, job.token, VERSION_RETRY_DELAY_MS, reason, "defer")
         return fail(f"{reason} (no matching worker took the job)")
     snapshot = LazyState(run.raw)
     try:
@@ -99,17 +96,19 @@ async def run_job(
     if not graph.has_node(node_id):
         return fail(f"blueprint {bp_id!r} has no node {node_id!r}")
     try:
-        iteration = graph.parse_iteration(node_id, data.get("iteration", 0))
+        iteration = graph.parse_iteration(node_id, job.iteration)
     except ValueError as exc:
         return fail(f"job {jid}: {exc}")
     context = BufferedContext(snapshot)
     edge_value: Any = FROM_CONTEXT
-    if raw_input == SKIP:
+    if job.input == SKIP:
         edge_value = SKIPPED
-    elif raw_input is not None:
-        edge_value = jsoncodec.loads(raw_input, what=f"job {jid} input")
+    elif job.input is not None:
+        edge_value = jsoncodec.loads(job.input, what=f"job {jid} input")
     resume = (
-        jsoncodec.loads(resumed, what=f"job {jid} resume payload") if resumed is not None else None
+        jsoncodec.loads(job.resume, what=f"job {jid} resume payload")
+        if job.resume is not None
+        else None
     )
     node = graph.node(node_id)
     if (
@@ -117,51 +116,50 @@ async def run_job(
         and resume is None
         and options.registry.get(node.uses) is sleep_node
     ):  # a delayed job that holds no worker while it waits
-        if not slept:
+        if not job.slept:
             try:
                 delay = parse_duration_ms(thaw(node.params).get("duration"))
             except ValueError as exc:
                 return fail(f"sleep node {node_id!r}: {exc}")
-            return (jid, token, int(delay), "sleeping", "sleep")
+            return (jid, job.token, int(delay), "sleeping", "sleep")
         if edge_value is FROM_CONTEXT:
             edge_value = snapshot.get(f"{INPUTS_PREFIX}{node_id}")
         transformed = node_id in graph.static.transformed_targets
         resume = {"output": resolve_input(node, context.view(), edge_value, transformed)}
     events = EventEmitter(options.event_bus, run_id, bp_id, options.logger)
-    act = Activation(node_id, iteration, edge_value, attempts_made + 1, resume)
+    act = Activation(node_id, iteration, edge_value, job.attempts_made + 1, resume)
     outcome = await step(
         options, graph, act, context, events,
         run_id=run_id, cancelled=cancelled, attempts=[act.attempt],
     )  # fmt: skip
     if isinstance(outcome, Finished):
-        return _commit_request(job, key, run_id, bp, graph, outcome, context)
+        return _commit_request(job, key, bp, graph, outcome, context)
     if isinstance(outcome, Retry):
-        return (jid, token, int(outcome.delay_ms), outcome.error.message, "attempt")
+        return (jid, job.token, int(outcome.delay_ms), outcome.error.message, "attempt")
     if isinstance(outcome, Parked):
         sets, deletes = context.changes()
         payload = jsoncodec.dumps({"status": "awaiting", "awaiting": [node_id]})
-        return (jid, token, run_id, key, "await", "null", payload, sets, deletes, "", [])
+        return CommitRequest(jid, job.token, run_id, key, "await", "null", payload, sets, deletes)
     return fail(outcome.errors[-1].message, outcome.errors)
 
 
 def _commit_request(
-    job: _core._ClaimedJob,
+    job: _core.ClaimedJob,
     key: str,
-    run_id: str,
     bp: Blueprint,
     graph: RunGraph,
     finished: Finished,
     context: BufferedContext,
-) -> _core._CommitRequest:
-    """The commit of a finished activation: its writes, its routing decision and the
-    arrivals at its successors, each with the job that runs the successor if it fires."""
-    version = bp.version or ""
-    arrivals: list[_core._Arrival] = []
+) -> CommitRequest:
+    """The commit of a finished activation: its writes and the arrivals at its successors,
+    each with the job that runs the successor if it fires."""
+    run_id, version = job.run_id, bp.version or ""
+    arrivals: list[ArrivalRequest] = []
     for a in finished.arrivals:
         succ = job_id(run_id, a.target, a.iteration)
         value = SKIP if a.value is SKIPPED else jsoncodec.dumps(a.value, what="edge value")
         arrivals.append(
-            (
+            ArrivalRequest(
                 a.key,
                 a.source,
                 value,
@@ -172,30 +170,14 @@ def _commit_request(
                 job_opts(graph.node(a.target), succ),
             )
         )
-    decision = finished.decision
-    route_json = jsoncodec.dumps(
-        {
-            "node": finished.node_id,
-            "taken": [t.target for t in decision.taken],
-            "skipped": [t for _, t in decision.skipped],
-        }
-    )
     sets, deletes = context.changes()
     result = finished.result
     returnvalue = "null" if result is None else jsoncodec.dumps(result.output)
-    return (
-        job[0], job[1], run_id, key, "ok", returnvalue, "", sets, deletes, route_json,
-        arrivals,
-    )  # fmt: skip
+    return CommitRequest(
+        job.id, job.token, run_id, key, "ok", returnvalue, "", sets, deletes, arrivals
+    )
 
 
-def noop_commit(job: _core._ClaimedJob, run_id: str) -> _core._CommitRequest:
+def noop_commit(job: _core.ClaimedJob) -> CommitRequest:
     """Settle a job whose run has ended: its job moves on, nothing else changes."""
-    return (job[0], job[1], run_id, job_node_key(job), "ok", "null", "", [], [], "", [])
-
-
-def job_node_key(job: _core._ClaimedJob) -> str:
-    """The node key a job commits under: its own node and iteration as the job data gives them
-    (the claim script reads them the same way)."""
-    data = jsoncodec.loads(job[2])
-    return f"{data.get('iteration', 0)}|{data['nodeId']}"
+    return CommitRequest(job.id, job.token, job.run_id, job.node_key, "ok")

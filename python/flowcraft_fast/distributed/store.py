@@ -30,6 +30,7 @@ class RedisCoordinationStore:
         state_ttl_seconds: int = 86_400,
         keep_completed_jobs: int = 1_000,
         keep_failed_jobs: int = 5_000,
+        job_events: bool = False,
     ) -> None:
         if state_ttl_seconds < 1:
             raise ValueError("state_ttl_seconds must be at least 1")
@@ -39,6 +40,10 @@ class RedisCoordinationStore:
         self.state_ttl_seconds = state_ttl_seconds
         self.keep_completed_jobs = keep_completed_jobs
         self.keep_failed_jobs = keep_failed_jobs
+        self.job_events = job_events
+        """Write BullMQ's events stream (`bull:<queue>:events`, read by `QueueEvents`) on every
+        job transition. Off by default: nothing in flowcraft-fast reads it, and it costs a
+        stream entry per step."""
 
     def queue(self, name: str) -> _core.Queue:
         if not name or ":" in name:
@@ -51,6 +56,7 @@ class RedisCoordinationStore:
             state_ttl_s=self.state_ttl_seconds,
             keep_completed=self.keep_completed_jobs,
             keep_failed=self.keep_failed_jobs,
+            job_events=self.job_events,
         )
 
     def state_store(self) -> _core.StateStore:

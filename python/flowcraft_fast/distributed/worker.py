@@ -27,6 +27,7 @@ from ..runtime.executor import NodeOutcome
 from ..runtime.runtime import RuntimeOptions
 from .jobs import VERSION_FIELD
 from .node_job import ClaimedRun, RetryRequest, noop_commit, run_job
+from .wire import CommitRequest
 
 _Retry = RetryRequest
 
@@ -86,9 +87,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._pending_commits: list[
-            tuple[_core._CommitRequest, asyncio.Future[tuple[str, str, str]]]
-        ] = []
+        self._pending_commits: list[tuple[CommitRequest, asyncio.Future[tuple[str, str, str]]]] = []
         self._pending_retries: list[tuple[_Retry, asyncio.Future[str]]] = []
         self._commit_ready = asyncio.Event()
         self._next_due_ms = 0
@@ -168,22 +167,22 @@ class Worker:
         return 5.0
 
     def _launch_all(
-        self, runs: dict[str, tuple[str, dict[str, str]]], jobs: list[_core._ClaimedJob]
+        self, runs: dict[str, tuple[str, dict[str, str]]], jobs: list[_core.ClaimedJob]
     ) -> None:
         claimed = {run_id: ClaimedRun(status, raw) for run_id, (status, raw) in runs.items()}
         missing = ClaimedRun("", {})
         for job in jobs:
-            self._launch(job, claimed.get(job[7], missing))
+            self._launch(job, claimed.get(job.run_id, missing))
 
-    def _launch(self, job: _core._ClaimedJob, run: ClaimedRun) -> None:
-        jid, token, run_id = job[0], job[1], job[7]
+    def _launch(self, job: _core.ClaimedJob, run: ClaimedRun) -> None:
+        jid, token, run_id = job.id, job.token, job.run_id
         flight = _InFlight(jid, token, run_id)
         self._in_flight[jid] = flight
         self.queue.track(jid, token, run_id)
         self.stats.claimed += 1
         flight.task = asyncio.get_running_loop().create_task(self._process(job, run, flight))
 
-    async def _process(self, job: _core._ClaimedJob, run: ClaimedRun, flight: _InFlight) -> None:
+    async def _process(self, job: _core.ClaimedJob, run: ClaimedRun, flight: _InFlight) -> None:
         started = time.perf_counter()
         try:
             try:
@@ -191,9 +190,9 @@ class Worker:
             except asyncio.CancelledError:
                 if not flight.run_ended or self._closing:
                     raise
-                request = noop_commit(job, flight.run_id)  # the run ended elsewhere
+                request = noop_commit(job)  # the run ended elsewhere
             flight.committing = True
-            if isinstance(request, tuple) and len(request) == 5:
+            if isinstance(request, tuple):  # a retry
                 await self._retry(request)
             else:
                 code, detail, fired = await self._commit(request)
@@ -217,8 +216,8 @@ class Worker:
 
     async def _job_events(
         self,
-        job: _core._ClaimedJob,
-        request: _core._CommitRequest,
+        job: _core.ClaimedJob,
+        request: CommitRequest,
         code: str,
         detail: str,
         fired: str,
@@ -226,16 +225,13 @@ class Worker:
     ) -> None:
         """The adapter-level events of a committed job (SPEC section 3: job:enqueued,
         job:processed, job:failed, and workflow:finish from the worker that ended the run)."""
-        data = jsoncodec.loads(job[2])
-        events = EventEmitter(
-            self.options.event_bus, request[2], str(data.get("blueprintId", "")), self.log
-        )
-        node_id = str(data.get("nodeId", ""))
+        events = EventEmitter(self.options.event_bus, job.run_id, job.blueprint_id, self.log)
+        node_id = job.node_id
         if code != "ok":
             return
-        failed = request[4] == "fail"
+        failed = request.mode == "fail"
         if failed:
-            await events.emit("job:failed", nodeId=node_id, error=request[5])
+            await events.emit("job:failed", nodeId=node_id, error=request.result)
         await events.emit(
             "job:processed",
             nodeId=node_id,
@@ -270,7 +266,7 @@ class Worker:
 
     # ------------------------------------------------------------------ committing
 
-    async def _commit(self, request: _core._CommitRequest) -> tuple[str, str, str]:
+    async def _commit(self, request: CommitRequest) -> tuple[str, str, str]:
         future: asyncio.Future[tuple[str, str, str]] = asyncio.get_running_loop().create_future()
         self._pending_commits.append((request, future))
         self._commit_ready.set()
@@ -298,14 +294,14 @@ class Worker:
                 await self._flush(self.queue.retry, retries)
 
     async def _flush_commits(
-        self, items: list[tuple[_core._CommitRequest, asyncio.Future[tuple[str, str, str]]]]
+        self, items: list[tuple[CommitRequest, asyncio.Future[tuple[str, str, str]]]]
     ) -> None:
         """Commit a batch and, in the same round trip, claim the slots it frees."""
         claim_max = 0
         if not self._closing:
             claim_max = max(0, self.concurrency - (len(self._in_flight) - len(items)))
 
-        async def send(requests: list[_core._CommitRequest]) -> Any:
+        async def send(requests: list[CommitRequest]) -> Any:
             return await self.queue.commit(requests, claim_max, self.lease_ms, self.token_prefix)
 
         result = await self._send([request for request, _ in items], send)

@@ -9,7 +9,8 @@
   First promotes due delayed jobs (BullMQ score: due_ms * 4096 + seq). Returns
   {next_delayed_ms, {run_id, run_status, state_flat, ...}, job1, job2, ...}: each run's state
   once, however many of its jobs were claimed; each job is
-  {id, token, data, attempts_made, attempts_started, opts, input, run_id, resume, slept}:
+  {id, token, data, attempts_made, attempts_started, opts, input, run_id, resume, slept,
+   node id, iteration text, blueprint id, blueprint version} (read from the data, decoded here):
   `input` is the value its incoming edges carried ("\1": a skip token),
   `resume` the output/action a client resumed a waiting node with, `slept` set once a sleep
   node's delay has passed.
@@ -91,8 +92,11 @@ while n < max do
       run_list[#run_list + 1] = status
       run_list[#run_list + 1] = state
     end
+    local version = data['blueprintVersion']
     out[#out + 1] = {id, token, f[1], tonumber(f[2] or f[3] or 0), ats, f[5] or '{}', f[6] or false,
-                     run_id, f[7] or false, f[8] or false}
+                     run_id, f[7] or false, f[8] or false, data['nodeId'],
+                     tostring(data['iteration'] or 0), tostring(data['blueprintId'] or ''),
+                     type(version) == 'string' and version or ''}
   end
 end
 if n > 0 and (redis.call('LLEN', KEYS[1]) > 0 or redis.call('ZCARD', KEYS[7]) > 0) then

@@ -9,7 +9,8 @@
         state ttl s, keep completed, keep failed, run id, status payload, claim follows ("1": a
         claim in the same round trip takes the new jobs and sets the marker if any are left),
         stops channel (where a run that fails is announced, so workers stop its other nodes),
-        n_sets, (field, json)*, n_dels, field*, route json,
+        job events ("1": write BullMQ's events stream, for QueueEvents listeners),
+        n_sets, (field, json)*, n_dels, field*,
         n_arrivals, (target key, pred, value|"\1" for skipped, strategy, n_preds, pred*,
                      successor job id, successor data, successor opts)*
   mode: "ok" (node finished), "await" (a wait node parked the run), "fail" (the run fails).
@@ -29,7 +30,7 @@ local now = now_ms()
 local qp, job_id, token, node_key, mode, result = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local ttl, keep_done, keep_failed = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local run_id, status_payload, claim_follows = ARGV[10], ARGV[11], ARGV[12] == '1'
-local stops_channel = ARGV[13]
+local stops_channel, job_events = ARGV[13], ARGV[14] == '1'
 
 if redis.call('GET', KEYS[2]) ~= token then return {'lost', ''} end
 
@@ -54,8 +55,10 @@ local function finish(failed, text)
   if failed then set, field, event, keep = KEYS[5], 'failedReason', 'failed', keep_failed end
   redis.call('HSET', KEYS[1], 'finishedOn', now, field, text)
   redis.call('ZADD', set, now, job_id)
-  redis.call('XADD', KEYS[8], 'MAXLEN', '~', 10000, '*', 'event', event, 'jobId', job_id,
-             field, text)
+  if job_events then
+    redis.call('XADD', KEYS[8], 'MAXLEN', '~', 10000, '*', 'event', event, 'jobId', job_id,
+               field, text)
+  end
   trim(set, keep)
 end
 
@@ -82,14 +85,12 @@ if mode == 'fail' then
 end
 
 -- context writes and the node's output
-local i = hset_pairs(KEYS[9], 14)
+local i = hset_pairs(KEYS[9], 15)
 local n_dels = tonumber(ARGV[i]); i = i + 1
 if n_dels > 0 then
   redis.call('HDEL', KEYS[9], unpack(ARGV, i, i + n_dels - 1))
   i = i + n_dels
 end
-local route = ARGV[i]; i = i + 1
-if route ~= '' then redis.call('HSET', KEYS[10], ROUTE .. node_key, route) end
 
 if mode == 'await' then
   redis.call('HSET', KEYS[10], 'status', AWAITING, AWAIT .. node_key, job_id)
@@ -163,7 +164,7 @@ for a = 1, n_arr do
     end
   end
   if fire then
-    redis.call('HSET', KEYS[10], FIRED .. target, succ_id)  -- (already set on the fast path)
+    if n_listed ~= 1 or known > 1 then redis.call('HSET', KEYS[10], FIRED .. target, succ_id) end
     -- `fci`: the input the edges carry; "\1" makes it a skip token (a dead path passing through)
     create_job(KEYS[13 + a], succ_data, succ_opts, now, 'fci', input)
     redis.call('LPUSH', KEYS[6], succ_id)

@@ -5,7 +5,7 @@
 ]]
 local SKIP = '\1'          -- an arrival (and a job's input) meaning "skipped": a dead path
 local SEP = '\31'          -- a join arrival is the joins-hash field <target node key> SEP <pred>
-local DONE, FIRED, AWAIT, ROUTE = 'done:', 'fired:', 'await:', 'route:'
+local DONE, FIRED, AWAIT = 'done:', 'fired:', 'await:'
 local JOIN_PREDS, JOIN_ARRIVED, JOIN_FINISHED = 'np:', 'n:', 'f:'
 local PENDING = 'pending'
 local RUNNING, AWAITING = 'running', 'awaiting'

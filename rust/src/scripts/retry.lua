@@ -7,6 +7,7 @@
   node parking itself: not an attempt, and `fcw` marks that its next run passes its input on),
   "defer" (left for another worker, e.g. one serving the job's blueprint version: not an
   attempt; `ats` keeps counting the offers).
+  ARGV[6] "1": also write BullMQ's events stream (for QueueEvents listeners).
   Returns "ok", or "lost" when the lease was lost (another worker owns the job now).
 ]]
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 'lost' end
@@ -30,8 +31,10 @@ if delay > 0 then
   redis.call('ZADD', KEYS[4], due * 4096 + math.min(seq, 4095), id)
   local marked = redis.call('ZSCORE', KEYS[6], '1')
   if not marked or tonumber(marked) > due then redis.call('ZADD', KEYS[6], due, '1') end
-  redis.call('XADD', KEYS[7], 'MAXLEN', '~', 10000, '*', 'event', 'delayed', 'jobId', id,
-             'delay', due)
+  if ARGV[6] == '1' then  -- BullMQ's events stream, when the queue writes it
+    redis.call('XADD', KEYS[7], 'MAXLEN', '~', 10000, '*', 'event', 'delayed', 'jobId', id,
+               'delay', due)
+  end
 else
   redis.call('RPUSH', KEYS[5], id)
   redis.call('ZADD', KEYS[6], 0, '0')

@@ -1,0 +1,47 @@
+"""What the worker hands to the native queue: named, not positional.
+
+The Rust side reads these by attribute (`#[derive(FromPyObject)]` in `rust/src/replies.rs`), so
+a field renamed on one side fails loudly on the other; `_core.pyi` documents the same shapes.
+What the queue hands back is `_core.ClaimedJob`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class ArrivalRequest:
+    """A finished node's edge arriving at one activation of a successor."""
+
+    target_key: str
+    """`<iteration>|<node id>` of the successor activation."""
+    source: str
+    value: str
+    """What the edge carries (JSON text), or `vocabulary.SKIP` for a skipped edge."""
+    strategy: str
+    predecessors: list[str]
+    """The predecessors the successor's join waits for, as far as this worker knows."""
+    job_id: str
+    """The job that runs the successor if this arrival fires it; its data and options."""
+    job_data: str
+    job_opts: str
+
+
+@dataclass(slots=True)
+class CommitRequest:
+    """One finished (or parked, or failed) activation, for `commit.lua`."""
+
+    job_id: str
+    token: str
+    run_id: str
+    node_key: str
+    mode: str
+    """"ok" (finished), "await" (parks the run), "fail" (fails the run)."""
+    result: str = "null"
+    """The job's `returnvalue` (JSON), or its `failedReason` when failing."""
+    payload: str = ""
+    """The status payload when this commit ends or parks the run ("" for the default)."""
+    sets: list[tuple[str, str]] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    arrivals: list[ArrivalRequest] = field(default_factory=list)
