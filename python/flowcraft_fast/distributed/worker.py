@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _core, jsoncodec
+from ..runtime.eager import Resumed
 from ..runtime.events import EventEmitter
 from ..runtime.executor import NodeOutcome
 from ..runtime.runtime import RuntimeOptions
@@ -34,15 +37,32 @@ _Retry = RetryRequest
 
 @dataclass(slots=True)
 class _InFlight:
-    job_id: str
-    token: str
-    run_id: str
+    job: _core.ClaimedJob
+    run: ClaimedRun
+    started: float
     task: asyncio.Task[None] | None = None
+    """The driver task running its node while the node waits (None otherwise)."""
     run_ended: bool = False
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     """The nodes' `ctx.cancelled`: set when their run ended elsewhere (failed, cancelled)."""
     committing: bool = False
     """The node finished and its commit (or retry) is on its way: no longer stoppable."""
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
+
+    @property
+    def token(self) -> str:
+        return self.job.token
+
+    @property
+    def run_id(self) -> str:
+        return self.job.run_id
+
+
+LATENCY_SAMPLES = 4096
+"""Job latencies kept for statistics: the most recent ones (a ring, not a growing list)."""
 
 
 @dataclass(slots=True)
@@ -55,7 +75,11 @@ class WorkerStats:
     lost: int = 0
     claims: int = 0
     commit_batches: int = 0
-    latencies: list[float] = field(default_factory=list)
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+
+
+YIELD_EVERY = 64
+"""Jobs a driver steps back to back before it lets the event loop run other tasks."""
 
 
 class Worker:
@@ -85,11 +109,19 @@ class Worker:
         self.stats = WorkerStats()
         self._in_flight: dict[str, _InFlight] = {}
         self._slot_freed = asyncio.Event()
+        self._idle = asyncio.Event()
+        """Set whenever nothing is in flight (close waits for it)."""
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._pending_commits: list[tuple[CommitRequest, asyncio.Future[tuple[str, str, str]]]] = []
-        self._pending_retries: list[tuple[_Retry, asyncio.Future[str]]] = []
+        self._ready: deque[_InFlight] = deque()
+        """Claimed jobs not started yet."""
+        self._drivers: set[asyncio.Task[None]] = set()
+        self._free_drivers = 0
+        """Drivers taking ready jobs (not waiting on a node)."""
+        self._pending_commits: list[tuple[CommitRequest, _InFlight]] = []
+        self._pending_retries: list[tuple[_Retry, _InFlight]] = []
         self._commit_ready = asyncio.Event()
+        self._event_tasks: set[asyncio.Task[None]] = set()
         self._next_due_ms = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -118,13 +150,18 @@ class Worker:
         claim = self._tasks[0] if self._tasks else None
         if claim is not None:
             claim.cancel()
-        running = [f.task for f in self._in_flight.values() if f.task is not None]
-        if running:
-            _, not_done = await asyncio.wait(running, timeout=timeout)
-            for task in not_done:
-                task.cancel()
-            if not_done:
-                await asyncio.wait(not_done, timeout=5)
+        self._ready.clear()  # claimed but not started: back to the queue when leases lapse
+        for flight in [f for f in self._in_flight.values() if not f.committing and not f.task]:
+            self._forget(flight)
+        if self._in_flight:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout)
+        drivers = list(self._drivers)
+        for task in drivers:
+            task.cancel()
+        if drivers:
+            await asyncio.wait(drivers, timeout=5)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -171,60 +208,127 @@ class Worker:
     ) -> None:
         claimed = {run_id: ClaimedRun(status, raw) for run_id, (status, raw) in runs.items()}
         missing = ClaimedRun("", {})
+        now = time.perf_counter()
         for job in jobs:
-            self._launch(job, claimed.get(job.run_id, missing))
+            flight = _InFlight(job, claimed.get(job.run_id, missing), now)
+            self._in_flight[job.id] = flight
+            self.queue.track(job.id, job.token, job.run_id)
+            self._ready.append(flight)
+        self.stats.claimed += len(jobs)
+        if self._ready and not self._free_drivers:
+            self._spawn_driver()
 
-    def _launch(self, job: _core.ClaimedJob, run: ClaimedRun) -> None:
-        jid, token, run_id = job.id, job.token, job.run_id
-        flight = _InFlight(jid, token, run_id)
-        self._in_flight[jid] = flight
-        self.queue.track(jid, token, run_id)
-        self.stats.claimed += 1
-        flight.task = asyncio.get_running_loop().create_task(self._process(job, run, flight))
+    def _spawn_driver(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._driver(), name="flowcraft-jobs")
+        self._drivers.add(task)
+        task.add_done_callback(self._drivers.discard)
 
-    async def _process(self, job: _core.ClaimedJob, run: ClaimedRun, flight: _InFlight) -> None:
-        started = time.perf_counter()
+    async def _driver(self) -> None:
+        """Step ready jobs eagerly: a node that finishes without waiting costs no task of its
+        own. When a node waits, this task stays with it (its current task, timeouts and
+        cancellation are its own) and another driver takes the remaining jobs."""
+        ready = self._ready
+        self._free_drivers += 1
+        steps = 0
         try:
-            try:
-                request = await run_job(self.options, job, run, flight.cancelled, self.log)
-            except asyncio.CancelledError:
-                if not flight.run_ended or self._closing:
-                    raise
-                request = noop_commit(job)  # the run ended elsewhere
-            flight.committing = True
-            if isinstance(request, tuple):  # a retry
-                await self._retry(request)
-            else:
-                code, detail, fired = await self._commit(request)
-                self._count(code, detail, flight)
-                if self.options.event_bus is not None:
-                    await self._job_events(job, request, code, detail, fired, started)
-            self.stats.latencies.append(time.perf_counter() - started)
+            while ready and not self._closing:
+                flight = ready.popleft()
+                coro = self._execute(flight)
+                variables = contextvars.copy_context()  # as a task of its own would have
+                try:
+                    first = variables.run(coro.send, None)
+                except StopIteration as stop:
+                    self._submit(flight, stop.value)
+                else:
+                    task = asyncio.current_task()
+                    assert task is not None
+                    flight.task = task
+                    self._free_drivers -= 1
+                    if ready:
+                        self._spawn_driver()
+                    try:
+                        request = await Resumed(coro, first, variables)
+                    except asyncio.CancelledError:
+                        task.uncancel()  # this job's node was stopped; the driver goes on
+                        request = self._stopped(flight)
+                    finally:
+                        flight.task = None
+                        self._free_drivers += 1
+                    self._submit(flight, request)
+                steps += 1
+                if steps % YIELD_EVERY == 0 and ready:
+                    await asyncio.sleep(0)  # let the commit loop and others run
+        finally:
+            self._free_drivers -= 1
+
+    async def _execute(self, flight: _InFlight) -> CommitRequest | _Retry | None:
+        """Run the job's node to what to send; None when there is nothing to send."""
+        try:
+            return await run_job(self.options, flight.job, flight.run, flight.cancelled, self.log)
         except asyncio.CancelledError:
-            pass  # lease lost or shutdown: the job returns to the queue when its lease expires
+            return self._stopped(flight)
         except Exception:
             self.log.exception(
                 "job %s: unexpected worker error (the job will be retried)", flight.job_id
             )
-        finally:
-            # A later claim of the same job (a re-delivered copy) may have replaced this one:
-            # its lease must keep being renewed, so only the current claim is untracked.
-            self.queue.untrack(flight.job_id, flight.token)
-            if self._in_flight.get(flight.job_id) is flight:
-                del self._in_flight[flight.job_id]
-            self._slot_freed.set()
+            return None
+
+    def _stopped(self, flight: _InFlight) -> CommitRequest | None:
+        """A node stopped on purpose: its run ended elsewhere (settle the job), or its lease was
+        lost or the worker is closing (leave it; it returns to the queue when its lease ends)."""
+        if flight.run_ended and not self._closing:
+            return noop_commit(flight.job)
+        return None
+
+    def _submit(self, flight: _InFlight, request: CommitRequest | _Retry | None) -> None:
+        """Queue the job's commit (or retry) for the next batch; it settles when that returns."""
+        if request is None:
+            self._forget(flight)
+            return
+        flight.committing = True
+        if isinstance(request, tuple):
+            self._pending_retries.append((request, flight))
+        else:
+            self._pending_commits.append((request, flight))
+        self._commit_ready.set()
+
+    def _forget(self, flight: _InFlight) -> None:
+        """The job leaves this worker: stop renewing its lease, free its slot."""
+        # A later claim of the same job (a re-delivered copy) may have replaced this one: its
+        # lease must keep being renewed, so only this claim is untracked.
+        self.queue.untrack(flight.job_id, flight.token)
+        if self._in_flight.get(flight.job_id) is flight:
+            del self._in_flight[flight.job_id]
+        self._slot_freed.set()
+        if not self._in_flight:
+            self._idle.set()
+
+    def _settle(self, flight: _InFlight, request: CommitRequest, reply: Any) -> None:
+        """A commit's reply arrived (or the error that Redis could not be reached)."""
+        if isinstance(reply, BaseException):
+            self.log.warning(
+                "job %s: its commit could not be sent (%s); it returns to the queue when its "
+                "lease ends",
+                flight.job_id,
+                reply,
+            )
+        else:
+            code, detail, fired = reply
+            self._count(code, detail, flight)
+            if self.options.event_bus is not None:
+                events = self._job_events(flight, request, code, detail, fired)
+                task = asyncio.get_running_loop().create_task(events)
+                self._event_tasks.add(task)
+                task.add_done_callback(self._event_tasks.discard)
+            self.stats.latencies.append(time.perf_counter() - flight.started)
+        self._forget(flight)
 
     async def _job_events(
-        self,
-        job: _core.ClaimedJob,
-        request: CommitRequest,
-        code: str,
-        detail: str,
-        fired: str,
-        started: float,
+        self, flight: _InFlight, request: CommitRequest, code: str, detail: str, fired: str
     ) -> None:
         """The adapter-level events of a committed job (SPEC section 3: job:enqueued,
         job:processed, job:failed, and workflow:finish from the worker that ended the run)."""
+        job, started = flight.job, flight.started
         events = EventEmitter(self.options.event_bus, job.run_id, job.blueprint_id, self.log)
         node_id = job.node_id
         if code != "ok":
@@ -262,23 +366,7 @@ class Worker:
         elif code == "error":
             self.log.error("job %s: commit failed: %s", flight.job_id, detail)
 
-    # ------------------------------------------------------------------ running one node
-
     # ------------------------------------------------------------------ committing
-
-    async def _commit(self, request: CommitRequest) -> tuple[str, str, str]:
-        future: asyncio.Future[tuple[str, str, str]] = asyncio.get_running_loop().create_future()
-        self._pending_commits.append((request, future))
-        self._commit_ready.set()
-        return await future
-
-    async def _retry(self, request: _Retry) -> str:
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._pending_retries.append((request, future))
-        self._commit_ready.set()
-        result = await future
-        self.stats.retried += 1
-        return result
 
     async def _commit_loop(self) -> None:
         while True:
@@ -291,11 +379,9 @@ class Worker:
                 await self._flush_commits(commits)
                 self.stats.commit_batches += 1
             if retries:
-                await self._flush(self.queue.retry, retries)
+                await self._flush_retries(retries)
 
-    async def _flush_commits(
-        self, items: list[tuple[CommitRequest, asyncio.Future[tuple[str, str, str]]]]
-    ) -> None:
+    async def _flush_commits(self, items: list[tuple[CommitRequest, _InFlight]]) -> None:
         """Commit a batch and, in the same round trip, claim the slots it frees."""
         claim_max = 0
         if not self._closing:
@@ -305,15 +391,27 @@ class Worker:
             return await self.queue.commit(requests, claim_max, self.lease_ms, self.token_prefix)
 
         result = await self._send([request for request, _ in items], send)
-        _settle(items, None if result is None else result[0])
+        for index, (request, flight) in enumerate(items):
+            reply = _UNREACHABLE if result is None else result[0][index]
+            self._settle(flight, request, reply)
         if result is not None and result[1] is not None:
             next_due_ms, runs, jobs = result[1]
             self.stats.claims += 1
             self._next_due_ms = next_due_ms
             self._launch_all(runs, jobs)
 
-    async def _flush(self, send: Any, items: list[tuple[Any, asyncio.Future[Any]]]) -> None:
-        _settle(items, await self._send([request for request, _ in items], send))
+    async def _flush_retries(self, items: list[tuple[_Retry, _InFlight]]) -> None:
+        replies = await self._send([request for request, _ in items], self.queue.retry)
+        for _, flight in items:
+            if replies is None:
+                self.log.warning(
+                    "job %s: its retry could not be sent; it returns to the queue when its "
+                    "lease ends",
+                    flight.job_id,
+                )
+            else:
+                self.stats.retried += 1
+            self._forget(flight)
 
     async def _send(self, requests: list[Any], send: Any) -> Any:
         """One batched round trip, tried again on connection trouble; None if Redis stays away.
@@ -389,15 +487,7 @@ class Worker:
                     )
 
 
-def _settle(items: list[tuple[Any, asyncio.Future[Any]]], replies: list[Any] | None) -> None:
-    """Hand each waiting node its reply (or the error that Redis could not be reached)."""
-    for index, (_, future) in enumerate(items):
-        if future.done():
-            continue
-        if replies is None:
-            future.set_exception(ConnectionError("could not reach Redis to commit"))
-        else:
-            future.set_result(replies[index])
+_UNREACHABLE = ConnectionError("could not reach Redis to commit")
 
 
 __all__ = ["NodeOutcome", "Worker", "WorkerStats"]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import FlowcraftError
 from .buffered import BufferedContext
+from .eager import Resumed
 from .events import EventEmitter
 from .graph import RunGraph
 from .ledger import MemoryLedger
@@ -174,7 +175,7 @@ class RunScheduler:
                     self.max_in_flight = max(self.max_in_flight, len(self._in_flight))
                     self._spawn_driver()
                     try:
-                        outcome = await _Resumed(coro, first, run_in)
+                        outcome = await Resumed(coro, first, run_in)
                     finally:
                         del self._in_flight[task]
                     since_yield = 0
@@ -244,34 +245,3 @@ class RunScheduler:
 
 YIELD_EVERY = 64
 """Eager steps a driver runs back to back before it lets the event loop run other tasks."""
-
-
-class _Resumed:
-    """Awaits a coroutine that was started eagerly: passes what it waits on up to the task
-    that awaits this, and sends the results (and cancellation) back down, in `context`."""
-
-    __slots__ = ("_context", "_coro", "_first")
-
-    def __init__(self, coro: Any, first: Any, context: contextvars.Context) -> None:
-        self._coro = coro
-        self._first = first
-        self._context = context
-
-    def __await__(self) -> Any:
-        coro, run, value = self._coro, self._context.run, self._first
-        while True:
-            try:
-                sent = yield value
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # cancellation, or an exception a future set
-                try:
-                    value = run(coro.throw, exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    value = run(coro.send, sent)
-                except StopIteration as stop:
-                    return stop.value
