@@ -88,6 +88,10 @@ class BufferedContext:
         """An engine write (outputs, inputs): recorded like a node's own."""
         self._writes[key] = value
 
+    def write_all(self, writes: Mapping[str, Any]) -> None:
+        """Several engine writes at once."""
+        self._writes.update(writes)
+
     def write_delete(self, key: str) -> None:
         """An engine delete (bookkeeping keys), committed with the node."""
         self._writes[key] = _DELETED

@@ -114,18 +114,28 @@ async def execute_node(
     if events.enabled:
         await events.emit("node:start", nodeId=node.id, input=ctx.input, attempt=numbers[0])
     try:
-        impl = resolve_implementation(services.registry, node)
+        impl = services.registry.get(node.uses)
+        if impl is None:
+            impl = resolve_implementation(services.registry, node)  # raises, naming the node
         if services.middleware:
 
             async def core() -> NodeResult:
                 return await _attempts(services, events, node, ctx, impl, numbers)
 
             result = await _with_middleware(services, ctx, node.id, core)
-        elif len(numbers) == 1 and node.config.timeout_ms is None and _async_uses(services, node):
+        elif (
+            len(numbers) == 1
+            and node.config.timeout_ms is None
+            and (services.async_uses.get(node.uses) or _async_uses(services, node))
+        ):
             # the common case, without the layers it does not need: one attempt of an async
             # function node (exactly what `_attempts` would do for it)
-            result = normalise_result(await impl(ctx))
-            check_result(node.id, result)
+            value = await impl(ctx)
+            if type(value) in _PLAIN_OUTPUTS:  # nothing to normalise or check
+                result = NodeResult(output=value)
+            else:
+                result = normalise_result(value)
+                check_result(node.id, result)
         else:
             result = await _attempts(services, events, node, ctx, impl, numbers)
     except Exception as exc:  # CancelledError is a BaseException and propagates
@@ -143,6 +153,9 @@ async def execute_node(
         )
     return NodeOutcome(result, attempts=ctx.attempt)
 
+
+_PLAIN_OUTPUTS = frozenset({int, str, bool, type(None)})
+"""Output types that are JSON as they are (a float may not be finite)."""
 
 _ALL_ATTEMPTS: dict[int, Sequence[int]] = {n: tuple(range(1, n + 1)) for n in range(1, 11)}
 """Attempt numbers of the usual `maxRetries` values, built once."""

@@ -254,6 +254,19 @@ class RunGraph:
             return spec
         return self.join_strategy(node_id), tuple(self.join_predecessors(node_id, iteration))
 
+    def arrival_spec(
+        self, source: str, iteration: Iteration, continues: bool, target: str
+    ) -> tuple[Iteration, JoinStrategy, tuple[str, ...]]:
+        """(activation, join strategy, predecessors) of the `target` that `source` (in
+        `iteration`) reaches: `target_iteration` and `join_spec` in one call."""
+        if target not in self.static.enclosing_loops and target not in self._dyn_preds:
+            spec = self.static.join_specs.get(target)
+            if spec is not None:  # the common case: outside loops, no nodes added
+                return NO_ITERATION, spec[0], spec[1]
+        it = self.target_iteration(source, iteration, continues, target)
+        strategy, preds = self.join_spec(target, it)
+        return it, strategy, preds
+
     def join_strategy(self, node_id: str) -> JoinStrategy:
         if node_id in self.static.loop_bodies:
             return "any"  # a loop controller is entered by whichever edge arrives

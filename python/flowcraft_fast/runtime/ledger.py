@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..blueprint import JoinStrategy
-from .vocabulary import Iteration, node_key
+from .vocabulary import OUTSIDE_LOOPS, Iteration, node_key
 
 
 class _Skipped:
@@ -106,7 +106,11 @@ class MemoryLedger:
         if key in self.done:
             return Committed(duplicate=True, pending=self.pending)
         self.done.add(key)
-        fired = [f for a in arrivals if (f := self._arrive(a)) is not None]
+        fired = []
+        for a in arrivals:
+            f = self._arrive(a)
+            if f is not None:
+                fired.append(f)
         self.pending += len(fired) - 1
         return Committed(duplicate=False, fired=tuple(fired), pending=self.pending)
 
@@ -122,7 +126,8 @@ class MemoryLedger:
         self.awaiting.pop(key, None)
 
     def _arrive(self, a: Arrival) -> Fired | None:
-        target = a.key
+        it = a.iteration
+        target = node_key(a.target, it) if it else OUTSIDE_LOOPS + a.target  # `a.key`, inline
         n_listed = len(a.predecessors)
         known = self.known_predecessors.get(target, 0)
         values = self.arrivals.setdefault(target, {})

@@ -131,12 +131,17 @@ async def step(
         targets = dict.fromkeys(e.target for e in graph.outgoing(node_id))
         decision = RoutingDecision((), tuple((node_id, t) for t in targets), ())
         return Finished(node_id, (), None, decision, _arrivals(graph, act.iteration, decision))
-    node = graph.node(node_id)
-    view = context.view()
+    static = graph.static
+    node = static.nodes.get(node_id) or graph.node(node_id)
     edge_value = act.edge_value
     if edge_value is FROM_CONTEXT:
-        edge_value = view.get(f"{INPUTS_PREFIX}{node_id}")
-    node_input = resolve_input(node, view, edge_value, node_id in graph.static.transformed_targets)
+        edge_value = context.view().get(f"{INPUTS_PREFIX}{node_id}")
+    if node.inputs is None:  # most nodes: what the edges carry (`resolve_input`'s first rule)
+        node_input = edge_value
+    else:
+        node_input = resolve_input(
+            node, context.view(), edge_value, node_id in static.transformed_targets
+        )
     if act.resumed is not None:
         try:
             result = await _resumed_result(options, node, context, act.resumed)
@@ -240,11 +245,13 @@ def _finish(
             f"{DYNAMIC_PREFIX}{act.key}",
             {"producer": node_id, "nodes": list(result.dynamic_nodes), "output": output},
         )
-    if node_input is not None:
-        context.write(f"{INPUTS_PREFIX}{node_id}", node_input)
-    for finished in (node_id, *owners):
-        context.write(f"{OUTPUTS_PREFIX}{finished}", output)
-        context.write(finished, output)
+    writes = {} if node_input is None else {f"{INPUTS_PREFIX}{node_id}": node_input}
+    writes[f"{OUTPUTS_PREFIX}{node_id}"] = output
+    writes[node_id] = output
+    for owner in owners:
+        writes[f"{OUTPUTS_PREFIX}{owner}"] = output
+        writes[owner] = output
+    context.write_all(writes)
     decision = route(
         graph, node_id, output, result.action, context.view(), options.evaluate,
         inherit_from=owners,
@@ -267,15 +274,15 @@ async def _evaluated(events: EventEmitter, outcome: Outcome) -> Outcome:
 
 
 def _arrivals(graph: RunGraph, iteration: Iteration, decision: RoutingDecision) -> list[Arrival]:
-    arrivals: list[Arrival] = []
+    spec = graph.arrival_spec
     continues = decision.continues
+    arrivals: list[Arrival] = []
     for taken in decision.taken:
-        it = graph.target_iteration(taken.source, iteration, continues, taken.target)
-        strategy, preds = graph.join_spec(taken.target, it)
-        arrivals.append(Arrival(taken.target, it, taken.source, taken.value, strategy, preds))
+        source, target = taken.source, taken.target
+        it, strategy, preds = spec(source, iteration, continues, target)
+        arrivals.append(Arrival(target, it, source, taken.value, strategy, preds))
     for source, target in decision.skipped:
-        it = graph.target_iteration(source, iteration, continues, target)
-        strategy, preds = graph.join_spec(target, it)
+        it, strategy, preds = spec(source, iteration, continues, target)
         arrivals.append(Arrival(target, it, source, SKIPPED, strategy, preds))
     return arrivals
 
@@ -299,7 +306,7 @@ def _node_context(
         node_id=node.id,
         attempt=act.attempt,
         cancelled=cancelled,
-        blueprint_id=graph.blueprint.id,
+        blueprint_id=graph.static.blueprint.id,
         iteration=act.iteration[-1] if act.iteration else 0,
     )
 

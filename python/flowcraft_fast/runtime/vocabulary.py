@@ -28,10 +28,14 @@ def iteration_text(iteration: Iteration) -> str:
     return ".".join(map(str, iteration))
 
 
+OUTSIDE_LOOPS = "0|"
+"""The node-key prefix of an activation outside any loop (`node_key(n, ())`)."""
+
+
 def node_key(node_id: str, iteration: Iteration) -> str:
     """How the ledger (and the run record in Redis) names one activation of a node."""
     if not iteration:
-        return "0|" + node_id
+        return OUTSIDE_LOOPS + node_id
     return f"{iteration_text(iteration)}|{node_id}"
 
 
