@@ -41,6 +41,23 @@ def dumps(value: Any, *, what: str = "value", max_bytes: int = MAX_VALUE_BYTES) 
     return text
 
 
+class EncodeOnce:
+    """Encodes the values of one message, each object once: a node's output is stored under
+    `_outputs.<id>` and `<id>`, carried by its edges and kept as its job's return value, and is
+    the same object each time. Keyed by identity, so it must not outlive the values it saw."""
+
+    __slots__ = ("_texts",)
+
+    def __init__(self) -> None:
+        self._texts: dict[int, str] = {}
+
+    def __call__(self, value: Any, what: str = "value") -> str:
+        text = self._texts.get(id(value))
+        if text is None:
+            text = self._texts[id(value)] = dumps(value, what=what)
+        return text
+
+
 def loads(text: str | bytes, *, what: str = "value", max_bytes: int = MAX_VALUE_BYTES) -> Any:
     """Decode JSON text written by flowcraft-fast or another client (TypeScript Flowcraft)."""
     if len(text) > max_bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any
+from functools import lru_cache
 
 from .. import jsoncodec
 from ..blueprint import NodeDefinition
@@ -32,27 +32,42 @@ def check_run_id(run_id: str) -> str:
 
 
 def job_id(run_id: str, node_id: str, iteration: Iteration) -> str:
-    digest = hashlib.sha1(node_id.encode(), usedforsecurity=False).hexdigest()[:16]
-    return f"{run_id}.{iteration_text(iteration)}.{digest}"
+    return f"{run_id}.{iteration_text(iteration)}.{_node_digest(node_id)}"
+
+
+@lru_cache(maxsize=4096)
+def _node_digest(node_id: str) -> str:
+    return hashlib.sha1(node_id.encode(), usedforsecurity=False).hexdigest()[:16]
 
 
 def job_data(
     run_id: str, blueprint_id: str, version: str, node_id: str, iteration: Iteration
 ) -> str:
-    return jsoncodec.dumps(
-        {
-            "runId": run_id,
-            "blueprintId": blueprint_id,
-            "nodeId": node_id,
-            "iteration": iteration_json(iteration),
-            "blueprintVersion": version,
-        }
-    )
+    """`{"runId", "blueprintId", "nodeId", "iteration", "blueprintVersion"}` as JSON text (the
+    parts that do not change between runs are encoded once)."""
+    middle, tail = _data_parts(blueprint_id, node_id, version)
+    return f'{{"runId":{_text(run_id)}{middle}{_text(iteration_json(iteration))}{tail}'
+
+
+@lru_cache(maxsize=4096)
+def _data_parts(blueprint_id: str, node_id: str, version: str) -> tuple[str, str]:
+    middle = f',"blueprintId":{_text(blueprint_id)},"nodeId":{_text(node_id)},"iteration":'
+    return middle, f',"blueprintVersion":{_text(version)}}}'
 
 
 def job_opts(node: NodeDefinition, jid: str) -> str:
     """BullMQ options, so BullMQ tools show the retry policy the worker applies."""
-    opts: dict[str, Any] = {"attempts": node.config.max_retries, "jobId": jid, "delay": 0}
-    if node.config.retry_delay_ms:
-        opts["backoff"] = {"type": "exponential", "delay": int(node.config.retry_delay_ms)}
-    return jsoncodec.dumps(opts)
+    head, tail = _opts_parts(node.config.max_retries, node.config.retry_delay_ms)
+    return f"{head}{_text(jid)}{tail}"
+
+
+@lru_cache(maxsize=256)
+def _opts_parts(attempts: int, retry_delay_ms: float | None) -> tuple[str, str]:
+    tail = ',"delay":0'
+    if retry_delay_ms:
+        tail += f',"backoff":{{"type":"exponential","delay":{int(retry_delay_ms)}}}'
+    return f'{{"attempts":{int(attempts)},"jobId":', tail + "}"
+
+
+def _text(value: str | int) -> str:
+    return jsoncodec.dumps(value)

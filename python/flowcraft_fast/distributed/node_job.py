@@ -154,10 +154,11 @@ def _commit_request(
     """The commit of a finished activation: its writes and the arrivals at its successors,
     each with the job that runs the successor if it fires."""
     run_id, version = job.run_id, bp.version or ""
+    encode = jsoncodec.EncodeOnce()  # the output goes out up to four times: encode it once
     arrivals: list[ArrivalRequest] = []
     for a in finished.arrivals:
         succ = job_id(run_id, a.target, a.iteration)
-        value = SKIP if a.value is SKIPPED else jsoncodec.dumps(a.value, what="edge value")
+        value = SKIP if a.value is SKIPPED else encode(a.value, "edge value")
         arrivals.append(
             ArrivalRequest(
                 a.key,
@@ -170,9 +171,9 @@ def _commit_request(
                 job_opts(graph.node(a.target), succ),
             )
         )
-    sets, deletes = context.changes()
+    sets, deletes = context.changes(encode)
     result = finished.result
-    returnvalue = "null" if result is None else jsoncodec.dumps(result.output)
+    returnvalue = "null" if result is None else encode(result.output)
     return CommitRequest(
         job.id, job.token, run_id, key, "ok", returnvalue, "", sets, deletes, arrivals
     )

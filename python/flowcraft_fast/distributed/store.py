@@ -18,7 +18,10 @@ class RedisCoordinationStore:
 
     `conn` is a URL, a redis-py client or a `_core.RedisConnection`. `key_prefix` is put in
     front of the run keys (`workflow:state:<runId>` ...); `queue_prefix` is BullMQ's prefix.
-    `state_ttl_seconds` is how long a run's keys live after it ends.
+    `state_ttl_seconds` is how long a run's keys live after it ends. `keep_completed_jobs` /
+    `keep_failed_jobs` are how many finished jobs BullMQ's `completed` / `failed` sets keep
+    (-1: all); the oldest beyond that are deleted in batches, once a tenth of the limit more
+    (at least 1, at most 100) has gathered, so a set briefly holds up to that many extra.
     """
 
     def __init__(
@@ -34,6 +37,12 @@ class RedisCoordinationStore:
     ) -> None:
         if state_ttl_seconds < 1:
             raise ValueError("state_ttl_seconds must be at least 1")
+        for name, keep in (
+            ("keep_completed_jobs", keep_completed_jobs),
+            ("keep_failed_jobs", keep_failed_jobs),
+        ):
+            if keep < -1:
+                raise ValueError(f"{name} must be -1 (keep all) or at least 0, got {keep}")
         self.connection = open_connection(conn)
         self.key_prefix = key_prefix
         self.queue_prefix = queue_prefix

@@ -118,9 +118,13 @@ class BufferedContext:
             else:
                 data[key] = value
 
-    def changes(self) -> tuple[list[tuple[str, str]], list[str]]:
+    def changes(
+        self, encode: jsoncodec.EncodeOnce | None = None
+    ) -> tuple[list[tuple[str, str]], list[str]]:
+        """(field, JSON text) pairs to set and fields to delete."""
+        dumps = encode or jsoncodec.EncodeOnce()
         sets = [
-            (k, jsoncodec.dumps(v, what=f"context key {k!r}"))
+            (k, dumps(v, f"context key {k!r}"))
             for k, v in self._writes.items()
             if v is not _DELETED
         ]

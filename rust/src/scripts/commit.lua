@@ -34,15 +34,21 @@ local stops_channel, job_events = ARGV[13], ARGV[14] == '1'
 
 if redis.call('GET', KEYS[2]) ~= token then return {'lost', ''} end
 
+-- Retention, amortised: once the set holds `keep` + a tenth of it (at least 1, at most 100)
+-- more jobs than `keep`, the oldest extra ones go at once, hashes and logs in one DEL.
 local function trim(set, keep)
   if keep < 0 then return end
+  local slack = math.max(1, math.min(100, math.floor(keep / 10)))
   local extra = redis.call('ZCARD', set) - keep
-  if extra > 0 then
-    if extra > 100 then extra = 100 end
+  if extra >= slack then
+    if extra > 1000 then extra = 1000 end
     local old = redis.call('ZRANGE', set, 0, extra - 1)
+    local keys = {}
     for _, id in ipairs(old) do
-      redis.call('DEL', qp .. id, qp .. id .. ':logs')
+      keys[#keys + 1] = qp .. id
+      keys[#keys + 1] = qp .. id .. ':logs'
     end
+    redis.call('DEL', unpack(keys))
     redis.call('ZREMRANGEBYRANK', set, 0, extra - 1)
   end
 end
