@@ -5,6 +5,7 @@ from typing import Protocol, final
 
 __all__ = [
     "ClaimedJob",
+    "CommitReply",
     "Queue",
     "RedisCommandError",
     "RedisConnection",
@@ -91,6 +92,26 @@ class ClaimedJob:
     def node_key(self) -> str:
         """`<iteration>|<node id>`."""
 
+@final
+class CommitReply:
+    """What one commit did (see `commit.lua`)."""
+
+    @property
+    def code(self) -> str:
+        """ "ok", "dup", "terminal", "lost" or "error"."""
+    @property
+    def detail(self) -> str:
+        """For "ok": the run's outstanding job count, or "failed" / "awaiting"."""
+    @property
+    def fired(self) -> str:
+        """Node keys of the successor jobs the commit created, separated by "\\x1f"."""
+    @property
+    def taken(self) -> list[ClaimedJob]:
+        """The successor jobs it claimed for this worker (local continuation)."""
+    @property
+    def state(self) -> dict[str, str] | None:
+        """The run's state fields after the commit, when it took any job."""
+
 _ClaimedRuns = dict[str, tuple[str, dict[str, str]]]
 """run id -> (run status, run state fields as JSON text), once per run."""
 
@@ -121,6 +142,9 @@ class _CommitRequest(Protocol):
     payload: str
     sets: list[tuple[str, str]]
     deletes: list[str]
+    take: int
+    blueprint_id: str
+    blueprint_version: str
     @property
     def arrivals(self) -> Sequence[_ArrivalRequest]: ...
 
@@ -156,7 +180,7 @@ class Queue:
         claim_max: int = 0,
         lease_ms: int = 30000,
         token_prefix: str = ...,
-    ) -> tuple[list[tuple[str, str, str]], _ClaimReply | None]: ...
+    ) -> tuple[list[CommitReply], _ClaimReply | None]: ...
     async def retry(self, batch: list[tuple[str, str, int, str, str]]) -> list[str]: ...
     async def renew(self, jobs: list[tuple[str, str, str]], lease_ms: int) -> list[str]: ...
     async def requeue_stalled(

@@ -8,7 +8,9 @@ use pyo3::prelude::*;
 use redis::{AsyncCommands, Value};
 
 use crate::queue::Inner;
-use crate::replies::{bad_reply, commit_reply, parse_claim, text, ClaimReply, CommitRequest};
+use crate::replies::{
+    bad_reply, commit_reply, parse_claim, text, ClaimReply, CommitReply, CommitRequest,
+};
 use crate::scripts::{eval_many, eval_mixed, Call};
 
 impl Inner {
@@ -36,7 +38,13 @@ impl Inner {
         }
     }
 
-    fn commit_call(&self, c: &CommitRequest, claim_follows: bool) -> Call {
+    fn commit_call(
+        &self,
+        c: &CommitRequest,
+        claim_follows: bool,
+        lease_ms: u64,
+        token_prefix: &str,
+    ) -> Call {
         let q = &self.q;
         let mut keys = vec![
             q.job(&c.job_id),
@@ -52,6 +60,7 @@ impl Inner {
             self.runs.joins(&c.run_id),
             self.runs.status(&c.run_id),
             q.active_runs(),
+            q.key("meta"),
         ];
         let mut args = vec![
             q.base().to_string(),
@@ -68,6 +77,9 @@ impl Inner {
             flag(claim_follows),
             q.stops_channel(),
             flag(self.job_events),
+            c.take.to_string(),
+            token_prefix.to_string(),
+            lease_ms.to_string(),
             c.sets.len().to_string(),
         ];
         for (k, v) in &c.sets {
@@ -116,10 +128,10 @@ pub async fn commit(
     claim_max: usize,
     lease_ms: u64,
     token_prefix: String,
-) -> PyResult<(Vec<(String, String, String)>, Option<ClaimReply>)> {
+) -> PyResult<(Vec<CommitReply>, Option<ClaimReply>)> {
     let mut calls: Vec<Call> = batch
         .iter()
-        .map(|c| inner.commit_call(c, claim_max > 0))
+        .map(|c| inner.commit_call(c, claim_max > 0, lease_ms, &token_prefix))
         .collect();
     if claim_max > 0 {
         calls.push(inner.claim_call(claim_max, lease_ms, token_prefix));
@@ -155,7 +167,12 @@ pub async fn commit(
     } else {
         None
     };
-    Ok((replies.iter().map(commit_reply).collect(), claimed))
+    let replies = replies
+        .iter()
+        .zip(&batch)
+        .map(|(v, c)| commit_reply(v, c))
+        .collect();
+    Ok((replies, claimed))
 }
 
 /// Send jobs back after a delay: (job id, token, delay ms, reason, why) each.

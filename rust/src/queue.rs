@@ -124,9 +124,10 @@ impl Queue {
         self.spawn(py, |i| hot_path::claim(i, max_jobs, lease_ms, token_prefix))
     }
 
-    /// Commit many finished nodes in one round trip; one (code, detail, fired) per node. With
-    /// `claim_max` > 0 the same round trip then claims up to that many ready jobs (the slots the
-    /// committed nodes free), so a busy worker needs one round trip per step.
+    /// Commit many finished nodes in one round trip; one `CommitReply` per node. Each commit
+    /// may claim up to its request's `take` of the successor jobs it fires (local
+    /// continuation); with `claim_max` > 0 the same round trip then claims up to that many
+    /// ready jobs from the queue, so a busy worker needs one round trip per step.
     #[pyo3(signature = (batch, claim_max=0, lease_ms=30_000, token_prefix=String::new()))]
     fn commit<'py>(
         &self,

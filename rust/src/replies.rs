@@ -10,9 +10,11 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use redis::Value;
 
-/// A job handed to this worker by a claim, with what its node needs to run. Fields of the job
-/// data are read once, by the claim script (which decodes it anyway).
+/// A job handed to this worker by a claim (or by a commit that claimed a successor it fired),
+/// with what its node needs to run. Fields of the job data are read once, by the claim script
+/// (which decodes it anyway).
 #[pyclass(module = "flowcraft_fast._core", frozen, get_all)]
+#[derive(Clone)]
 pub struct ClaimedJob {
     /// BullMQ job id.
     pub id: String,
@@ -99,6 +101,36 @@ pub struct CommitRequest {
     pub sets: Vec<(String, String)>,
     pub deletes: Vec<String>,
     pub arrivals: Vec<ArrivalRequest>,
+    /// How many fired successor jobs this worker claims at once (local continuation).
+    pub take: usize,
+    /// The committing job's blueprint id and version (the successors' too).
+    pub blueprint_id: String,
+    pub blueprint_version: String,
+}
+
+/// What one commit did: `code` "ok", "dup", "terminal", "lost" or "error"; for "ok", `detail`
+/// is the run's outstanding job count (or "failed"/"awaiting") and `fired` the node keys of the
+/// successor jobs created (separated by \x1f). `taken` are the successor jobs the commit
+/// claimed for this worker, `state` the run's state fields after the commit when it took any.
+#[pyclass(module = "flowcraft_fast._core", frozen, get_all)]
+pub struct CommitReply {
+    pub code: String,
+    pub detail: String,
+    pub fired: String,
+    pub taken: Vec<ClaimedJob>,
+    pub state: Option<HashMap<String, String>>,
+}
+
+#[pymethods]
+impl CommitReply {
+    fn __repr__(&self) -> String {
+        format!(
+            "CommitReply({:?}, {:?}, taken={})",
+            self.code,
+            self.detail,
+            self.taken.len()
+        )
+    }
 }
 
 pub fn bad_reply(what: &str, v: &Value) -> PyErr {
@@ -179,19 +211,69 @@ pub fn parse_claim(reply: &Value) -> PyResult<ClaimReply> {
     Ok((next, runs, jobs))
 }
 
-/// A commit's reply: (code, detail, fired successor node keys separated by \x1f).
-pub fn commit_reply(v: &Value) -> (String, String, String) {
-    match v {
-        Value::Array(items) if items.len() >= 2 => (
-            text(&items[0]).unwrap_or_default(),
-            text(&items[1]).unwrap_or_default(),
-            items.get(2).and_then(text).unwrap_or_default(),
-        ),
-        Value::ServerError(e) => ("error".to_string(), format!("{e:?}"), String::new()),
-        other => ("error".to_string(), format!("{other:?}"), String::new()),
+fn error_reply(detail: String) -> CommitReply {
+    CommitReply {
+        code: "error".to_string(),
+        detail,
+        fired: String::new(),
+        taken: Vec::new(),
+        state: None,
     }
 }
 
+/// A commit's reply: {code, detail, fired, taken, state} (see commit.lua); the jobs it took are
+/// built from the request's arrivals, which carry their ids, data and options.
+pub fn commit_reply(v: &Value, request: &CommitRequest) -> CommitReply {
+    let items = match v {
+        Value::Array(items) if items.len() >= 2 => items,
+        Value::ServerError(e) => return error_reply(format!("{e:?}")),
+        other => return error_reply(format!("{other:?}")),
+    };
+    let mut taken = Vec::new();
+    if let Some(Value::Array(entries)) = items.get(3) {
+        for entry in entries {
+            match taken_job(entry, request) {
+                Some(job) => taken.push(job),
+                None => return error_reply(format!("unexpected taken job {entry:?}")),
+            }
+        }
+    }
+    CommitReply {
+        code: text(&items[0]).unwrap_or_default(),
+        detail: text(&items[1]).unwrap_or_default(),
+        fired: items.get(2).and_then(text).unwrap_or_default(),
+        state: if taken.is_empty() {
+            None
+        } else {
+            items.get(4).and_then(parse_state)
+        },
+        taken,
+    }
+}
+
+fn taken_job(entry: &Value, c: &CommitRequest) -> Option<ClaimedJob> {
+    let Value::Array(f) = entry else { return None };
+    let arrival = c.arrivals.get(usize::try_from(int(f.first()?)).ok()?)?;
+    let (iteration, node_id) = arrival.target_key.split_once('|')?;
+    Some(ClaimedJob {
+        id: arrival.job_id.clone(),
+        token: text(f.get(1)?)?,
+        data: arrival.job_data.clone(),
+        run_id: c.run_id.clone(),
+        node_id: node_id.to_string(),
+        iteration: iteration.to_string(),
+        blueprint_id: c.blueprint_id.clone(),
+        blueprint_version: c.blueprint_version.clone(),
+        attempts_made: 0,
+        attempts_started: 1,
+        opts: arrival.job_opts.clone(),
+        input: f.get(2).and_then(text),
+        resume: None,
+        slept: false,
+    })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<ClaimedJob>()
+    m.add_class::<ClaimedJob>()?;
+    m.add_class::<CommitReply>()
 }

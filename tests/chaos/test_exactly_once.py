@@ -416,13 +416,13 @@ async def test_lease_token_fences_a_reclaim_by_the_same_worker(redis_url: str) -
             return CommitRequest(job, token, run, f"0|{node}", "ok", value, "", [(node, value)])
 
         (stale,), _ = await queue.commit([commit(stale_token, '"stale"')])
-        assert stale[0] == "lost", (
+        assert stale.code == "lost", (
             f"a stale claim's commit was accepted ({stale}); both claims got token "
             f"{stale_token!r} == {live_token!r}"
         )
         assert not r.hexists(f"workflow:state:{run}", node)
         (live,), _ = await queue.commit([commit(live_token, '"live"')])
-        assert live[0] == "ok", live
+        assert live.code == "ok", live
         assert r.hget(f"workflow:state:{run}", node) == '"live"'
     finally:
         r.close()

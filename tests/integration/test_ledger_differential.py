@@ -91,9 +91,12 @@ def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 class LuaLedger:
     """One run's ledger in Redis, changed only by `commit.lua` (as a worker calls it)."""
 
-    def __init__(self, r: redis.Redis, run: str) -> None:
+    def __init__(self, r: redis.Redis, run: str, take: int = 0) -> None:
         self.r = r
         self.run = run
+        self.take = take
+        """Fired jobs each commit claims for its worker at once (local continuation): the
+        decisions must not depend on it."""
         self.qp = f"bull:diff{run}:"
         self.meta = f"workflow:meta:{run}"
         self.joins = f"workflow:joins:{run}"
@@ -118,10 +121,11 @@ class LuaLedger:
             self.joins,
             f"workflow:status:{self.run}",
             f"{self.qp}flowcraft:runs",
+            f"{self.qp}meta",
         ]
         args: list[Any] = [
             self.qp, job, token, f"0|{c.committer}", "ok", "null", 3600, -1, -1, self.run, "",
-            "0", f"{self.qp}stops", "0", 0, 0,
+            "0", f"{self.qp}stops", "0", self.take, "worker", 30_000, 0, 0,
             len(c.arrivals),
         ]  # fmt: skip
         for target, pred, value, known in c.arrivals:
@@ -135,6 +139,12 @@ class LuaLedger:
         if code == "dup":
             return True, [], int(self.r.hget(self.meta, "pending") or 0)
         assert code == "ok", reply
+        taken = reply[3] if len(reply) > 3 else []
+        assert len(taken) <= self.take, reply
+        for index, token, _ in taken:  # claimed here: in active, locked with its token
+            succ = f"{self.run}.{c.arrivals[index][0]}"
+            assert self.r.get(f"{self.qp}{succ}:lock") == token
+            assert succ in self.r.lrange(f"{self.qp}active", 0, -1)
         fired = []
         for key in filter(None, (reply[2] if len(reply) > 2 else "").split("\x1f")):
             target = key.partition("|")[2]
@@ -173,12 +183,12 @@ _runs = iter(range(10**9))
 @settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(scenarios())
+@given(scenarios(), st.integers(min_value=0, max_value=2))
 def test_lua_and_memory_ledgers_decide_alike(
-    client: redis.Redis, scenario: tuple[dict[str, Join], list[Commit]]
+    client: redis.Redis, scenario: tuple[dict[str, Join], list[Commit]], take: int
 ) -> None:
     joins, commits = scenario
-    lua = LuaLedger(client, f"r{next(_runs)}")
+    lua = LuaLedger(client, f"r{next(_runs)}", take)
     memory = MemoryLedger(pending=START_PENDING)
     for index, c in enumerate(commits):
         expected = memory_commit(memory, joins, c)

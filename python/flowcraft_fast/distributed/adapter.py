@@ -85,6 +85,7 @@ class BullMQAdapter:
         s = self.worker.stats
         return {
             "jobs_claimed_total": s.claimed,
+            "jobs_continued_total": s.continued,
             "jobs_processed_total": s.committed,
             "jobs_retried_total": s.retried,
             "runs_failed_total": s.failed_runs,

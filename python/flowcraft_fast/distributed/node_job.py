@@ -175,8 +175,9 @@ def _commit_request(
     result = finished.result
     returnvalue = "null" if result is None else encode(result.output)
     return CommitRequest(
-        job.id, job.token, run_id, key, "ok", returnvalue, "", sets, deletes, arrivals
-    )
+        job.id, job.token, run_id, key, "ok", returnvalue, "", sets, deletes, arrivals,
+        blueprint_id=bp.id, blueprint_version=version,
+    )  # fmt: skip
 
 
 def noop_commit(job: _core.ClaimedJob) -> CommitRequest:

@@ -45,3 +45,9 @@ class CommitRequest:
     sets: list[tuple[str, str]] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
     arrivals: list[ArrivalRequest] = field(default_factory=list)
+    take: int = 0
+    """How many of the successor jobs it fires the commit claims for this worker at once
+    (local continuation; the worker sets it from its free slots when it sends the batch)."""
+    blueprint_id: str = ""
+    blueprint_version: str = ""
+    """The committing job's blueprint (its successors' too): what the jobs it takes carry."""

@@ -28,6 +28,7 @@ from ..runtime.eager import Resumed
 from ..runtime.events import EventEmitter
 from ..runtime.executor import NodeOutcome
 from ..runtime.runtime import RuntimeOptions
+from ..runtime.vocabulary import RUNNING
 from .jobs import VERSION_FIELD
 from .node_job import ClaimedRun, RetryRequest, noop_commit, run_job
 from .wire import CommitRequest
@@ -74,6 +75,9 @@ class WorkerStats:
     duplicates: int = 0
     lost: int = 0
     claims: int = 0
+    continued: int = 0
+    """Jobs a commit claimed for this worker as it fired them (local continuation); counted in
+    `claimed` too."""
     commit_batches: int = 0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
 
@@ -303,7 +307,9 @@ class Worker:
         if not self._in_flight:
             self._idle.set()
 
-    def _settle(self, flight: _InFlight, request: CommitRequest, reply: Any) -> None:
+    def _settle(
+        self, flight: _InFlight, request: CommitRequest, reply: _core.CommitReply | BaseException
+    ) -> None:
         """A commit's reply arrived (or the error that Redis could not be reached)."""
         if isinstance(reply, BaseException):
             self.log.warning(
@@ -313,10 +319,9 @@ class Worker:
                 reply,
             )
         else:
-            code, detail, fired = reply
-            self._count(code, detail, flight)
+            self._count(reply.code, reply.detail, flight)
             if self.options.event_bus is not None:
-                events = self._job_events(flight, request, code, detail, fired)
+                events = self._job_events(flight, request, reply.code, reply.detail, reply.fired)
                 task = asyncio.get_running_loop().create_task(events)
                 self._event_tasks.add(task)
                 task.add_done_callback(self._event_tasks.discard)
@@ -382,23 +387,39 @@ class Worker:
                 await self._flush_retries(retries)
 
     async def _flush_commits(self, items: list[tuple[CommitRequest, _InFlight]]) -> None:
-        """Commit a batch and, in the same round trip, claim the slots it frees."""
-        claim_max = 0
+        """Commit a batch and, in the same round trip, fill the slots it frees: each commit
+        claims the successors it fires (up to its `take`: local continuation, for edges into
+        a node with one predecessor, which fire for sure), and a claim takes the rest from the
+        queue."""
+        free = 0
         if not self._closing:
-            claim_max = max(0, self.concurrency - (len(self._in_flight) - len(items)))
+            free = max(0, self.concurrency - (len(self._in_flight) - len(items)))
+        for request, _ in items:
+            certain = sum(1 for a in request.arrivals if len(a.predecessors) == 1)
+            request.take = min(certain, free)
+            free -= request.take
+        claim_max = free
 
         async def send(requests: list[CommitRequest]) -> Any:
             return await self.queue.commit(requests, claim_max, self.lease_ms, self.token_prefix)
 
         result = await self._send([request for request, _ in items], send)
+        taken: list[_core.ClaimedJob] = []
+        runs: dict[str, tuple[str, dict[str, str]]] = {}
         for index, (request, flight) in enumerate(items):
             reply = _UNREACHABLE if result is None else result[0][index]
             self._settle(flight, request, reply)
+            if not isinstance(reply, BaseException) and reply.state is not None:
+                taken.extend(reply.taken)
+                runs[request.run_id] = (RUNNING, reply.state)
+        if taken:
+            self.stats.continued += len(taken)
+            self._launch_all(runs, taken)
         if result is not None and result[1] is not None:
-            next_due_ms, runs, jobs = result[1]
+            next_due_ms, claimed_runs, jobs = result[1]
             self.stats.claims += 1
             self._next_due_ms = next_due_ms
-            self._launch_all(runs, jobs)
+            self._launch_all(claimed_runs, jobs)
 
     async def _flush_retries(self, items: list[tuple[_Retry, _InFlight]]) -> None:
         replies = await self._send([request for request, _ in items], self.queue.retry)

@@ -2,14 +2,16 @@
 
   KEYS[1] job hash   KEYS[2] job lock   KEYS[3] active   KEYS[4] completed   KEYS[5] failed
   KEYS[6] wait   KEYS[7] marker   KEYS[8] events   KEYS[9] run state   KEYS[10] run meta
-  KEYS[11] run joins   KEYS[12] run status   KEYS[13] active-runs index
-  KEYS[14..] one job hash per arrival, for the successor job it may create
+  KEYS[11] run joins   KEYS[12] run status   KEYS[13] active-runs index   KEYS[14] queue meta
+  KEYS[15..] one job hash per arrival, for the successor job it may create
 
   ARGV: queue prefix, job id, lease token, node key ("<iteration>|<nodeId>"), mode, result text,
         state ttl s, keep completed, keep failed, run id, status payload, claim follows ("1": a
         claim in the same round trip takes the new jobs and sets the marker if any are left),
         stops channel (where a run that fails is announced, so workers stop its other nodes),
         job events ("1": write BullMQ's events stream, for QueueEvents listeners),
+        take (how many fired successor jobs this worker claims at once), lease token prefix,
+        lease ms,
         n_sets, (field, json)*, n_dels, field*,
         n_arrivals, (target key, pred, value|"\1" for skipped, strategy, n_preds, pred*,
                      successor job id, successor data, successor opts)*
@@ -22,15 +24,22 @@
   HSETNX (a set of arrivals, never a bare counter); counters move only when a field is new.
   The join rule is also python/flowcraft_fast/runtime/ledger.py (MemoryLedger, in-memory runs);
   tests/integration/test_ledger_differential.py proves the two decide alike.
-  Returns {code, detail, fired}: code "ok", "dup", "terminal", "lost"; for "ok" the
-  detail is the run's outstanding job count (or "failed"/"awaiting") and `fired` the node
-  keys of the successor jobs enqueued, separated by \31.
+  Local continuation: up to `take` fired successor jobs (unless the queue is paused) are not
+  pushed to wait but created claimed by this worker, as claim.lua would claim them: in active,
+  with a lock holding a fresh token (`fce` 1), `processedOn` and `ats` 1. A chain thus runs on
+  one worker at one round trip per step; if that worker dies, the lock lapses and the stalled
+  check returns the job to wait like any other.
+  Returns {code, detail, fired, taken, state}: code "ok", "dup", "terminal", "lost"; for "ok"
+  the detail is the run's outstanding job count (or "failed"/"awaiting"), `fired` the node
+  keys of the successor jobs created, separated by \31, `taken` one {arrival index (0-based),
+  token, input} per job claimed here, and `state` the run's state fields (flat) when any was.
 ]]
 local now = now_ms()
 local qp, job_id, token, node_key, mode, result = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local ttl, keep_done, keep_failed = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local run_id, status_payload, claim_follows = ARGV[10], ARGV[11], ARGV[12] == '1'
 local stops_channel, job_events = ARGV[13], ARGV[14] == '1'
+local take, token_prefix, lease_ms = tonumber(ARGV[15]), ARGV[16], ARGV[17]
 
 if redis.call('GET', KEYS[2]) ~= token then return {'lost', ''} end
 
@@ -91,7 +100,7 @@ if mode == 'fail' then
 end
 
 -- context writes and the node's output
-local i = hset_pairs(KEYS[9], 15)
+local i = hset_pairs(KEYS[9], 18)
 local n_dels = tonumber(ARGV[i]); i = i + 1
 if n_dels > 0 then
   redis.call('HDEL', KEYS[9], unpack(ARGV, i, i + n_dels - 1))
@@ -110,7 +119,8 @@ if mode == 'await' then
 end
 
 local pending = -1
-local fired_keys = {}
+local fired_keys, taken, pushed = {}, {}, 0
+if take > 0 and redis.call('HEXISTS', KEYS[14], 'paused') == 1 then take = 0 end
 local n_arr = tonumber(ARGV[i]); i = i + 1
 for a = 1, n_arr do
   local target, pred, value, strategy = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -172,13 +182,24 @@ for a = 1, n_arr do
   if fire then
     if n_listed ~= 1 or known > 1 then redis.call('HSET', KEYS[10], FIRED .. target, succ_id) end
     -- `fci`: the input the edges carry; "\1" makes it a skip token (a dead path passing through)
-    create_job(KEYS[13 + a], succ_data, succ_opts, now, 'fci', input)
-    redis.call('LPUSH', KEYS[6], succ_id)
+    local succ_hash = KEYS[14 + a]
+    if #taken < take then
+      local succ_token = token_prefix .. ':' .. succ_id .. ':1'
+      create_job(succ_hash, succ_data, succ_opts, now, 1, 'fci', input, 'fce', 1,
+                 'processedOn', now)
+      redis.call('SET', succ_hash .. ':lock', succ_token, 'PX', lease_ms)
+      redis.call('LPUSH', KEYS[3], succ_id)
+      taken[#taken + 1] = {a - 1, succ_token, input}
+    else
+      create_job(succ_hash, succ_data, succ_opts, now, 0, 'fci', input)
+      redis.call('LPUSH', KEYS[6], succ_id)
+      pushed = pushed + 1
+    end
     fired_keys[#fired_keys + 1] = target
     pending = pending + 1
   end
 end
-if pending > -1 and not claim_follows then redis.call('ZADD', KEYS[7], 0, '0') end
+if pushed > 0 and not claim_follows then redis.call('ZADD', KEYS[7], 0, '0') end
 
 local left = redis.call('HINCRBY', KEYS[10], PENDING, pending)
 if left <= 0 then
@@ -187,4 +208,6 @@ else
   redis.call('ZADD', KEYS[13], now, run_id)
 end
 finish(false, result)
-return {'ok', tostring(left), table.concat(fired_keys, SEP)}
+local state = false
+if #taken > 0 then state = redis.call('HGETALL', KEYS[9]) end
+return {'ok', tostring(left), table.concat(fired_keys, SEP), taken, state}

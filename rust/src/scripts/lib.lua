@@ -33,11 +33,11 @@ local function end_run(meta, status_key, keys, index, run_id, status, payload, t
 end
 
 -- Create a flowcraft job hash the way BullMQ's addJob does (name, data, opts, timestamps,
--- counters); extra field/value pairs follow (`fci` the input its edges carried, `fcr` a resume
--- payload).
-local function create_job(hash, data, opts, now, ...)
+-- counters); `ats` is 1 for a job created already claimed (a commit's local continuation), else
+-- 0; extra field/value pairs follow (`fci` the input its edges carried, `fcr` a resume payload).
+local function create_job(hash, data, opts, now, ats, ...)
   redis.call('HSET', hash, 'name', 'executeNode', 'data', data, 'opts', opts, 'timestamp', now,
-             'delay', 0, 'priority', 0, 'atm', 0, 'ats', 0, ...)
+             'delay', 0, 'priority', 0, 'atm', 0, 'ats', ats, ...)
 end
 
 -- ARGV[i] is a count n followed by n field/value pairs: HSET them into `hash`; returns the

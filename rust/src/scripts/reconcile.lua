@@ -39,7 +39,7 @@ for c = 0, n - 1 do
       fci, fcr, fcw = f[1] or '', f[2], f[3]
       target, target_hash = new, new_hash
     end
-    create_job(target_hash, data, opts, now)
+    create_job(target_hash, data, opts, now, 0)
     if fci ~= '' then redis.call('HSET', target_hash, 'fci', fci) end
     if fcr then redis.call('HSET', target_hash, 'fcr', fcr) end
     if fcw then redis.call('HSET', target_hash, 'fcw', fcw) end

@@ -16,7 +16,7 @@ if redis.call('HINCRBY', KEYS[1], 'awaiting', -1) <= 0 then
   redis.call('DEL', KEYS[2])
 end
 local now = now_ms()
-create_job(KEYS[5], ARGV[4], ARGV[5], now, 'fcr', ARGV[6])
+create_job(KEYS[5], ARGV[4], ARGV[5], now, 0, 'fcr', ARGV[6])
 redis.call('HSET', KEYS[1], FIRED .. ARGV[2], ARGV[3])
 redis.call('LPUSH', KEYS[3], ARGV[3])
 redis.call('ZADD', KEYS[4], 0, '0')

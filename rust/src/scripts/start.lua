@@ -23,7 +23,7 @@ for j = 1, n_jobs do
   local id, key, data, opts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   i = i + 4
   redis.call('HSET', KEYS[2], FIRED .. key, id)
-  create_job(KEYS[6 + j], data, opts, now)
+  create_job(KEYS[6 + j], data, opts, now, 0)
   redis.call('LPUSH', KEYS[4], id)
 end
 redis.call('ZADD', KEYS[5], 0, '0')
