@@ -110,10 +110,14 @@ class CommitReply:
         """The successor jobs it claimed for this worker (local continuation)."""
     @property
     def state(self) -> dict[str, str] | None:
-        """The run's state fields after the commit, when it took any job."""
+        """The run's state fields after the commit, when it took a job and the request's
+        `known_version` was stale (None: the snapshot plus the commit's writes is the state)."""
+    @property
+    def version(self) -> int:
+        """The run's state version after the commit (-1 when not reported)."""
 
-_ClaimedRuns = dict[str, tuple[str, dict[str, str]]]
-"""run id -> (run status, run state fields as JSON text), once per run."""
+_ClaimedRuns = dict[str, tuple[str, dict[str, str], int]]
+"""run id -> (run status, run state fields as JSON text, state version), once per run."""
 
 _ClaimReply = tuple[int, _ClaimedRuns, list[ClaimedJob]]
 """(next delayed job due time in ms or 0, runs, jobs)."""
@@ -145,6 +149,7 @@ class _CommitRequest(Protocol):
     take: int
     blueprint_id: str
     blueprint_version: str
+    known_version: int
     @property
     def arrivals(self) -> Sequence[_ArrivalRequest]: ...
 

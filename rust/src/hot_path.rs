@@ -80,6 +80,7 @@ impl Inner {
             c.take.to_string(),
             token_prefix.to_string(),
             lease_ms.to_string(),
+            c.known_version.to_string(),
             c.sets.len().to_string(),
         ];
         for (k, v) in &c.sets {

@@ -59,8 +59,9 @@ impl ClaimedJob {
     }
 }
 
-/// The runs of claimed jobs, each once: run id -> (status, state fields as JSON text).
-pub type ClaimedRuns = HashMap<String, (String, HashMap<String, String>)>;
+/// The runs of claimed jobs, each once: run id -> (status, state fields as JSON text, state
+/// version).
+pub type ClaimedRuns = HashMap<String, (String, HashMap<String, String>, i64)>;
 
 /// What one claim returns: (next delayed job due time in ms or 0, runs, jobs).
 pub type ClaimReply = (i64, ClaimedRuns, Vec<ClaimedJob>);
@@ -106,12 +107,16 @@ pub struct CommitRequest {
     /// The committing job's blueprint id and version (the successors' too).
     pub blueprint_id: String,
     pub blueprint_version: String,
+    /// The state version of the snapshot the node ran with (-1: unknown).
+    pub known_version: i64,
 }
 
 /// What one commit did: `code` "ok", "dup", "terminal", "lost" or "error"; for "ok", `detail`
 /// is the run's outstanding job count (or "failed"/"awaiting") and `fired` the node keys of the
 /// successor jobs created (separated by \x1f). `taken` are the successor jobs the commit
-/// claimed for this worker, `state` the run's state fields after the commit when it took any.
+/// claimed for this worker; `state` the run's state fields after the commit when it took any
+/// and the request's `known_version` was stale (None: the snapshot plus the commit's writes is
+/// the state); `version` the state version after the commit (-1 when not reported).
 #[pyclass(module = "flowcraft_fast._core", frozen, get_all)]
 pub struct CommitReply {
     pub code: String,
@@ -119,6 +124,7 @@ pub struct CommitReply {
     pub fired: String,
     pub taken: Vec<ClaimedJob>,
     pub state: Option<HashMap<String, String>>,
+    pub version: i64,
 }
 
 #[pymethods]
@@ -196,11 +202,11 @@ pub fn parse_claim(reply: &Value) -> PyResult<ClaimReply> {
     let next = items.first().map_or(0, int);
     let mut runs = HashMap::new();
     if let Some(Value::Array(flat)) = items.get(1) {
-        for triple in flat.chunks(3) {
-            if let [id, status, state] = triple {
+        for run in flat.chunks(4) {
+            if let [id, status, state, version] = run {
                 let id = text(id).ok_or_else(|| bad_reply("claim", reply))?;
                 let state = parse_state(state).ok_or_else(|| bad_reply("claim", reply))?;
-                runs.insert(id, (text(status).unwrap_or_default(), state));
+                runs.insert(id, (text(status).unwrap_or_default(), state, int(version)));
             }
         }
     }
@@ -218,6 +224,7 @@ fn error_reply(detail: String) -> CommitReply {
         fired: String::new(),
         taken: Vec::new(),
         state: None,
+        version: -1,
     }
 }
 
@@ -242,11 +249,11 @@ pub fn commit_reply(v: &Value, request: &CommitRequest) -> CommitReply {
         code: text(&items[0]).unwrap_or_default(),
         detail: text(&items[1]).unwrap_or_default(),
         fired: items.get(2).and_then(text).unwrap_or_default(),
-        state: if taken.is_empty() {
-            None
-        } else {
-            items.get(4).and_then(parse_state)
+        state: match items.get(4) {
+            Some(Value::Array(_)) if !taken.is_empty() => items.get(4).and_then(parse_state),
+            _ => None,
         },
+        version: items.get(5).map_or(-1, int),
         taken,
     }
 }

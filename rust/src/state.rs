@@ -1,14 +1,17 @@
 //! Run state: the hash `workflow:state:<runId>`, one field per context key, JSON text values.
 //!
 //! Values cross the Python/Rust line as JSON text already encoded and validated by Python;
-//! this module only moves them, atomically where it matters.
+//! this module only moves them, atomically where it matters. Every write also bumps the run's
+//! state version (`sv` in its meta hash, as the commit script does), so a worker holding a
+//! snapshot of the state knows it is stale.
 
 use std::collections::HashMap;
 
 use pyo3::prelude::*;
 
 use crate::conn::{Connection, RedisConnection};
-use crate::keys::state_key;
+use crate::keys::{state_key, RunKeys};
+use crate::vocabulary::STATE_VERSION;
 
 /// Reads and writes run-state hashes through one `RedisConnection`.
 #[pyclass(module = "flowcraft_fast._core", frozen)]
@@ -27,6 +30,29 @@ impl StateStore {
         let mut cmd = redis::cmd(name);
         cmd.arg(self.key(run_id)).arg(args);
         cmd
+    }
+
+    /// A write and the state-version bump, in one MULTI/EXEC; the write's reply (as `T`) goes
+    /// to asyncio.
+    fn write<'py, T>(
+        &self,
+        py: Python<'py>,
+        cmd: redis::Cmd,
+        run_id: &str,
+    ) -> PyResult<Bound<'py, PyAny>>
+    where
+        T: redis::FromRedisValue + for<'a> IntoPyObject<'a> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        let meta = RunKeys::new(&self.prefix).meta(run_id);
+        crate::runtime::future_into_py(py, async move {
+            let mut pipe = redis::pipe();
+            pipe.atomic().add_command(cmd);
+            pipe.hincr(&meta, STATE_VERSION, 1).ignore();
+            let mut m = conn.manager().await?;
+            let (reply,): (T,) = pipe.query_async(&mut m).await.map_err(|e| conn.error(&e))?;
+            Ok(reply)
+        })
     }
 
     /// Send one command on the native runtime; its reply (as `T`) goes to asyncio.
@@ -73,7 +99,7 @@ impl StateStore {
         field: String,
         value: String,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.query::<()>(py, self.command("HSET", run_id, &[field, value]))
+        self.write::<()>(py, self.command("HSET", run_id, &[field, value]), run_id)
     }
 
     fn has<'py>(
@@ -92,7 +118,7 @@ impl StateStore {
         run_id: &str,
         field: String,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.query::<bool>(py, self.command("HDEL", run_id, &[field]))
+        self.write::<bool>(py, self.command("HDEL", run_id, &[field]), run_id)
     }
 
     /// Every field of the run's state as JSON text.
@@ -109,6 +135,7 @@ impl StateStore {
         deletes: Vec<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (conn, key) = (self.conn.clone(), self.key(run_id));
+        let meta = RunKeys::new(&self.prefix).meta(run_id);
         crate::runtime::future_into_py(py, async move {
             if sets.is_empty() && deletes.is_empty() {
                 return Ok(());
@@ -121,6 +148,7 @@ impl StateStore {
             if !deletes.is_empty() {
                 pipe.hdel(&key, &deletes).ignore();
             }
+            pipe.hincr(&meta, STATE_VERSION, 1).ignore();
             let mut m = conn.manager().await?;
             let (): () = pipe.query_async(&mut m).await.map_err(|e| conn.error(&e))?;
             Ok(())

@@ -8,6 +8,9 @@ pub const RUNNING: &str = "running";
 /// A run parked at a `wait` node (its other branches may still run).
 pub const AWAITING: &str = "awaiting";
 
+/// Run meta field: the version of the run's state, bumped by every write to it.
+pub const STATE_VERSION: &str = "sv";
+
 /// Whether a run with this status still runs nodes.
 pub fn is_live(status: &str) -> bool {
     status == RUNNING || status == AWAITING

@@ -125,7 +125,7 @@ class LuaLedger:
         ]
         args: list[Any] = [
             self.qp, job, token, f"0|{c.committer}", "ok", "null", 3600, -1, -1, self.run, "",
-            "0", f"{self.qp}stops", "0", self.take, "worker", 30_000, 0, 0,
+            "0", f"{self.qp}stops", "0", self.take, "worker", 30_000, -1, 0, 0,
             len(c.arrivals),
         ]  # fmt: skip
         for target, pred, value, known in c.arrivals:

@@ -6,6 +6,9 @@
 - A join (several predecessors) is not taken ahead of time: it goes through `wait`.
 - A paused queue is respected: the commit pushes the successor to `wait`, where it stays until
   the queue is resumed.
+- State versions: a continued job gets the run's state without a re-read when the worker's
+  snapshot is current (its snapshot plus the commit's writes), and the fresh state when anyone
+  else wrote to it meanwhile (here `RedisContext`, while the predecessor ran).
 (That a continued job whose worker dies is taken over by another is shown by
 tests/chaos/test_exactly_once.py: the node killed there is a continued one.)
 """
@@ -25,6 +28,7 @@ from flowcraft_fast import (
     NodeContext,
     RedisCoordinationStore,
 )
+from flowcraft_fast.distributed.context import RedisContext
 from waiting import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
@@ -48,12 +52,19 @@ FAN = {
         *({"source": f"p{i}", "target": "j"} for i in range(3)),
     ],
 }
+SEEN = {
+    "id": "seen",
+    "nodes": [{"id": f"n{i}", "uses": "step"} for i in range(3)],
+    "edges": [{"source": "n0", "target": "n1"}, {"source": "n1", "target": "n2"}],
+}
 GATE: dict[str, asyncio.Event] = {}
 
 
 async def step(ctx: NodeContext) -> Any:
     if ctx.node_id in GATE:
         await asyncio.wait_for(GATE[ctx.node_id].wait(), 30)
+    seen = await ctx.context.get("seen", [])
+    await ctx.context.set("seen", [*seen, ctx.node_id, await ctx.context.get("outside")])
     return (ctx.input or 0) + 1
 
 
@@ -62,7 +73,7 @@ async def total(ctx: NodeContext) -> Any:
 
 
 def adapter_for(url: str) -> BullMQAdapter:
-    rt = FlowRuntime(blueprints=[CHAIN, FAN], registry={"step": step, "total": total})
+    rt = FlowRuntime(blueprints=[CHAIN, FAN, SEEN], registry={"step": step, "total": total})
     return BullMQAdapter(
         runtime_options=rt.options,
         coordination_store=RedisCoordinationStore(url),
@@ -131,6 +142,49 @@ async def test_a_paused_queue_keeps_the_successor_in_wait(redis_url: str) -> Non
         r.zadd(QP + "marker", {"0": 0})  # what BullMQ's resume does to wake workers
         result = await client.wait(run_id, timeout=30)
         assert result.status == "completed" and result.context["n4"] == 5, result
+    finally:
+        GATE.clear()
+        await adapter.close(timeout=10)
+        r.close()
+
+
+async def test_continued_jobs_see_every_write_without_rereading_the_state(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    GATE["n1"] = asyncio.Event()
+    adapter = adapter_for(redis_url)
+    await adapter.start()
+    try:
+        client = FlowClient(RedisCoordinationStore(redis_url), queue_name=QUEUE)
+        # 1. nobody else writes: the state of a continued job is the worker's own
+        quiet = await client.start("chain5", {})
+        r.config_resetstat()
+        GATE["n1"].set()
+        result = await client.wait(quiet, timeout=30)
+        assert result.status == "completed", result
+        assert result.context["seen"] == [
+            "n0",
+            None,
+            "n1",
+            None,
+            "n2",
+            None,
+            "n3",
+            None,
+            "n4",
+            None,
+        ]
+        reads = int(r.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
+        assert reads <= 2, f"{reads} state reads for 4 continued jobs"  # the client's result
+        # 2. a write from outside while n1 runs: n2, continued from n1's commit, sees it
+        GATE["n1"] = asyncio.Event()
+        run_id = await client.start("seen", {})
+        await wait_until(lambda: r.hexists(f"workflow:run:{run_id}", "done:0|n0"), 20, "n0")
+        await RedisContext(redis_url, run_id).set("outside", "hello")
+        GATE["n1"].set()
+        result = await client.wait(run_id, timeout=30)
+        assert result.status == "completed", result
+        # n1 was continued from n0's commit before the write; n2 after it
+        assert result.context["seen"] == ["n0", None, "n1", None, "n2", "hello"], result.context
     finally:
         GATE.clear()
         await adapter.close(timeout=10)

@@ -47,11 +47,21 @@ class ClaimedRun:
     status: str
     raw: dict[str, str]
     """State fields as JSON text (each node decodes what it reads)."""
+    version: int = -1
+    """The state version `raw` is (see commit.lua); -1: unknown."""
     dynamic_keys: list[str] = field(init=False)
     """The fields recording dynamic nodes, found once per claim rather than once per job."""
 
     def __post_init__(self) -> None:
         self.dynamic_keys = [k for k in self.raw if k.startswith(DYNAMIC_PREFIX)]
+
+    def after(self, request: CommitRequest, version: int) -> ClaimedRun:
+        """The run as it is after `request` was committed on top of this snapshot."""
+        raw = dict(self.raw)
+        raw.update(request.sets)
+        for field_name in request.deletes:
+            raw.pop(field_name, None)
+        return ClaimedRun(self.status, raw, version)
 
 
 async def run_job(
@@ -133,7 +143,7 @@ async def run_job(
         run_id=run_id, cancelled=cancelled, attempts=[act.attempt],
     )  # fmt: skip
     if isinstance(outcome, Finished):
-        return _commit_request(job, key, bp, graph, outcome, context)
+        return _commit_request(job, key, bp, graph, outcome, context, run.version)
     if isinstance(outcome, Retry):
         return (jid, job.token, int(outcome.delay_ms), outcome.error.message, "attempt")
     if isinstance(outcome, Parked):
@@ -150,6 +160,7 @@ def _commit_request(
     graph: RunGraph,
     finished: Finished,
     context: BufferedContext,
+    known_version: int,
 ) -> CommitRequest:
     """The commit of a finished activation: its writes and the arrivals at its successors,
     each with the job that runs the successor if it fires."""
@@ -176,7 +187,7 @@ def _commit_request(
     returnvalue = "null" if result is None else encode(result.output)
     return CommitRequest(
         job.id, job.token, run_id, key, "ok", returnvalue, "", sets, deletes, arrivals,
-        blueprint_id=bp.id, blueprint_version=version,
+        blueprint_id=bp.id, blueprint_version=version, known_version=known_version,
     )  # fmt: skip
 
 

@@ -51,3 +51,6 @@ class CommitRequest:
     blueprint_id: str = ""
     blueprint_version: str = ""
     """The committing job's blueprint (its successors' too): what the jobs it takes carry."""
+    known_version: int = -1
+    """The state version of the snapshot the node ran with: when it is still current, the
+    commit sends no state back with the jobs it takes (the worker adds the writes itself)."""

@@ -20,6 +20,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,13 +209,18 @@ class Worker:
         return 5.0
 
     def _launch_all(
-        self, runs: dict[str, tuple[str, dict[str, str]]], jobs: list[_core.ClaimedJob]
+        self, runs: dict[str, tuple[str, dict[str, str], int]], jobs: list[_core.ClaimedJob]
     ) -> None:
-        claimed = {run_id: ClaimedRun(status, raw) for run_id, (status, raw) in runs.items()}
+        """Start a claim's jobs, each with its run's state as the claim read it."""
+        claimed = {run_id: ClaimedRun(*run) for run_id, run in runs.items()}
         missing = ClaimedRun("", {})
+        for job in jobs:
+            self._launch(claimed.get(job.run_id, missing), (job,))
+
+    def _launch(self, run: ClaimedRun, jobs: Sequence[_core.ClaimedJob]) -> None:
         now = time.perf_counter()
         for job in jobs:
-            flight = _InFlight(job, claimed.get(job.run_id, missing), now)
+            flight = _InFlight(job, run, now)
             self._in_flight[job.id] = flight
             self.queue.track(job.id, job.token, job.run_id)
             self._ready.append(flight)
@@ -404,17 +410,18 @@ class Worker:
             return await self.queue.commit(requests, claim_max, self.lease_ms, self.token_prefix)
 
         result = await self._send([request for request, _ in items], send)
-        taken: list[_core.ClaimedJob] = []
-        runs: dict[str, tuple[str, dict[str, str]]] = {}
         for index, (request, flight) in enumerate(items):
             reply = _UNREACHABLE if result is None else result[0][index]
             self._settle(flight, request, reply)
-            if not isinstance(reply, BaseException) and reply.state is not None:
-                taken.extend(reply.taken)
-                runs[request.run_id] = (RUNNING, reply.state)
-        if taken:
-            self.stats.continued += len(taken)
-            self._launch_all(runs, taken)
+            if not isinstance(reply, BaseException) and reply.taken:
+                # the run as it is now: sent back when this worker's snapshot was stale, else
+                # the snapshot plus this commit's writes
+                if reply.state is not None:
+                    run = ClaimedRun(RUNNING, reply.state, reply.version)
+                else:
+                    run = flight.run.after(request, reply.version)
+                self.stats.continued += len(reply.taken)
+                self._launch(run, reply.taken)
         if result is not None and result[1] is not None:
             next_due_ms, claimed_runs, jobs = result[1]
             self.stats.claims += 1

@@ -111,6 +111,9 @@ JOIN_ARRIVED: Final = "n:"
 JOIN_FINISHED: Final = "f:"
 PENDING: Final = "pending"
 """Activations created and not yet committed; the run ends when it reaches 0."""
+STATE_VERSION: Final = "sv"
+"""The version of the run's state hash, bumped by every write to it (a worker holding a
+snapshot of the state knows from it whether the snapshot is current)."""
 ARRIVAL_SEPARATOR: Final = "\x1f"
 """A join arrival is the field `<target node key>\\x1f<predecessor id>`."""
 

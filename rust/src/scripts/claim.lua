@@ -7,8 +7,9 @@
   ARGV[4] max jobs   ARGV[5] run-state key prefix ("workflow:state:")   ARGV[6] run key prefix
 
   First promotes due delayed jobs (BullMQ score: due_ms * 4096 + seq). Returns
-  {next_delayed_ms, {run_id, run_status, state_flat, ...}, job1, job2, ...}: each run's state
-  once, however many of its jobs were claimed; each job is
+  {next_delayed_ms, {run_id, run_status, state_flat, state_version, ...}, job1, job2, ...}:
+  each run's state once (with its version, see commit.lua), however many of its jobs were
+  claimed; each job is
   {id, token, data, attempts_made, attempts_started, opts, input, run_id, resume, slept,
    node id, iteration text, blueprint id, blueprint version} (read from the data, decoded here):
   `input` is the value its incoming edges carried ("\1": a skip token),
@@ -82,7 +83,8 @@ while n < max do
     local ats = redis.call('HINCRBY', jk, 'ats', 1)
     local run_id = data['runId']
     if not runs[run_id] then
-      local status = redis.call('HGET', ARGV[6] .. run_id, 'status') or ''
+      local meta = redis.call('HMGET', ARGV[6] .. run_id, 'status', STATE_VERSION)
+      local status = meta[1] or ''
       local state = {}
       if is_live(status) then
         state = redis.call('HGETALL', ARGV[5] .. run_id)
@@ -91,6 +93,7 @@ while n < max do
       run_list[#run_list + 1] = run_id
       run_list[#run_list + 1] = status
       run_list[#run_list + 1] = state
+      run_list[#run_list + 1] = tonumber(meta[2] or '0')
     end
     local version = data['blueprintVersion']
     out[#out + 1] = {id, token, f[1], tonumber(f[2] or f[3] or 0), ats, f[5] or '{}', f[6] or false,

@@ -11,7 +11,7 @@
         stops channel (where a run that fails is announced, so workers stop its other nodes),
         job events ("1": write BullMQ's events stream, for QueueEvents listeners),
         take (how many fired successor jobs this worker claims at once), lease token prefix,
-        lease ms,
+        lease ms, known state version (of the snapshot the node ran with; -1: none),
         n_sets, (field, json)*, n_dels, field*,
         n_arrivals, (target key, pred, value|"\1" for skipped, strategy, n_preds, pred*,
                      successor job id, successor data, successor opts)*
@@ -29,10 +29,16 @@
   with a lock holding a fresh token (`fce` 1), `processedOn` and `ats` 1. A chain thus runs on
   one worker at one round trip per step; if that worker dies, the lock lapses and the stalled
   check returns the job to wait like any other.
-  Returns {code, detail, fired, taken, state}: code "ok", "dup", "terminal", "lost"; for "ok"
-  the detail is the run's outstanding job count (or "failed"/"awaiting"), `fired` the node
-  keys of the successor jobs created, separated by \31, `taken` one {arrival index (0-based),
-  token, input} per job claimed here, and `state` the run's state fields (flat) when any was.
+  State versions: every write to the run's state bumps the run's `sv`. When the state before
+  this commit was the version the node ran with, the worker knows the state after it (its
+  snapshot plus these writes) and none is sent back; otherwise the taken jobs come with the
+  whole state.
+  Returns {code, detail, fired, taken, state, version}: code "ok", "dup", "terminal", "lost";
+  for "ok" the detail is the run's outstanding job count (or "failed"/"awaiting"), `fired` the
+  node keys of the successor jobs created, separated by \31, `taken` one {arrival index
+  (0-based), token, input} per job claimed here, `state` the run's state fields (flat) when a
+  job was taken and the worker's snapshot is stale (else false), `version` the state version
+  after the commit.
 ]]
 local now = now_ms()
 local qp, job_id, token, node_key, mode, result = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
@@ -40,6 +46,7 @@ local ttl, keep_done, keep_failed = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumb
 local run_id, status_payload, claim_follows = ARGV[10], ARGV[11], ARGV[12] == '1'
 local stops_channel, job_events = ARGV[13], ARGV[14] == '1'
 local take, token_prefix, lease_ms = tonumber(ARGV[15]), ARGV[16], ARGV[17]
+local known_version = tonumber(ARGV[18])
 
 if redis.call('GET', KEYS[2]) ~= token then return {'lost', ''} end
 
@@ -100,11 +107,20 @@ if mode == 'fail' then
 end
 
 -- context writes and the node's output
-local i = hset_pairs(KEYS[9], 18)
+local n_sets = tonumber(ARGV[19])
+local i = hset_pairs(KEYS[9], 19)
 local n_dels = tonumber(ARGV[i]); i = i + 1
 if n_dels > 0 then
   redis.call('HDEL', KEYS[9], unpack(ARGV, i, i + n_dels - 1))
   i = i + n_dels
+end
+local version_before, version = nil, nil
+if n_sets > 0 or n_dels > 0 then
+  version = redis.call('HINCRBY', KEYS[10], STATE_VERSION, 1)
+  version_before = version - 1
+elseif take > 0 then
+  version = tonumber(redis.call('HGET', KEYS[10], STATE_VERSION) or '0')
+  version_before = version
 end
 
 if mode == 'await' then
@@ -209,5 +225,5 @@ else
 end
 finish(false, result)
 local state = false
-if #taken > 0 then state = redis.call('HGETALL', KEYS[9]) end
-return {'ok', tostring(left), table.concat(fired_keys, SEP), taken, state}
+if #taken > 0 and version_before ~= known_version then state = redis.call('HGETALL', KEYS[9]) end
+return {'ok', tostring(left), table.concat(fired_keys, SEP), taken, state, version or -1}

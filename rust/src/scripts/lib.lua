@@ -8,6 +8,7 @@ local SEP = '\31'          -- a join arrival is the joins-hash field <target nod
 local DONE, FIRED, AWAIT = 'done:', 'fired:', 'await:'
 local JOIN_PREDS, JOIN_ARRIVED, JOIN_FINISHED = 'np:', 'n:', 'f:'
 local PENDING = 'pending'
+local STATE_VERSION = 'sv'  -- run meta: bumped by every write to the run's state hash
 local RUNNING, AWAITING = 'running', 'awaiting'
 
 -- Redis time in ms: never a worker's clock.
