@@ -16,6 +16,7 @@ use crate::replies::{text, CommitRequest};
 use crate::runs::Resume;
 use crate::scripts::{eval_one, Call, Scripts};
 use crate::stops::Stops;
+use crate::waits::Waits;
 use crate::{hot_path, reads, runs};
 
 pub struct Inner {
@@ -32,6 +33,8 @@ pub struct Inner {
     pub job_events: bool,
     pub leases: Arc<Leases>,
     pub stops: Arc<Stops>,
+    /// The shared subscription every `wait_status` of this queue uses.
+    pub waits: Waits,
 }
 
 impl Inner {
@@ -100,6 +103,7 @@ impl Queue {
                 job_events,
                 leases: Arc::new(Leases::default()),
                 stops: Arc::new(Stops::default()),
+                waits: Waits::default(),
             }),
         }
     }

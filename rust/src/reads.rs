@@ -2,13 +2,10 @@
 //! its result, the published blueprints, the job counts. None changes anything but
 //! `publish_blueprints`.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
-
-use futures_util::StreamExt;
 use pyo3::prelude::*;
 use redis::AsyncCommands;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::queue::Inner;
 
@@ -34,31 +31,15 @@ pub async fn run_info(
         .map_err(|e| inner.conn.error(&e))
 }
 
-/// Wait until the run writes its status: subscribe, then read, then wait (no race, no poll).
+/// Wait until the run writes its status: subscribe (on the queue's shared subscriber), then
+/// read, then wait (no race, no poll); see `waits`.
 pub async fn wait_status(
     inner: Arc<Inner>,
     run_id: String,
     timeout_s: f64,
 ) -> PyResult<Option<String>> {
     let channel = inner.runs.status(&run_id);
-    let mut pubsub = inner.conn.pubsub().await?;
-    pubsub
-        .subscribe(&channel)
-        .await
-        .map_err(|e| inner.conn.error(&e))?;
-    let mut m = inner.conn.manager().await?;
-    let current: Option<String> = m.get(&channel).await.map_err(|e| inner.conn.error(&e))?;
-    if current.is_some() {
-        return Ok(current);
-    }
-    let mut messages = pubsub.on_message();
-    let waited =
-        tokio::time::timeout(Duration::from_secs_f64(timeout_s.max(0.0)), messages.next()).await;
-    drop(messages);
-    if waited.is_err() {
-        return Ok(None);
-    }
-    m.get(&channel).await.map_err(|e| inner.conn.error(&e))
+    inner.waits.wait(&inner.conn, channel, timeout_s).await
 }
 
 /// Publish (id, JSON) blueprints so clients can start runs by id and check them.

@@ -1,0 +1,76 @@
+"""Waiting on many runs at once: a client's waits share one subscriber connection.
+
+Each wait subscribes to its run's status channel on the queue's shared connection, reads, and
+waits; the last waiter of a channel unsubscribes. Fifty runs waited on together hold one
+connection, every wait returns its own run's result, and no subscription is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis
+
+from flowcraft_fast import (
+    BullMQAdapter,
+    FlowClient,
+    FlowRuntime,
+    NodeContext,
+    RedisCoordinationStore,
+)
+from waiting import wait_until
+
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
+
+QUEUE = "waits"
+RUNS = 50
+BP = {"id": "one", "nodes": [{"id": "a", "uses": "gated"}], "edges": []}
+OPEN = asyncio.Event()
+
+
+async def gated(ctx: NodeContext) -> Any:
+    await asyncio.wait_for(OPEN.wait(), 60)
+    return await ctx.context.get("n")
+
+
+def pubsub_clients(r: redis.Redis) -> int:
+    return sum(1 for c in r.client_list() if int(c.get("sub", 0)) + int(c.get("psub", 0)) > 0)
+
+
+async def test_fifty_waits_share_one_subscription(redis_url: str) -> None:
+    OPEN.clear()
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    rt = FlowRuntime(blueprints=[BP], registry={"gated": gated})
+    store = RedisCoordinationStore(redis_url)
+    adapter = BullMQAdapter(
+        runtime_options=rt.options, coordination_store=store, queue_name=QUEUE, concurrency=64
+    )
+    await adapter.start()
+    try:
+        client = FlowClient(RedisCoordinationStore(redis_url), queue_name=QUEUE)
+        ids = [await client.start("one", {"n": n}) for n in range(RUNS)]
+        before = pubsub_clients(r)  # the worker's stops listener
+        waits = [asyncio.ensure_future(client.wait(run_id, timeout=60)) for run_id in ids]
+        channels = [f"workflow:status:{run_id}" for run_id in ids]
+        await wait_until(
+            lambda: all(n == 1 for _, n in r.pubsub_numsub(*channels)), 20, "every wait subscribed"
+        )
+        assert pubsub_clients(r) == before + 1
+        OPEN.set()
+        results = await asyncio.gather(*waits)
+        assert [res.context["a"] for res in results] == list(range(RUNS))
+        assert all(res.status == "completed" for res in results)
+        await wait_until(
+            lambda: all(n == 0 for _, n in r.pubsub_numsub(*channels)), 20, "unsubscribed"
+        )
+        # a second round reuses the same connection: no new connection appears
+        connections = {c["id"] for c in r.client_list()}
+        again = await client.start("one", {"n": 7})
+        assert (await client.wait(again, timeout=30)).context["a"] == 7
+        assert {c["id"] for c in r.client_list()} <= connections
+    finally:
+        OPEN.set()
+        await adapter.close(timeout=10)
+        r.close()
