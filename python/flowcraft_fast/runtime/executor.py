@@ -130,12 +130,7 @@ async def execute_node(
         ):
             # the common case, without the layers it does not need: one attempt of an async
             # function node (exactly what `_attempts` would do for it)
-            value = await impl(ctx)
-            if type(value) in _PLAIN_OUTPUTS:  # nothing to normalise or check
-                result = NodeResult(output=value)
-            else:
-                result = normalise_result(value)
-                check_result(node.id, result)
+            result = plain_result(node.id, await impl(ctx))
         else:
             result = await _attempts(services, events, node, ctx, impl, numbers)
     except Exception as exc:  # CancelledError is a BaseException and propagates
@@ -156,6 +151,35 @@ async def execute_node(
 
 _PLAIN_OUTPUTS = frozenset({int, str, bool, type(None)})
 """Output types that are JSON as they are (a float may not be finite)."""
+
+
+def direct_impl(
+    services: ExecutorServices,
+    events: EventEmitter,
+    node: NodeDefinition,
+    attempts: Sequence[int] | None,
+) -> Any | None:
+    """The implementation to await as it is when nothing wraps the run of `node` (no event
+    observers, no middleware, one attempt, no timeout, an async function): `execute_node`
+    reduced to the call, which the step function then makes itself. None otherwise."""
+    if events.enabled or services.middleware or node.config.timeout_ms is not None:
+        return None
+    if (len(attempts) if attempts is not None else node.config.max_retries) != 1:
+        return None
+    impl = services.registry.get(node.uses)
+    if impl is None or not (services.async_uses.get(node.uses) or _async_uses(services, node)):
+        return None
+    return impl
+
+
+def plain_result(node_id: str, value: Any) -> NodeResult:
+    """The result of one attempt that returned `value`, normalised and checked."""
+    if type(value) in _PLAIN_OUTPUTS:  # nothing to normalise or check
+        return NodeResult(output=value)
+    result = normalise_result(value)
+    check_result(node_id, result)
+    return result
+
 
 _ALL_ATTEMPTS: dict[int, Sequence[int]] = {n: tuple(range(1, n + 1)) for n in range(1, 11)}
 """Attempt numbers of the usual `maxRetries` values, built once."""

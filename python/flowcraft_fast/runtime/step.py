@@ -30,7 +30,7 @@ from ..blueprint import NodeDefinition, thaw
 from ..errors import FlowcraftError
 from .buffered import BufferedContext
 from .events import EventEmitter
-from .executor import check_result, execute_node
+from .executor import NodeOutcome, check_result, direct_impl, execute_node, plain_result
 from .graph import RunGraph
 from .inputs import resolve_input
 from .ledger import SKIPPED, Arrival
@@ -152,8 +152,15 @@ async def step(
         resumed = _finish(options, graph, act, node_id, (), result, node_input, context)
         return await _evaluated(events, resumed) if events.enabled else resumed
     ctx = _node_context(options, node, node_input, context, act, run_id, graph, cancelled)
-    numbers = attempts if attempts is not None else None
-    outcome = await execute_node(options.executor, events, node, ctx, attempts=numbers)
+    impl = direct_impl(options.executor, events, node, attempts)
+    if impl is not None:  # most nodes: the call is all `execute_node` would do
+        try:
+            outcome = NodeOutcome(plain_result(node_id, await impl(ctx)), attempts=act.attempt)
+        except Exception as exc:  # CancelledError is a BaseException and propagates
+            error = WorkflowError.from_exception(node_id, exc)
+            outcome = NodeOutcome(None, error, exc, act.attempt)
+    else:
+        outcome = await execute_node(options.executor, events, node, ctx, attempts=attempts)
     if outcome.result is not None:
         if outcome.result.awaiting:
             return Parked(node_id)
