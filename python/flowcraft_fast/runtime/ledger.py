@@ -27,20 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..blueprint import JoinStrategy
-from .vocabulary import OUTSIDE_LOOPS, Iteration, node_key
+from .vocabulary import OUTSIDE_LOOPS, Iteration, Sentinel, node_key
 
-
-class _Skipped:
-    """The type of `SKIPPED` (in Redis the marker is the text `vocabulary.SKIP`)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "SKIPPED"
-
-
-SKIPPED: Any = _Skipped()
-"""An arrival value (and a fired activation's input) meaning "skipped"."""
+SKIPPED: Any = Sentinel("SKIPPED")
+"""An arrival value (and a fired activation's input) meaning "skipped" (in Redis the marker is
+the text `vocabulary.SKIP`)."""
 
 
 @dataclass(slots=True)  # a value; not frozen, since frozen ones cost twice as much to build

@@ -37,20 +37,13 @@ from .ledger import SKIPPED, Arrival
 from .retry import backoff_delay_ms, should_retry
 from .routing import RoutingDecision, route
 from .types import NodeContext, NodeResult, WorkflowError
-from .vocabulary import DYNAMIC_PREFIX, INPUTS_PREFIX, OUTPUTS_PREFIX, Iteration, node_key
+from .vocabulary import DYNAMIC_PREFIX, INPUTS_PREFIX, OUTPUTS_PREFIX, Iteration, Sentinel, node_key
 
 if TYPE_CHECKING:
     from .runtime import RuntimeOptions
 
 
-class _FromContext:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "FROM_CONTEXT"
-
-
-FROM_CONTEXT: Any = _FromContext()
+FROM_CONTEXT: Any = Sentinel("FROM_CONTEXT")
 """A start activation's edge value: read `_inputs.<id>` from the context."""
 
 

@@ -28,6 +28,18 @@ def iteration_text(iteration: Iteration) -> str:
     return ".".join(map(str, iteration))
 
 
+class Sentinel:
+    """A marker value that is none of the JSON values a node can produce (compared with `is`)."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
 OUTSIDE_LOOPS = "0|"
 """The node-key prefix of an activation outside any loop (`node_key(n, ())`)."""
 
