@@ -153,6 +153,15 @@ class _CommitRequest(Protocol):
     @property
     def arrivals(self) -> Sequence[_ArrivalRequest]: ...
 
+class _StartRequest(Protocol):
+    """Read by attribute (`flowcraft_fast.distributed.wire.StartRequest`)."""
+
+    run_id: str
+    blueprint_id: str
+    version: str
+    sets: list[tuple[str, str]]
+    jobs: list[tuple[str, str, str, str]]
+
 @final
 class Queue:
     def __new__(
@@ -191,14 +200,7 @@ class Queue:
     async def requeue_stalled(
         self, max_stalls: int, guard_ms: int
     ) -> tuple[list[str], list[str]]: ...
-    async def start_run(
-        self,
-        run_id: str,
-        blueprint_id: str,
-        version: str,
-        sets: list[tuple[str, str]],
-        jobs: list[tuple[str, str, str, str]],
-    ) -> str: ...
+    async def start_runs(self, batch: Sequence[_StartRequest]) -> list[str]: ...
     async def cancel_run(self, run_id: str, payload: str) -> str: ...
     async def resume_run(
         self, run_id: str, node_key: str, job_id: str, data: str, opts: str, payload: str

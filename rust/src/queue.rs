@@ -12,7 +12,7 @@ use redis::Value;
 use crate::conn::{Connection, RedisConnection};
 use crate::keys::{QueueKeys, RunKeys};
 use crate::leases::Leases;
-use crate::replies::{text, CommitRequest};
+use crate::replies::{text, CommitRequest, StartRequest};
 use crate::runs::Resume;
 use crate::scripts::{eval_one, Call, Scripts};
 use crate::stops::Stops;
@@ -225,19 +225,14 @@ impl Queue {
 
     // ---------------------------------------------------------------- run administration
 
-    /// Create a run and enqueue its start jobs atomically; "ok" or "exists".
-    fn start_run<'py>(
+    /// Create runs and enqueue their start jobs, each run atomically, all in one round trip;
+    /// one outcome per run: "ok", or (nothing changed) "exists", "unpublished", "stale".
+    fn start_runs<'py>(
         &self,
         py: Python<'py>,
-        run_id: String,
-        blueprint_id: String,
-        version: String,
-        sets: Vec<(String, String)>,
-        jobs: Vec<(String, String, String, String)>,
+        batch: Vec<StartRequest>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(py, |i| {
-            runs::start_run(i, run_id, blueprint_id, version, sets, jobs)
-        })
+        self.spawn(py, |i| runs::start_runs(i, batch))
     }
 
     /// End a live run as cancelled; "ok", the status it already had, or "missing".

@@ -111,6 +111,18 @@ pub struct CommitRequest {
     pub known_version: i64,
 }
 
+/// A run to start, read from Python's `flowcraft_fast.distributed.wire.StartRequest`.
+#[derive(FromPyObject)]
+pub struct StartRequest {
+    pub run_id: String,
+    pub blueprint_id: String,
+    pub version: String,
+    /// The initial context: (field, JSON) pairs.
+    pub sets: Vec<(String, String)>,
+    /// One (job id, node key, data, opts) per start node.
+    pub jobs: Vec<(String, String, String, String)>,
+}
+
 /// What one commit did: `code` "ok", "dup", "terminal", "lost" or "error"; for "ok", `detail`
 /// is the run's outstanding job count (or "failed"/"awaiting") and `fired` the node keys of the
 /// successor jobs created (separated by \x1f). `taken` are the successor jobs the commit

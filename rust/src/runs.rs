@@ -8,39 +8,48 @@ use pyo3::prelude::*;
 use redis::{AsyncCommands, Value};
 
 use crate::queue::Inner;
-use crate::replies::text;
-use crate::scripts::Call;
+use crate::replies::{text, StartRequest};
+use crate::scripts::{eval_many, Call};
 
-/// Create a run and enqueue its start jobs atomically: (job id, node key, data, opts) each.
-pub async fn start_run(
-    inner: Arc<Inner>,
-    run_id: String,
-    blueprint_id: String,
-    version: String,
-    sets: Vec<(String, String)>,
-    jobs: Vec<(String, String, String, String)>,
-) -> PyResult<String> {
+fn start_call(inner: &Inner, r: StartRequest) -> Call {
     let q = &inner.q;
     let mut keys = vec![
-        inner.runs.state(&run_id),
-        inner.runs.meta(&run_id),
+        inner.runs.state(&r.run_id),
+        inner.runs.meta(&r.run_id),
         q.active_runs(),
         q.key("wait"),
         q.key("marker"),
         q.blueprints(),
     ];
-    let mut args = vec![run_id, blueprint_id, version, sets.len().to_string()];
-    for (k, v) in sets {
+    let mut args = vec![
+        r.run_id,
+        r.blueprint_id,
+        r.version,
+        r.sets.len().to_string(),
+    ];
+    for (k, v) in r.sets {
         args.extend([k, v]);
     }
-    args.push(jobs.len().to_string());
-    for (id, key, data, opts) in jobs {
+    args.push(r.jobs.len().to_string());
+    for (id, key, data, opts) in r.jobs {
         keys.push(q.job(&id));
         args.extend([id, key, data, opts]);
     }
-    inner
-        .eval_text(&inner.scripts.start, Call { keys, args })
+    Call { keys, args }
+}
+
+/// Create runs and enqueue their start jobs, each run atomically, all in one round trip; one
+/// outcome per run ("ok", "exists", "unpublished", "stale": see start.lua).
+pub async fn start_runs(inner: Arc<Inner>, batch: Vec<StartRequest>) -> PyResult<Vec<String>> {
+    let calls: Vec<Call> = batch.into_iter().map(|r| start_call(&inner, r)).collect();
+    let mut m = inner.conn.manager().await?;
+    let replies = eval_many(&mut m, &inner.scripts.start, &calls)
         .await
+        .map_err(|e| inner.conn.error(&e))?;
+    Ok(replies
+        .iter()
+        .map(|v| text(v).unwrap_or_else(|| format!("{v:?}")))
+        .collect())
 }
 
 /// End a live run as cancelled.

@@ -1,4 +1,5 @@
-"""Waiting on many runs at once: a client's waits share one subscriber connection.
+"""Many runs at once: `start_many` starts them in one batch, and a client's waits share one
+subscriber connection.
 
 Each wait subscribes to its run's status channel on the queue's shared connection, reads, and
 waits; the last waiter of a channel unsubscribes. Fifty runs waited on together hold one
@@ -20,6 +21,7 @@ from flowcraft_fast import (
     NodeContext,
     RedisCoordinationStore,
 )
+from flowcraft_fast.errors import FlowcraftError
 from waiting import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
@@ -72,5 +74,48 @@ async def test_fifty_waits_share_one_subscription(redis_url: str) -> None:
         assert {c["id"] for c in r.client_list()} <= connections
     finally:
         OPEN.set()
+        await adapter.close(timeout=10)
+        r.close()
+
+
+async def test_start_many_starts_every_run_and_refuses_bad_input(redis_url: str) -> None:
+    OPEN.set()
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    rt = FlowRuntime(blueprints=[BP], registry={"gated": gated})
+    store = RedisCoordinationStore(redis_url)
+    adapter = BullMQAdapter(
+        runtime_options=rt.options, coordination_store=store, queue_name=QUEUE, concurrency=64
+    )
+    await adapter.start()
+    try:
+        client = FlowClient(RedisCoordinationStore(redis_url), queue_name=QUEUE)
+        ids = await client.start_many([("one", {"n": n}) for n in range(RUNS)])
+        assert len(set(ids)) == RUNS
+        results = await asyncio.gather(*(client.wait(i, timeout=60) for i in ids))
+        assert [res.context["a"] for res in results] == list(range(RUNS))
+
+        # a bad context fails alone, at once, naming its index: nothing is started
+        before = r.zcard(f"bull:{QUEUE}:completed")
+        with pytest.raises(TypeError, match=r"run #1: initial context key 'x'"):
+            await client.start_many([("one", {"n": 1}), ("one", {"x": {1, 2}})])
+        assert r.llen(f"bull:{QUEUE}:wait") == 0 and r.zcard(f"bull:{QUEUE}:completed") == before
+
+        # an existing id is named; the other runs start
+        with pytest.raises(FlowcraftError, match="already exist"):
+            await client.start_many(
+                [
+                    ("one", {"n": 5}, ids[0]),
+                    {"blueprint_id": "one", "initial_context": {"n": 6}, "run_id": "fresh-1"},
+                ]
+            )
+        assert (await client.wait("fresh-1", timeout=30)).context["a"] == 6
+        with pytest.raises(ValueError, match="distinct"):
+            await client.start_many([("one", {}, "a"), ("one", {}, "a")])
+        with pytest.raises(ValueError, match="run #1: a mapping needs 'blueprint_id'"):
+            await client.start_many([("one", {}), {"blueprintId": "one"}])
+        with pytest.raises(TypeError, match="run #0: expected"):
+            await client.start_many(["one"])  # type: ignore[list-item]
+        assert await client.start_many([]) == []
+    finally:
         await adapter.close(timeout=10)
         r.close()

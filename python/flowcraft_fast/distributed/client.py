@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .. import jsoncodec
@@ -21,9 +22,54 @@ from ..runtime.vocabulary import (
 )
 from .jobs import check_run_id, job_data, job_id, job_opts
 from .store import RedisCoordinationStore
+from .wire import StartRequest
 
 RECONNECT_PAUSE_S = 0.2
 """Pause before sending a command again after the connection broke (it reconnects itself)."""
+
+
+RunToStart = (
+    tuple[str, Mapping[str, Any] | None]
+    | tuple[str, Mapping[str, Any] | None, str | None]
+    | Mapping[str, Any]
+)
+"""A run for `FlowClient.start_many`: (blueprint id, initial context[, run id]) or a mapping
+with those keys (`blueprint_id`, `initial_context`, `run_id`)."""
+
+
+def _run_spec(index: int, run: Any) -> tuple[str, Mapping[str, Any] | None, str | None]:
+    if isinstance(run, Mapping):
+        unknown = set(run) - {"blueprint_id", "initial_context", "run_id"}
+        if unknown or "blueprint_id" not in run:
+            raise ValueError(
+                f"run #{index}: a mapping needs 'blueprint_id' (and optionally "
+                f"'initial_context', 'run_id'); got keys {sorted(map(str, run))}"
+            )
+        bp_id, ctx, run_id = run["blueprint_id"], run.get("initial_context"), run.get("run_id")
+    elif isinstance(run, tuple) and len(run) in (2, 3):
+        bp_id, ctx, run_id = run[0], run[1], run[2] if len(run) == 3 else None
+    else:
+        raise TypeError(
+            f"run #{index}: expected (blueprint_id, initial_context[, run_id]) or a mapping, "
+            f"not {type(run).__name__}"
+        )
+    if not isinstance(bp_id, str):
+        raise TypeError(f"run #{index}: blueprint id must be a string, not {bp_id!r}")
+    if ctx is not None and not isinstance(ctx, Mapping):
+        raise TypeError(
+            f"run #{index}: initial context must be a mapping, not {type(ctx).__name__}"
+        )
+    return bp_id, ctx, check_run_id(run_id) if run_id is not None else None
+
+
+def _initial_sets(
+    context: Mapping[str, Any] | None, index: int, many: bool
+) -> list[tuple[str, str]]:
+    where = f"run #{index}: " if many else ""
+    return [
+        (str(k), jsoncodec.dumps(v, what=f"{where}initial context key {k!r}"))
+        for k, v in (context or {}).items()
+    ]
 
 
 class RunNotFound(FlowcraftError, LookupError):
@@ -63,7 +109,7 @@ class FlowClient:
     async def start(
         self,
         blueprint_id: str,
-        initial_context: dict[str, Any] | None = None,
+        initial_context: Mapping[str, Any] | None = None,
         run_id: str | None = None,
     ) -> str:
         """Create a run and enqueue its start nodes in one atomic step; returns the run id.
@@ -71,34 +117,61 @@ class FlowClient:
         The blueprint is cached; the start script checks that the workers still serve the
         cached version (one round trip), and a changed blueprint is fetched again.
         """
-        run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
-        sets = [
-            (str(k), jsoncodec.dumps(v, what=f"initial context key {k!r}"))
-            for k, v in (initial_context or {}).items()
-        ]
-        cached = self._blueprints.get(blueprint_id)
-        bp = cached[1] if cached is not None else await self.blueprint(blueprint_id)
-        resent = False
+        return (await self.start_many([(blueprint_id, initial_context, run_id)]))[0]
+
+    async def start_many(self, runs: Iterable[RunToStart]) -> list[str]:
+        """Start many runs in one round trip (each run atomic on its own); returns their ids,
+        in order. Each run is `(blueprint_id, initial_context)` or `(blueprint_id,
+        initial_context, run_id)`, or a mapping with the keys `blueprint_id`,
+        `initial_context` and `run_id` (the last two optional).
+
+        Everything is checked first: a context that JSON cannot carry or a bad run id raises
+        (naming the run's index) and nothing is started. Runs whose id already exists are not
+        started; the others are, and then FlowcraftError names the existing ones.
+        """
+        specs = [_run_spec(index, run) for index, run in enumerate(runs)]
+        many = len(specs) > 1
+        ids = [run_id or uuid.uuid4().hex for _, _, run_id in specs]
+        if len(set(ids)) != len(ids):
+            raise ValueError("run ids must be distinct")
+        sets = [_initial_sets(ctx, index, many) for index, (_, ctx, _) in enumerate(specs)]
+        bps: dict[str, Blueprint] = {}
+        for bp_id in dict.fromkeys(bp_id for bp_id, _, _ in specs):
+            cached = self._blueprints.get(bp_id)
+            bps[bp_id] = cached[1] if cached is not None else await self.blueprint(bp_id)
+        pending, existing = list(range(len(specs))), []
         for _ in range(3):
-            jobs = self._start_jobs(bp, run_id)
-            try:
-                outcome = await self.queue.start_run(run_id, bp.id, bp.version or "", sets, jobs)
-            except ConnectionError:
-                # The connection reconnects by itself after a broken link (a Redis restart);
-                # the command may or may not have run, so a second "exists" means ours did.
-                if resent:
-                    raise
-                resent = True
-                await asyncio.sleep(RECONNECT_PAUSE_S)
-                outcome = await self.queue.start_run(run_id, bp.id, bp.version or "", sets, jobs)
-                if outcome == "exists":
-                    return run_id
-            if outcome == "ok":
-                return run_id
-            if outcome == "exists":
-                raise FlowcraftError(f"a run with id {run_id!r} already exists")
-            bp = await self.blueprint(blueprint_id)  # unpublished raises; stale refetches
-        raise FlowcraftError(f"blueprint {blueprint_id!r} keeps changing; try again")
+            requests = []
+            for i in pending:
+                bp = bps[specs[i][0]]
+                jobs = self._start_jobs(bp, ids[i])
+                requests.append(StartRequest(ids[i], bp.id, bp.version or "", sets[i], jobs))
+            outcomes = await self._send_starts(requests) if requests else []
+            existing += [ids[i] for i, o in zip(pending, outcomes, strict=True) if o == "exists"]
+            pending = [
+                i for i, o in zip(pending, outcomes, strict=True) if o not in ("ok", "exists")
+            ]
+            if not pending:
+                if existing:
+                    raise FlowcraftError(
+                        f"a run with id {existing[0]!r} already exists"
+                        if len(existing) == 1
+                        else f"runs with these ids already exist (not started): {existing}"
+                    )
+                return ids
+            for bp_id in dict.fromkeys(specs[i][0] for i in pending):
+                bps[bp_id] = await self.blueprint(bp_id)  # unpublished raises; stale refetches
+        raise FlowcraftError("the blueprints keep changing; try again")
+
+    async def _send_starts(self, requests: list[StartRequest]) -> list[str]:
+        try:
+            return await self.queue.start_runs(requests)
+        except ConnectionError:
+            # The connection reconnects by itself after a broken link (a Redis restart); the
+            # scripts may or may not have run, so on the second try "exists" means ours did.
+            await asyncio.sleep(RECONNECT_PAUSE_S)
+            outcomes = await self.queue.start_runs(requests)
+            return ["ok" if o == "exists" else o for o in outcomes]
 
     @staticmethod
     def _start_jobs(bp: Blueprint, run_id: str) -> list[tuple[str, str, str, str]]:

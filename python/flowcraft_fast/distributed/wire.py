@@ -54,3 +54,16 @@ class CommitRequest:
     known_version: int = -1
     """The state version of the snapshot the node ran with: when it is still current, the
     commit sends no state back with the jobs it takes (the worker adds the writes itself)."""
+
+
+@dataclass(slots=True)
+class StartRequest:
+    """One run to create, for `start.lua`."""
+
+    run_id: str
+    blueprint_id: str
+    version: str
+    sets: list[tuple[str, str]]
+    """The initial context: (key, JSON text) pairs."""
+    jobs: list[tuple[str, str, str, str]]
+    """One (job id, node key, data, opts) per start node."""
