@@ -53,6 +53,8 @@ class _View(Mapping[str, Any]):
 class BufferedContext:
     """Async context over the claimed state; `changes()` gives what to commit."""
 
+    __slots__ = ("_state", "_view", "_writes")
+
     def __init__(self, state: Mapping[str, Any]) -> None:
         self._state = state
         self._writes: dict[str, Any] = {}

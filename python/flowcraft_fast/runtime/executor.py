@@ -175,7 +175,7 @@ def direct_impl(
 def plain_result(node_id: str, value: Any) -> NodeResult:
     """The result of one attempt that returned `value`, normalised and checked."""
     if type(value) in _PLAIN_OUTPUTS:  # nothing to normalise or check
-        return NodeResult(output=value)
+        return NodeResult(value)
     result = normalise_result(value)
     check_result(node_id, result)
     return result

@@ -103,7 +103,7 @@ class MemoryLedger:
             if f is not None:
                 fired.append(f)
         self.pending += len(fired) - 1
-        return Committed(duplicate=False, fired=tuple(fired), pending=self.pending)
+        return Committed(False, tuple(fired), self.pending)
 
     def park(self, key: str, node_id: str) -> bool:
         """The activation awaits (a `wait` node): it commits when resumed. False if it had

@@ -78,6 +78,8 @@ def route(
     """Decide the edges taken after `node_id` finished with (`output`, `action`)."""
     plain = None if inherit_from else graph.plain_targets(node_id)
     if plain is not None:  # no action, condition or transform: every edge is taken
+        if len(plain) == 1:  # a chain's edge
+            return RoutingDecision((TakenEdge(node_id, plain[0], output),), (), ())
         return RoutingDecision(tuple([TakenEdge(node_id, t, output) for t in plain]), (), ())
     taken: list[TakenEdge] = []
     skipped: list[tuple[str, str]] = []

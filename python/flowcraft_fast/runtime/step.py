@@ -148,7 +148,7 @@ async def step(
     impl = direct_impl(options.executor, events, node, attempts)
     if impl is not None:  # most nodes: the call is all `execute_node` would do
         try:
-            outcome = NodeOutcome(plain_result(node_id, await impl(ctx)), attempts=act.attempt)
+            outcome = NodeOutcome(plain_result(node_id, await impl(ctx)), None, None, act.attempt)
         except Exception as exc:  # CancelledError is a BaseException and propagates
             error = WorkflowError.from_exception(node_id, exc)
             outcome = NodeOutcome(None, error, exc, act.attempt)
@@ -297,17 +297,17 @@ def _node_context(
     graph: RunGraph,
     cancelled: asyncio.Event,
 ) -> NodeContext:
-    return NodeContext(
-        context=context,
-        input=node_input,
-        params=thaw(node.params) if node.params else {},
-        dependencies=options.dependencies,
-        run_id=run_id,
-        node_id=node.id,
-        attempt=act.attempt,
-        cancelled=cancelled,
-        blueprint_id=graph.static.blueprint.id,
-        iteration=act.iteration[-1] if act.iteration else 0,
+    return NodeContext(  # positional, in field order: a class call with keywords costs more
+        context,
+        node_input,
+        thaw(node.params) if node.params else {},
+        options.dependencies,
+        run_id,
+        node.id,
+        act.attempt,
+        cancelled,
+        graph.static.blueprint.id,
+        act.iteration[-1] if act.iteration else 0,
     )
 
 
