@@ -79,7 +79,7 @@ def normalise_result(value: Any) -> NodeResult:
         return NodeResult(
             output=value.get("output"), action=action, dynamic_nodes=value.get("dynamic_nodes")
         )
-    return NodeResult(output=value)
+    return NodeResult(value)
 
 
 def resolve_implementation(registry: Mapping[str, Any], node: NodeDefinition) -> Any:
