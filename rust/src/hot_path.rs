@@ -11,7 +11,7 @@ use crate::queue::Inner;
 use crate::replies::{
     bad_reply, commit_reply, parse_claim, text, ClaimReply, CommitReply, CommitRequest,
 };
-use crate::scripts::{eval_many, eval_mixed, Call};
+use crate::scripts::{eval_mixed, Call};
 
 impl Inner {
     fn claim_call(&self, max_jobs: usize, lease_ms: u64, token_prefix: String) -> Call {
@@ -204,14 +204,7 @@ pub async fn retry(
             ],
         })
         .collect();
-    let mut m = inner.conn.manager().await?;
-    let replies = eval_many(&mut m, &inner.scripts.retry, &calls)
-        .await
-        .map_err(|e| inner.conn.error(&e))?;
-    Ok(replies
-        .iter()
-        .map(|v| text(v).unwrap_or_else(|| format!("{v:?}")))
-        .collect())
+    inner.eval_texts(&inner.scripts.retry, &calls).await
 }
 
 /// Renew the leases of (job id, token, run id) jobs; per job the run's status or "lost".

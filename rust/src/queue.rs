@@ -14,7 +14,7 @@ use crate::keys::{QueueKeys, RunKeys};
 use crate::leases::Leases;
 use crate::replies::{text, CommitRequest, StartRequest};
 use crate::runs::Resume;
-use crate::scripts::{eval_one, Call, Scripts};
+use crate::scripts::{eval_many, eval_one, Call, Scripts};
 use crate::stops::Stops;
 use crate::waits::Waits;
 use crate::{hot_path, reads, runs};
@@ -49,6 +49,23 @@ impl Inner {
     /// One script call whose reply is a word ("ok", "missing", a status...).
     pub async fn eval_text(&self, script: &redis::Script, call: Call) -> PyResult<String> {
         Ok(text(&self.eval(script, call).await?).unwrap_or_default())
+    }
+
+    /// Many calls of one script in one round trip, each reply a word (or, if it is not one,
+    /// its debug form, so an error reaches the caller as text).
+    pub async fn eval_texts(
+        &self,
+        script: &redis::Script,
+        calls: &[Call],
+    ) -> PyResult<Vec<String>> {
+        let mut m = self.conn.manager().await?;
+        let replies = eval_many(&mut m, script, calls)
+            .await
+            .map_err(|e| self.conn.error(&e))?;
+        Ok(replies
+            .iter()
+            .map(|v| text(v).unwrap_or_else(|| format!("{v:?}")))
+            .collect())
     }
 }
 

@@ -9,7 +9,7 @@ use redis::{AsyncCommands, Value};
 
 use crate::queue::Inner;
 use crate::replies::{text, StartRequest};
-use crate::scripts::{eval_many, Call};
+use crate::scripts::Call;
 
 fn start_call(inner: &Inner, r: StartRequest) -> Call {
     let q = &inner.q;
@@ -42,14 +42,7 @@ fn start_call(inner: &Inner, r: StartRequest) -> Call {
 /// outcome per run ("ok", "exists", "unpublished", "stale": see start.lua).
 pub async fn start_runs(inner: Arc<Inner>, batch: Vec<StartRequest>) -> PyResult<Vec<String>> {
     let calls: Vec<Call> = batch.into_iter().map(|r| start_call(&inner, r)).collect();
-    let mut m = inner.conn.manager().await?;
-    let replies = eval_many(&mut m, &inner.scripts.start, &calls)
-        .await
-        .map_err(|e| inner.conn.error(&e))?;
-    Ok(replies
-        .iter()
-        .map(|v| text(v).unwrap_or_else(|| format!("{v:?}")))
-        .collect())
+    inner.eval_texts(&inner.scripts.start, &calls).await
 }
 
 /// End a live run as cancelled.

@@ -9,6 +9,8 @@ connection, every wait returns its own run's result, and no subscription is left
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -37,21 +39,33 @@ async def gated(ctx: NodeContext) -> Any:
     return await ctx.context.get("n")
 
 
+@asynccontextmanager
+async def serving(url: str) -> AsyncIterator[tuple[FlowClient, redis.Redis]]:
+    """A worker serving BP on QUEUE, a client of it, and a plain Redis client to look with."""
+    r = redis.Redis.from_url(url, decode_responses=True)
+    rt = FlowRuntime(blueprints=[BP], registry={"gated": gated})
+    adapter = BullMQAdapter(
+        runtime_options=rt.options,
+        coordination_store=RedisCoordinationStore(url),
+        queue_name=QUEUE,
+        concurrency=64,
+    )
+    await adapter.start()
+    try:
+        yield FlowClient(RedisCoordinationStore(url), queue_name=QUEUE), r
+    finally:
+        OPEN.set()
+        await adapter.close(timeout=10)
+        r.close()
+
+
 def pubsub_clients(r: redis.Redis) -> int:
     return sum(1 for c in r.client_list() if int(c.get("sub", 0)) + int(c.get("psub", 0)) > 0)
 
 
 async def test_fifty_waits_share_one_subscription(redis_url: str) -> None:
     OPEN.clear()
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
-    rt = FlowRuntime(blueprints=[BP], registry={"gated": gated})
-    store = RedisCoordinationStore(redis_url)
-    adapter = BullMQAdapter(
-        runtime_options=rt.options, coordination_store=store, queue_name=QUEUE, concurrency=64
-    )
-    await adapter.start()
-    try:
-        client = FlowClient(RedisCoordinationStore(redis_url), queue_name=QUEUE)
+    async with serving(redis_url) as (client, r):
         ids = [await client.start("one", {"n": n}) for n in range(RUNS)]
         before = pubsub_clients(r)  # the worker's stops listener
         waits = [asyncio.ensure_future(client.wait(run_id, timeout=60)) for run_id in ids]
@@ -72,23 +86,12 @@ async def test_fifty_waits_share_one_subscription(redis_url: str) -> None:
         again = await client.start("one", {"n": 7})
         assert (await client.wait(again, timeout=30)).context["a"] == 7
         assert {c["id"] for c in r.client_list()} <= connections
-    finally:
         OPEN.set()
-        await adapter.close(timeout=10)
-        r.close()
 
 
 async def test_start_many_starts_every_run_and_refuses_bad_input(redis_url: str) -> None:
     OPEN.set()
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
-    rt = FlowRuntime(blueprints=[BP], registry={"gated": gated})
-    store = RedisCoordinationStore(redis_url)
-    adapter = BullMQAdapter(
-        runtime_options=rt.options, coordination_store=store, queue_name=QUEUE, concurrency=64
-    )
-    await adapter.start()
-    try:
-        client = FlowClient(RedisCoordinationStore(redis_url), queue_name=QUEUE)
+    async with serving(redis_url) as (client, r):
         ids = await client.start_many([("one", {"n": n}) for n in range(RUNS)])
         assert len(set(ids)) == RUNS
         results = await asyncio.gather(*(client.wait(i, timeout=60) for i in ids))
@@ -116,6 +119,3 @@ async def test_start_many_starts_every_run_and_refuses_bad_input(redis_url: str)
         with pytest.raises(TypeError, match="run #0: expected"):
             await client.start_many(["one"])  # type: ignore[list-item]
         assert await client.start_many([]) == []
-    finally:
-        await adapter.close(timeout=10)
-        r.close()
