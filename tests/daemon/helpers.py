@@ -161,23 +161,27 @@ FAKE_ADAPTER = textwrap.dedent(
                 handle.write(json.dumps({"event": event, "pid": os.getpid(), **fields}) + "\\n")
 
     class RedisCoordinationStore:
-        def __init__(self, conn):
+        def __init__(self, conn, *, state_ttl_seconds):
             self.conn = conn
+            self.state_ttl_seconds = state_ttl_seconds
 
     class BullMQAdapter:
         def __init__(self, *, runtime_options, coordination_store, connection, queue_name,
-                     concurrency):
+                     concurrency, lease_ms, stalled_interval_seconds, max_stalled_count):
             self.queue_name = queue_name
             self.concurrency = concurrency
             self.connection = connection
             self.blueprints = sorted(runtime_options.blueprints)
+            self.recovery = {"lease_ms": lease_ms, "stalled_interval": stalled_interval_seconds,
+                             "max_stalls": max_stalled_count,
+                             "state_ttl": coordination_store.state_ttl_seconds}
 
         async def start(self):
             failure = os.environ.get("FAKE_ADAPTER_START_FAIL")
             if failure:
                 raise RuntimeError(failure)
             _record("start", queue=self.queue_name, concurrency=self.concurrency,
-                    connection=self.connection, blueprints=self.blueprints)
+                    connection=self.connection, blueprints=self.blueprints, **self.recovery)
 
         async def close(self):
             _record("close-begin")

@@ -27,6 +27,16 @@ def test_defaults() -> None:
     assert config.drain_timeout == 30
     assert config.metrics_port is None
     assert (config.log_format, config.log_level) == ("text", "info")
+    assert (config.lease, config.stalled_interval, config.max_stalls) == (30, 30, 1)
+    assert config.state_ttl == 86_400
+
+
+def test_recovery_and_retention_settings(tmp_path: Path) -> None:
+    path = _toml(tmp_path, "[flowcraft-fastd]\nlease = 5\nstalled-interval = 2.5\n")
+    env = {"FLOWCRAFT_MAX_STALLS": "3", "FLOWCRAFT_STATE_TTL": "3600"}
+    config = resolve_config({"lease": "6"}, env, path)
+    assert (config.lease, config.stalled_interval) == (6.0, 2.5)
+    assert (config.max_stalls, config.state_ttl) == (3, 3600)
 
 
 def test_precedence_cli_over_env_over_file_over_default(tmp_path: Path) -> None:
@@ -82,6 +92,10 @@ def test_table_wins_and_other_tables_are_ignored(tmp_path: Path) -> None:
         ({"reconcile_interval": "nan"}, {}, "seconds >= 0"),
         ({"metrics_port": "70000"}, {}, "an integer 0..65535"),
         ({"log_level": "loud"}, {}, "debug, info"),
+        ({"lease": "0.5"}, {}, "seconds >= 1"),
+        ({}, {"FLOWCRAFT_STALLED_INTERVAL": "0"}, "seconds > 0"),
+        ({"max_stalls": "-1"}, {}, "an integer >= 0"),
+        ({"state_ttl": "0"}, {}, "an integer >= 1"),
     ],
 )
 def test_invalid_values_name_option_and_source(

@@ -71,7 +71,8 @@ def test_ready_then_sigterm_drains_and_exits_0(
     app = write_app(workdir)
     env = _fake_env(workdir, notify, FAKE_ADAPTER_CLOSE_DELAY="0.5")
     args = ["--app", app, "--redis-url", redis_url, "--queue", "q1", "--concurrency", "5",
-            "--reconcile-interval", "0"]  # fmt: skip
+            "--reconcile-interval", "0", "--lease", "4.5", "--stalled-interval", "2",
+            "--max-stalls", "3", "--state-ttl", "600"]  # fmt: skip
     process = start_daemon(args, workdir, env)
     try:
         ready = notify.expect("READY", timeout=30)
@@ -81,6 +82,8 @@ def test_ready_then_sigterm_drains_and_exits_0(
         assert start["concurrency"] == 5
         assert start["connection"] == redis_url
         assert start["blueprints"] == ["tiny"]
+        assert (start["lease_ms"], start["stalled_interval"]) == (4500, 2.0)
+        assert (start["max_stalls"], start["state_ttl"]) == (3, 600)
     finally:
         code, _, err = stop_daemon(process)
     assert notify.expect("STOPPING", timeout=5)

@@ -49,6 +49,10 @@ class DaemonConfig:
     log_format: str = "text"
     log_level: str = "info"
     drain_timeout: float = 30.0
+    lease: float = 30.0
+    stalled_interval: float = 30.0
+    max_stalls: int = 1
+    state_ttl: int = 86_400
 
 
 # ------------------------------------------------------------------ value parsers
@@ -123,6 +127,13 @@ def _seconds(*, allow_zero: bool) -> Callable[[object], float]:
     return parse
 
 
+def _lease(value: object) -> float:
+    seconds = _seconds(allow_zero=False)(value)
+    if seconds < 1:
+        raise ValueError("a number of seconds >= 1")
+    return seconds
+
+
 def _metrics_port(value: object) -> int | None:
     port = _int(0, 65535)(value)
     return port or None  # 0 turns the endpoint off, like leaving it unset
@@ -186,6 +197,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("drain_timeout", "--drain-timeout", ("FLOWCRAFT_DRAIN_TIMEOUT",),
            _seconds(allow_zero=True),
            "seconds to let in-flight nodes finish on SIGTERM/SIGINT (default 30)", "SECONDS"),
+    Option("lease", "--lease", ("FLOWCRAFT_LEASE",), _lease,
+           "seconds a claimed job stays this worker's without renewal; renewed every third of "
+           "it in one batched call, and a dead worker's jobs return after it lapses "
+           "(default 30, at least 1)", "SECONDS"),
+    Option("stalled_interval", "--stalled-interval", ("FLOWCRAFT_STALLED_INTERVAL",),
+           _seconds(allow_zero=False),
+           "seconds between checks for jobs whose lease lapsed (one worker checks per "
+           "interval; the first check runs at start) (default 30)", "SECONDS"),
+    Option("max_stalls", "--max-stalls", ("FLOWCRAFT_MAX_STALLS",), _int(0),
+           "times a job may stall (its worker died) and be run again before it fails its run "
+           "(default 1)", "N"),
+    Option("state_ttl", "--state-ttl", ("FLOWCRAFT_STATE_TTL",), _int(1),
+           "seconds a finished run's keys are kept (default 86400)", "SECONDS"),
 )  # fmt: skip
 
 _BY_TOML_KEY = {key: option for option in OPTIONS for key in option.toml_keys}

@@ -155,13 +155,18 @@ def _make_adapter(config: DaemonConfig, runtime: FlowRuntime) -> Any:
             f"the distributed worker is not available in this build: {exc}"
         ) from None
     try:
-        store = store_module.RedisCoordinationStore(config.redis_url)
+        store = store_module.RedisCoordinationStore(
+            config.redis_url, state_ttl_seconds=config.state_ttl
+        )
         return adapter_module.BullMQAdapter(
             runtime_options=runtime.options,
             coordination_store=store,
             connection=config.redis_url,
             queue_name=config.queue,
             concurrency=config.concurrency,
+            lease_ms=int(config.lease * 1000),
+            stalled_interval_seconds=config.stalled_interval,
+            max_stalled_count=config.max_stalls,
         )
     except Exception as exc:
         log.debug("creating the adapter failed", exc_info=True)

@@ -497,13 +497,18 @@ class Worker:
                 flight.task.cancel()
 
     async def _stalled_loop(self) -> None:
-        """Every interval: return stalled jobs to the queue, and publish the blueprints again
-        (a Redis that lost its data, or a FLUSHALL, must not leave clients unable to start runs
-        while this worker keeps serving)."""
+        """At start and then every interval: return stalled jobs to the queue, and publish the
+        blueprints again (a Redis that lost its data, or a FLUSHALL, must not leave clients
+        unable to start runs while this worker keeps serving). Checking at start matters: a
+        fleet that restarts more often than the interval would otherwise never check."""
+        first = True
         while True:
-            await asyncio.sleep(self.stalled_interval_s)
+            if not first:
+                await asyncio.sleep(self.stalled_interval_s)
             with contextlib.suppress(ConnectionError, _core.RedisCommandError):
-                await self.publish()
+                if not first:  # `start` has just published them
+                    await self.publish()
+                first = False
                 requeued, failed = await self.queue.requeue_stalled(
                     self.max_stalls, int(self.stalled_interval_s * 1000)
                 )
