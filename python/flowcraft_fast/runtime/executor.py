@@ -123,11 +123,7 @@ async def execute_node(
                 return await _attempts(services, events, node, ctx, impl, numbers)
 
             result = await _with_middleware(services, ctx, node.id, core)
-        elif (
-            len(numbers) == 1
-            and node.config.timeout_ms is None
-            and (services.async_uses.get(node.uses) or _async_uses(services, node))
-        ):
+        elif _plain_call(services, node, len(numbers)) is not None:
             # the common case, without the layers it does not need: one attempt of an async
             # function node (exactly what `_attempts` would do for it)
             result = plain_result(node.id, await impl(ctx))
@@ -162,9 +158,16 @@ def direct_impl(
     """The implementation to await as it is when nothing wraps the run of `node` (no event
     observers, no middleware, one attempt, no timeout, an async function): `execute_node`
     reduced to the call, which the step function then makes itself. None otherwise."""
-    if events.enabled or services.middleware or node.config.timeout_ms is not None:
+    if events.enabled or services.middleware:
         return None
-    if (len(attempts) if attempts is not None else node.config.max_retries) != 1:
+    n_attempts = len(attempts) if attempts is not None else node.config.max_retries
+    return _plain_call(services, node, n_attempts)
+
+
+def _plain_call(services: ExecutorServices, node: NodeDefinition, n_attempts: int) -> Any | None:
+    """The implementation of `node` when running it is one call: one attempt, no timeout, an
+    async function (what `execute_node` and the step function then await as it is)."""
+    if n_attempts != 1 or node.config.timeout_ms is not None:
         return None
     impl = services.registry.get(node.uses)
     if impl is None or not (services.async_uses.get(node.uses) or _async_uses(services, node)):

@@ -24,7 +24,7 @@ from .graph import RunGraph
 from .ledger import MemoryLedger
 from .step import Activation, Failed, Finished, Outcome, Parked, Retry, step
 from .types import RunStatus, WorkflowError
-from .vocabulary import OUTSIDE_LOOPS, node_key, split_node_key
+from .vocabulary import split_node_key
 
 if TYPE_CHECKING:
     from .runtime import RuntimeOptions
@@ -203,9 +203,7 @@ class RunScheduler:
             return  # the run ended: like commit.lua, a late outcome changes nothing
         if isinstance(outcome, Finished):
             context.apply_to(self.data)
-            it = act.iteration  # `act.key`, inline
-            key = node_key(act.node_id, it) if it else OUTSIDE_LOOPS + act.node_id
-            committed = self.ledger.commit(key, outcome.arrivals)
+            committed = self.ledger.commit(act.key, outcome.arrivals)
             append = self._ready.append
             for fired in committed.fired:
                 arrival = fired.arrival
