@@ -16,6 +16,8 @@ tests/chaos/test_exactly_once.py: the node killed there is a continued one.)
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -72,22 +74,29 @@ async def total(ctx: NodeContext) -> Any:
     return sum(ctx.input.values())
 
 
-def adapter_for(url: str) -> BullMQAdapter:
+@asynccontextmanager
+async def serving(url: str) -> AsyncIterator[tuple[BullMQAdapter, FlowClient, redis.Redis]]:
+    """A worker serving the blueprints on QUEUE, a client of it, and a plain Redis client to
+    look with; gates are cleared afterwards."""
+    r = redis.Redis.from_url(url, decode_responses=True)
     rt = FlowRuntime(blueprints=[CHAIN, FAN, SEEN], registry={"step": step, "total": total})
-    return BullMQAdapter(
+    adapter = BullMQAdapter(
         runtime_options=rt.options,
         coordination_store=RedisCoordinationStore(url),
         queue_name=QUEUE,
         concurrency=8,
     )
+    await adapter.start()
+    try:
+        yield adapter, FlowClient(RedisCoordinationStore(url), queue_name=QUEUE), r
+    finally:
+        GATE.clear()
+        await adapter.close(timeout=10)
+        r.close()
 
 
 async def test_a_chain_runs_on_one_worker_without_passing_through_wait(redis_url: str) -> None:
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
-    adapter = adapter_for(redis_url)
-    await adapter.start()
-    try:
-        client = FlowClient(RedisCoordinationStore(redis_url), queue_name=QUEUE)
+    async with serving(redis_url) as (adapter, client, r):
         for _ in range(3):
             result = await client.wait(await client.start("chain5", {}), timeout=30)
             assert result.status == "completed" and result.context["n4"] == 5, result
@@ -103,32 +112,20 @@ async def test_a_chain_runs_on_one_worker_without_passing_through_wait(redis_url
             assert job["returnvalue"] != ""
         assert r.llen(QP + "active") == 0
         assert not list(r.scan_iter(QP + "*:lock"))
-    finally:
-        await adapter.close(timeout=10)
-        r.close()
 
 
 async def test_a_join_goes_through_wait(redis_url: str) -> None:
-    adapter = adapter_for(redis_url)
-    await adapter.start()
-    try:
-        client = FlowClient(RedisCoordinationStore(redis_url), queue_name=QUEUE)
+    async with serving(redis_url) as (adapter, client, _):
         result = await client.wait(await client.start("fan3", {}), timeout=30)
         assert result.status == "completed" and result.context["j"] == 6, result
         metrics = adapter.metrics()
         assert metrics["jobs_continued_total"] == 3, metrics  # p0..p2, never j
         assert metrics["jobs_claimed_total"] == 5, metrics
-    finally:
-        await adapter.close(timeout=10)
 
 
 async def test_a_paused_queue_keeps_the_successor_in_wait(redis_url: str) -> None:
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
     GATE["n1"] = asyncio.Event()
-    adapter = adapter_for(redis_url)
-    await adapter.start()
-    try:
-        client = FlowClient(RedisCoordinationStore(redis_url), queue_name=QUEUE)
+    async with serving(redis_url) as (_, client, r):
         run_id = await client.start("chain5", {})
         await wait_until(lambda: r.hexists(f"workflow:run:{run_id}", "done:0|n0"), 20, "n0")
         r.hset(QP + "meta", "paused", 1)
@@ -142,19 +139,11 @@ async def test_a_paused_queue_keeps_the_successor_in_wait(redis_url: str) -> Non
         r.zadd(QP + "marker", {"0": 0})  # what BullMQ's resume does to wake workers
         result = await client.wait(run_id, timeout=30)
         assert result.status == "completed" and result.context["n4"] == 5, result
-    finally:
-        GATE.clear()
-        await adapter.close(timeout=10)
-        r.close()
 
 
 async def test_continued_jobs_see_every_write_without_rereading_the_state(redis_url: str) -> None:
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
     GATE["n1"] = asyncio.Event()
-    adapter = adapter_for(redis_url)
-    await adapter.start()
-    try:
-        client = FlowClient(RedisCoordinationStore(redis_url), queue_name=QUEUE)
+    async with serving(redis_url) as (_, client, r):
         # 1. nobody else writes: the state of a continued job is the worker's own
         quiet = await client.start("chain5", {})
         r.config_resetstat()
@@ -185,7 +174,3 @@ async def test_continued_jobs_see_every_write_without_rereading_the_state(redis_
         assert result.status == "completed", result
         # n1 was continued from n0's commit before the write; n2 after it
         assert result.context["seen"] == ["n0", None, "n1", None, "n2", "hello"], result.context
-    finally:
-        GATE.clear()
-        await adapter.close(timeout=10)
-        r.close()
