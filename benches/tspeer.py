@@ -7,9 +7,12 @@ machine without Node.js skips the peer instead of failing.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 TS_DIR = Path(__file__).resolve().parent / "ts"
 
@@ -32,3 +35,25 @@ def ensure_installed() -> Path | None:
             print(f"TypeScript peer skipped: npm install failed: {done.stderr.strip()[-500:]}")
             return None
     return TS_DIR
+
+
+def reconcile_pass(
+    redis_url: str, queue: str, *, extra_args: Sequence[str] = (), timeout: float = 600
+) -> dict[str, Any] | None:
+    """One timed pass of the TypeScript reconciler (`ts/reconcile.mjs`, whose header says what
+    it does per key) over the runs of `queue`; its JSON line as a dict, or None (and why, on
+    stdout) without Node.js. Its untimed prepare step changes the data: re-seed afterwards."""
+    where = ensure_installed()
+    if where is None:
+        return None
+    done = subprocess.run(
+        ["node", "reconcile.mjs", redis_url, queue, *extra_args],
+        cwd=where,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"reconcile.mjs failed ({done.returncode}): {done.stderr[-1000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
