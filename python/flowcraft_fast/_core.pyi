@@ -29,12 +29,16 @@ class RedisConnection:
         *,
         connect_timeout: float = 5.0,
         response_timeout: float = 30.0,
+        retry_deadline: float = 30.0,
         ca_certs: str | None = None,
         certfile: str | None = None,
         keyfile: str | None = None,
     ) -> RedisConnection: ...
     @property
     def server(self) -> str: ...
+    @property
+    def retry_deadline(self) -> float:
+        """Seconds a call keeps retrying LOADING, BUSY and connection failures (0: none)."""
     async def ping(self) -> str: ...
     async def config_get(self, name: str) -> str | None: ...
     async def info(self, section: str) -> dict[str, str]: ...

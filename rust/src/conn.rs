@@ -1,5 +1,6 @@
 //! One Redis connection per `RedisConnection` object: URL parsing, TLS material, redaction,
-//! lazy connect with timeouts, automatic reconnect (redis-rs `ConnectionManager`).
+//! lazy connect with timeouts, automatic reconnect (redis-rs `ConnectionManager`), and retries
+//! of LOADING, BUSY and connection failures until a deadline (`retry`).
 //!
 //! Commands from many Python coroutines are multiplexed over the one connection, so a process
 //! needs one `RedisConnection` per Redis, not one per task.
@@ -14,6 +15,7 @@ use redis::{Client, ClientTlsConfig, TlsCertificates};
 use tokio::sync::OnceCell;
 
 use crate::errors;
+use crate::retry::Retrying;
 use crate::runtime::ensure_same_process;
 
 /// Shared, cheaply clonable handle to one (lazily opened) Redis connection.
@@ -27,11 +29,32 @@ struct Inner {
     config: ConnectionManagerConfig,
     manager: OnceCell<ConnectionManager>,
     server: String,
+    /// How long one call retries transient failures (`retry`); zero: not at all.
+    retry_deadline: Duration,
 }
 
 impl Connection {
-    /// The connection, opened on first use. A failed open is not cached: the next call retries.
-    pub async fn manager(&self) -> PyResult<ConnectionManager> {
+    /// The connection for one call, opened on first use (retrying until the deadline; a
+    /// failed open is not cached), wrapped so that everything sent through it retries LOADING,
+    /// BUSY and connection failures until the deadline, counted from now (`retry`).
+    pub async fn manager(&self) -> PyResult<Retrying> {
+        let mut retrying = self.retrying();
+        retrying.connect().await.map_err(|e| self.error(&e))?;
+        Ok(retrying)
+    }
+
+    /// A retry state for one call, its deadline counted from now; nothing is opened yet.
+    pub fn retrying(&self) -> Retrying {
+        Retrying::new(self.clone(), self.inner.retry_deadline)
+    }
+
+    /// The same, with the deadline cut to `limit` when that is shorter (a bounded wait).
+    pub fn retrying_within(&self, limit: Duration) -> Retrying {
+        Retrying::new(self.clone(), self.inner.retry_deadline.min(limit))
+    }
+
+    /// The shared connection manager, opened on first use; one try (`Retrying` retries).
+    pub(crate) async fn open(&self) -> redis::RedisResult<ConnectionManager> {
         let inner = &self.inner;
         let manager = inner
             .manager
@@ -41,9 +64,17 @@ impl Connection {
                     .get_connection_manager_with_config(inner.config.clone())
                     .await
             })
-            .await
-            .map_err(|e| errors::to_py(&e, &inner.server))?;
+            .await?;
         Ok(manager.clone())
+    }
+
+    /// The database number of the URL.
+    pub fn db(&self) -> i64 {
+        self.inner
+            .client
+            .get_connection_info()
+            .redis_settings()
+            .db()
     }
 
     /// A second, independent connection to the same server (for blocking commands).
@@ -54,17 +85,24 @@ impl Connection {
                 config: self.inner.config.clone(),
                 manager: OnceCell::new(),
                 server: self.inner.server.clone(),
+                retry_deadline: self.inner.retry_deadline,
             }),
         }
     }
 
-    /// A new pub/sub connection.
+    /// A new pub/sub connection, retrying until the deadline (`retry`).
     pub async fn pubsub(&self) -> PyResult<redis::aio::PubSub> {
-        self.inner
-            .client
-            .get_async_pubsub()
-            .await
-            .map_err(|e| self.error(&e))
+        self.pubsub_with(&mut self.retrying()).await
+    }
+
+    /// A new pub/sub connection, retrying within `retrying`'s deadline.
+    pub async fn pubsub_with(&self, retrying: &mut Retrying) -> PyResult<redis::aio::PubSub> {
+        loop {
+            let result = self.inner.client.get_async_pubsub().await;
+            if let Some(pubsub) = retrying.settle(result).await.map_err(|e| self.error(&e))? {
+                return Ok(pubsub);
+            }
+        }
     }
 
     /// The server's URL with any password replaced by `***`, for messages and logs.
@@ -122,7 +160,8 @@ fn read_pem(path: Option<&str>, what: &str) -> PyResult<Option<Vec<u8>>> {
 ///
 /// `url` is `redis://`, `rediss://` (TLS) or `unix://`, with an optional ACL user and password
 /// (`redis://user:pass@host:6379/0`). `ca_certs`, `certfile` and `keyfile` are PEM files for TLS
-/// with a private CA and client certificates.
+/// with a private CA and client certificates. `retry_deadline` is how many seconds a call keeps
+/// retrying when Redis answers LOADING or BUSY or the connection fails (0: no retries).
 #[pyclass(module = "flowcraft_fast._core", frozen)]
 pub struct RedisConnection {
     pub conn: Connection,
@@ -131,11 +170,13 @@ pub struct RedisConnection {
 #[pymethods]
 impl RedisConnection {
     #[new]
-    #[pyo3(signature = (url, *, connect_timeout=5.0, response_timeout=30.0, ca_certs=None, certfile=None, keyfile=None))]
+    #[pyo3(signature = (url, *, connect_timeout=5.0, response_timeout=30.0, retry_deadline=30.0, ca_certs=None, certfile=None, keyfile=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         url: &str,
         connect_timeout: f64,
         response_timeout: f64,
+        retry_deadline: f64,
         ca_certs: Option<&str>,
         certfile: Option<&str>,
         keyfile: Option<&str>,
@@ -183,10 +224,17 @@ impl RedisConnection {
                 )));
             }
         }
+        if !(retry_deadline.is_finite() && retry_deadline >= 0.0) {
+            return Err(PyValueError::new_err(
+                "retry_deadline must be a number of seconds >= 0",
+            ));
+        }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs_f64(connect_timeout)))
             .set_response_timeout(Some(Duration::from_secs_f64(response_timeout)))
-            .set_number_of_retries(2);
+            // one try per (re)connect: `retry` decides when to try again, so there is one
+            // retry policy, not two stacked
+            .set_number_of_retries(0);
         Ok(Self {
             conn: Connection {
                 inner: Arc::new(Inner {
@@ -194,6 +242,7 @@ impl RedisConnection {
                     config,
                     manager: OnceCell::new(),
                     server,
+                    retry_deadline: Duration::from_secs_f64(retry_deadline),
                 }),
             },
         })
@@ -203,6 +252,12 @@ impl RedisConnection {
     #[getter]
     fn server(&self) -> String {
         self.conn.server().to_string()
+    }
+
+    /// Seconds a call keeps retrying LOADING, BUSY and connection failures (0: no retries).
+    #[getter]
+    fn retry_deadline(&self) -> f64 {
+        self.conn.inner.retry_deadline.as_secs_f64()
     }
 
     /// Open the connection if needed and round-trip a PING.

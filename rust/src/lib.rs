@@ -12,6 +12,7 @@ mod leases; // lease renewal in a tokio task
 mod queue; // the Queue class (thin wrappers over hot_path, runs, reads)
 mod reads; // reads of runs and of the queue
 mod replies; // what crosses to Python, and parsing script replies into it
+mod retry; // the one retry policy: LOADING, BUSY, broken connections, until a deadline
 mod runs; // run administration: start, cancel, resume, reconcile, stalled jobs
 mod runtime; // the tokio runtime and handing results to asyncio
 mod scripts; // the Lua scripts and how they are sent

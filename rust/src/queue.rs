@@ -39,16 +39,19 @@ pub struct Inner {
 
 impl Inner {
     /// One script call on the queue's connection, its error turned into a Python exception.
+    /// Like every call, it retries LOADING, BUSY and connection failures until the deadline.
     pub async fn eval(&self, script: &redis::Script, call: Call) -> PyResult<Value> {
-        let mut m = self.conn.manager().await?;
-        eval_one(&mut m, script, call)
-            .await
-            .map_err(|e| self.conn.error(&e))
+        Ok(self.eval_resent(script, call).await?.0)
     }
 
-    /// One script call whose reply is a word ("ok", "missing", a status...).
-    pub async fn eval_text(&self, script: &redis::Script, call: Call) -> PyResult<String> {
-        Ok(text(&self.eval(script, call).await?).unwrap_or_default())
+    /// `eval`, and whether the call was sent again after a failure that may have let it run
+    /// (a lost reply): the reply may then come from its second run (see `retry`).
+    pub async fn eval_resent(&self, script: &redis::Script, call: Call) -> PyResult<(Value, bool)> {
+        let mut m = self.conn.manager().await?;
+        let reply = eval_one(&mut m, script, call)
+            .await
+            .map_err(|e| self.conn.error(&e))?;
+        Ok((reply, m.resent))
     }
 
     /// Many calls of one script in one round trip, each reply a word (or, if it is not one,

@@ -35,17 +35,26 @@ fn start_call(inner: &Inner, r: StartRequest) -> Call {
         keys.push(q.job(&id));
         args.extend([id, key, data, opts]);
     }
+    // This start's token, kept in the run's meta: sent again after a lost reply, the call
+    // finds its own token and answers "ok" instead of "exists" (see start.lua and `retry`).
+    args.push(crate::retry::token());
     Call { keys, args }
 }
 
 /// Create runs and enqueue their start jobs, each run atomically, all in one round trip; one
-/// outcome per run ("ok", "exists", "unpublished", "stale": see start.lua).
+/// outcome per run ("ok", "exists", "unpublished", "stale": see start.lua). A start sent again
+/// after a lost reply answers "ok" when the run is its own (its token), so it never reports
+/// its own run as a duplicate.
 pub async fn start_runs(inner: Arc<Inner>, batch: Vec<StartRequest>) -> PyResult<Vec<String>> {
     let calls: Vec<Call> = batch.into_iter().map(|r| start_call(&inner, r)).collect();
     inner.eval_texts(&inner.scripts.start, &calls).await
 }
 
-/// End a live run as cancelled.
+/// The status `cancel.lua` ends a run with.
+const CANCELLED: &str = "cancelled";
+
+/// End a live run as cancelled. Sent again after a lost reply, the script finds the run it
+/// cancelled already ended ("cancelled"): that is this call's "ok".
 pub async fn cancel_run(inner: Arc<Inner>, run_id: String, payload: String) -> PyResult<String> {
     let r = &inner.runs;
     let call = Call {
@@ -63,7 +72,13 @@ pub async fn cancel_run(inner: Arc<Inner>, run_id: String, payload: String) -> P
             inner.q.stops_channel(),
         ],
     };
-    inner.eval_text(&inner.scripts.cancel, call).await
+    let (reply, resent) = inner.eval_resent(&inner.scripts.cancel, call).await?;
+    let outcome = text(&reply).unwrap_or_default();
+    Ok(if resent && outcome == CANCELLED {
+        "ok".to_string()
+    } else {
+        outcome
+    })
 }
 
 /// A waiting node's result from outside, carried to a worker by a new job.
@@ -76,8 +91,12 @@ pub struct Resume {
     pub payload: String,
 }
 
+/// Enqueue the job that carries a waiting node's result ("ok", "missing", "not-awaiting").
+/// Sent again after a lost reply, the script finds the node no longer waiting: when the job
+/// this call created (its id is this call's own) exists, that is this call's "ok".
 pub async fn resume_run(inner: Arc<Inner>, r: Resume) -> PyResult<String> {
     let (runs, q) = (&inner.runs, &inner.q);
+    let job = q.job(&r.job_id);
     let call = Call {
         keys: vec![
             runs.meta(&r.run_id),
@@ -89,7 +108,20 @@ pub async fn resume_run(inner: Arc<Inner>, r: Resume) -> PyResult<String> {
         ],
         args: vec![r.run_id, r.node_key, r.job_id, r.data, r.opts, r.payload],
     };
-    inner.eval_text(&inner.scripts.resume, call).await
+    let (reply, resent) = inner.eval_resent(&inner.scripts.resume, call).await?;
+    let outcome = text(&reply).unwrap_or_default();
+    if resent && outcome == "not-awaiting" {
+        let mut m = inner.conn.manager().await?;
+        let created: bool = redis::cmd("EXISTS")
+            .arg(&job)
+            .query_async(&mut m)
+            .await
+            .map_err(|e| inner.conn.error(&e))?;
+        if created {
+            return Ok("ok".to_string());
+        }
+    }
+    Ok(outcome)
 }
 
 /// Re-enqueue fired-but-unfinished nodes whose jobs are gone or dead; the node keys enqueued.

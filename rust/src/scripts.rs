@@ -1,11 +1,14 @@
 //! The Lua scripts (one state transition each, in `scripts/*.lua`) and how they are called:
 //! EVALSHA in pipelines, with the script loaded again when Redis answers NOSCRIPT (after a
-//! restart or SCRIPT FLUSH). A call that got NOSCRIPT did not run, so retrying it is safe.
+//! restart or SCRIPT FLUSH), and sent again after a pause when Redis answered LOADING or BUSY
+//! (`retry`). A call that got NOSCRIPT, LOADING or BUSY did not run, so sending it again is
+//! safe; why running each script again after a lost reply is safe too is in `retry`.
 
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
-use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script, Value};
+
+use crate::retry::{transient_reply, Retrying};
 
 /// What every script shares (the vocabulary, `now_ms`, `end_run`), prepended to each.
 const LIB: &str = include_str!("scripts/lib.lua");
@@ -91,9 +94,12 @@ fn is_noscript(v: &Value) -> bool {
     matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT")
 }
 
+/// How often a call is sent again after its script was loaded (it may be flushed meanwhile).
+const MAX_LOADS: u32 = 3;
+
 /// Run many calls of one script in one round trip; one reply per call, errors included.
 pub async fn eval_many(
-    conn: &mut ConnectionManager,
+    conn: &mut Retrying,
     script: &Script,
     calls: &[Call],
 ) -> RedisResult<Vec<Value>> {
@@ -102,39 +108,55 @@ pub async fn eval_many(
 }
 
 /// Run calls of several scripts in one round trip (a pipeline); one reply per call, and
-/// whether some calls had to be sent again after loading their script (they then ran after
-/// the calls that follow them in `calls`).
+/// whether some calls had to be sent again (their script had to be loaded first, or Redis
+/// answered them LOADING or BUSY while it ran the others): they then ran after the calls that
+/// follow them in `calls`. A pipeline answered LOADING or BUSY as a whole is sent again whole by
+/// `Retrying`; here only the calls answered so are.
 pub async fn eval_mixed(
-    conn: &mut ConnectionManager,
+    conn: &mut Retrying,
     calls: &[(&Script, &Call)],
 ) -> RedisResult<(Vec<Value>, bool)> {
     if calls.is_empty() {
         return Ok((Vec::new(), false));
     }
     let mut replies = send(conn, calls.iter().copied()).await?;
-    let missing: Vec<usize> = (0..replies.len())
-        .filter(|&i| is_noscript(&replies[i]))
-        .collect();
-    if !missing.is_empty() {
+    let mut loads = 0;
+    let mut reordered = false;
+    loop {
+        let again: Vec<usize> = (0..replies.len())
+            .filter(|&i| {
+                (loads < MAX_LOADS && is_noscript(&replies[i])) || transient_reply(&replies[i])
+            })
+            .collect();
+        if again.is_empty() {
+            return Ok((replies, reordered));
+        }
+        if let Some(&i) = again.iter().find(|&&i| transient_reply(&replies[i])) {
+            if let Err(err) = replies[i].clone().extract_error() {
+                conn.pause(err).await?; // gives up (Err) once the deadline has passed
+            }
+        }
         let mut loaded: Vec<&str> = Vec::new();
-        for &i in &missing {
+        for &i in again.iter().filter(|&&i| is_noscript(&replies[i])) {
             let script = calls[i].0;
             if !loaded.contains(&script.get_hash()) {
                 let _: String = script.prepare_invoke().load_async(conn).await?;
                 loaded.push(script.get_hash());
             }
         }
-        let again = send(conn, missing.iter().map(|&i| calls[i])).await?;
-        for (i, reply) in missing.into_iter().zip(again) {
+        if !loaded.is_empty() {
+            loads += 1;
+        }
+        let resent = send(conn, again.iter().map(|&i| calls[i])).await?;
+        for (i, reply) in again.into_iter().zip(resent) {
             replies[i] = reply;
         }
-        return Ok((replies, true));
+        reordered = true;
     }
-    Ok((replies, false))
 }
 
 async fn send<'a>(
-    conn: &mut ConnectionManager,
+    conn: &mut Retrying,
     calls: impl Iterator<Item = (&'a Script, &'a Call)>,
 ) -> RedisResult<Vec<Value>> {
     let mut pipe = redis::pipe();
@@ -150,11 +172,7 @@ async fn send<'a>(
 }
 
 /// One call, with its error (if any) turned into an `Err`.
-pub async fn eval_one(
-    conn: &mut ConnectionManager,
-    script: &Script,
-    call: Call,
-) -> RedisResult<Value> {
+pub async fn eval_one(conn: &mut Retrying, script: &Script, call: Call) -> RedisResult<Value> {
     let mut replies = eval_many(conn, script, std::slice::from_ref(&call)).await?;
     replies.pop().unwrap_or(Value::Nil).extract_error()
 }

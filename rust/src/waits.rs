@@ -6,7 +6,9 @@
 //! message. A listener task hands each message to the waiters of its channel. When the
 //! connection drops, every waiter is woken with "dropped" (its caller reads and subscribes
 //! again) and the next wait opens a new connection. The last waiter of a channel unsubscribes.
-//! So a client waiting on thousands of runs holds one connection, not one per run.
+//! So a client waiting on thousands of runs holds one connection, not one per run. Opening the
+//! connection, subscribing and reading retry LOADING, BUSY and connection failures (`retry`)
+//! within the connection's retry deadline or the wait's timeout, whichever is shorter.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +21,7 @@ use redis::AsyncCommands;
 use tokio::sync::oneshot;
 
 use crate::conn::Connection;
+use crate::retry::Retrying;
 
 /// Why a waiter woke up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,11 +57,11 @@ impl Waits {
 
     /// The sink of the live subscriber connection, opening one (and its listener) if needed.
     /// Called with `control` held.
-    async fn sink(&self, conn: &Connection) -> PyResult<PubSubSink> {
+    async fn sink(&self, conn: &Connection, retrying: &mut Retrying) -> PyResult<PubSubSink> {
         if let Some(sink) = self.lock().sink.clone() {
             return Ok(sink);
         }
-        let (sink, mut stream) = conn.pubsub().await?.split();
+        let (sink, mut stream) = conn.pubsub_with(retrying).await?.split();
         let generation = {
             let mut shared = self.lock();
             shared.generation += 1;
@@ -114,9 +117,11 @@ impl Waits {
         timeout_s: f64,
     ) -> PyResult<Option<String>> {
         let (wake, woken) = oneshot::channel();
+        let timeout = Duration::from_secs_f64(timeout_s.max(0.0));
+        let mut retrying = conn.retrying_within(timeout);
         let (mut sink, id) = {
             let control = self.control.lock().await;
-            let mut sink = self.sink(conn).await?;
+            let mut sink = self.sink(conn, &mut retrying).await?;
             let (id, first) = {
                 let mut shared = self.lock();
                 shared.next_id += 1;
@@ -126,10 +131,26 @@ impl Waits {
                 (id, list.len() == 1)
             };
             if first {
-                if let Err(e) = sink.subscribe(&channel).await {
-                    drop(control);
-                    self.leave(&mut sink, &channel, id).await;
-                    return Err(conn.error(&e));
+                // BUSY, or a connection that just dropped (its listener then clears the sink
+                // and the next try opens a new one): try again until the deadline.
+                loop {
+                    let result = sink.subscribe(&channel).await;
+                    match retrying.settle(result).await {
+                        Ok(Some(())) => break,
+                        Ok(None) => match self.sink(conn, &mut retrying).await {
+                            Ok(next) => sink = next,
+                            Err(e) => {
+                                drop(control);
+                                self.leave(&mut sink, &channel, id).await;
+                                return Err(e);
+                            }
+                        },
+                        Err(e) => {
+                            drop(control);
+                            self.leave(&mut sink, &channel, id).await;
+                            return Err(conn.error(&e));
+                        }
+                    }
                 }
             }
             (sink, id)
@@ -146,14 +167,17 @@ impl Waits {
         woken: oneshot::Receiver<Woken>,
         timeout_s: f64,
     ) -> PyResult<Option<String>> {
-        let mut m = conn.manager().await?;
+        let timeout = Duration::from_secs_f64(timeout_s.max(0.0));
+        let mut m = conn.retrying_within(timeout);
         let current: Option<String> = m.get(channel).await.map_err(|e| conn.error(&e))?;
         if current.is_some() {
             return Ok(current);
         }
-        let timeout = Duration::from_secs_f64(timeout_s.max(0.0));
         match tokio::time::timeout(timeout, woken).await {
-            Ok(Ok(Woken::Message)) => m.get(channel).await.map_err(|e| conn.error(&e)),
+            Ok(Ok(Woken::Message)) => {
+                let mut m = conn.retrying_within(timeout);
+                m.get(channel).await.map_err(|e| conn.error(&e))
+            }
             // timed out, or the connection dropped (the caller reads and waits again)
             _ => Ok(None),
         }
