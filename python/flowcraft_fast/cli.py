@@ -260,8 +260,8 @@ def _client(args: argparse.Namespace) -> FlowClient:
     from .distributed.client import FlowClient
 
     try:
-        return FlowClient(args.redis_url, queue_name=args.queue)
-    except ValueError as exc:  # a malformed URL or queue name
+        return FlowClient(args.redis_url, queue_name=args.queue, retry_deadline=args.retry_deadline)
+    except ValueError as exc:  # a malformed URL, queue name or $FLOWCRAFT_REDIS_RETRY_DEADLINE
         raise UsageError(str(exc)) from None
 
 
@@ -485,12 +485,17 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     async def body() -> int:
         from .distributed.adapter import BullMQAdapter
         from .distributed.reconciler import create_bullmq_reconciler
+        from .distributed.store import RedisCoordinationStore
 
         try:  # built, never started: it only lends the reconciler its runtime and queue
             adapter = BullMQAdapter(
-                runtime_options=runtime.options, connection=args.redis_url, queue_name=args.queue
+                runtime_options=runtime.options,
+                coordination_store=RedisCoordinationStore(
+                    args.redis_url, retry_deadline=args.retry_deadline
+                ),
+                queue_name=args.queue,
             )
-        except ValueError as exc:  # a malformed URL or queue name
+        except ValueError as exc:  # a malformed URL, queue name or retry deadline
             raise UsageError(str(exc)) from None
         reconciler = create_bullmq_reconciler(
             adapter=adapter, stalled_threshold_seconds=args.stalled_threshold
@@ -546,6 +551,16 @@ def _connection_parent() -> argparse.ArgumentParser:
         help=f"queue name; default: $FLOWCRAFT_QUEUE, else {DEFAULT_QUEUE}",
     )
     return parent
+    group.add_argument(
+        "--retry-deadline",
+        metavar="S",
+        type=_non_negative_seconds,
+        default=None,
+        help=(
+            "seconds each Redis call keeps retrying while Redis is loading, busy or "
+            "unreachable (0: no retries); default: $FLOWCRAFT_REDIS_RETRY_DEADLINE, else 30"
+        ),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,17 +55,23 @@ def test_check_passes_against_the_private_redis(redis_url: str, tmp_path: Path) 
 def test_check_fails_on_a_closed_port(tmp_path: Path) -> None:
     app = write_app(tmp_path)
     url = f"redis://127.0.0.1:{free_port()}/0"
-    result = _run(["--check", "--app", app, "--redis-url", url], tmp_path)
+    # a short retry deadline: Redis is not restarting, it is not there
+    result = _run(
+        ["--check", "--app", app, "--redis-url", url],
+        tmp_path,
+        FLOWCRAFT_REDIS_RETRY_DEADLINE="0.5",
+    )
     assert result.returncode == 1
     line = _one_line(result.stderr)
     assert line.startswith("flowcraft-fastd: check failed:")
     assert f"127.0.0.1:{url.split(':')[2].split('/')[0]}" in line
+    assert "gave up after" in line and "(retry deadline 0.5 s)" in line
 
 
 def test_start_fails_on_a_closed_port_with_one_line(tmp_path: Path) -> None:
     app = write_app(tmp_path)
     url = f"redis://127.0.0.1:{free_port()}/0"
-    result = _run(["--app", app], tmp_path, REDIS_URL=url)
+    result = _run(["--app", app], tmp_path, REDIS_URL=url, FLOWCRAFT_REDIS_RETRY_DEADLINE="0.5")
     assert result.returncode == 1
     assert "cannot connect to Redis" in _one_line(result.stderr)
 

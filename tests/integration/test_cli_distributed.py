@@ -417,7 +417,8 @@ async def test_unreachable_redis_is_one_line(
 ) -> None:
     url = closed_port_url()
     args = [a.replace("{app}", app.spec) for a in argv]
-    assert await cli_main(*args, "--redis-url", url, "--queue", QUEUE) == 1
+    retry = ["--retry-deadline", "0.3"]  # retried that long, then one line saying so
+    assert await cli_main(*args, "--redis-url", url, "--queue", QUEUE, *retry) == 1
     out, err = capsys.readouterr()
     assert out == ""
     shown = url.replace("s3cret", "***")
@@ -425,4 +426,5 @@ async def test_unreachable_redis_is_one_line(
     assert len(lines) == 1, err
     assert lines[0].startswith(f"flowcraft-fast: cannot reach Redis at {shown}: "), err
     assert "connection refused" in lines[0]
+    assert "gave up after" in lines[0] and "(retry deadline 0.3 s)" in lines[0]
     assert "s3cret" not in err and "Traceback" not in err

@@ -189,18 +189,19 @@ async def test_acl_user_from_url(redis_url: str) -> None:
 
 async def test_stopped_redis_raises_a_clear_error_without_the_password() -> None:
     port = free_port()  # nothing listens here
-    ctx = RedisContext(f"redis://user:hunter2@127.0.0.1:{port}/0", "run-down")
+    ctx = RedisContext(f"redis://user:hunter2@127.0.0.1:{port}/0", "run-down", retry_deadline=1)
     with pytest.raises(RedisConnectionError) as info:
         await asyncio.wait_for(ctx.get("k"), timeout=20)
     message = str(info.value)
     assert f"127.0.0.1:{port}" in message
     assert "hunter2" not in message
     assert "***" in message
+    assert "gave up after" in message  # it retried until its deadline (1 s)
 
 
 async def test_redis_stopped_mid_session_raises_then_recovers(redis_factory: Any) -> None:
     server: RedisServer = redis_factory()
-    ctx = RedisContext(server.url, "run-restart")
+    ctx = RedisContext(server.url, "run-restart", retry_deadline=1)
     await ctx.set("a", 1)
     server.stop()
     with pytest.raises(RedisConnectionError):

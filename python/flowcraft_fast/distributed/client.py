@@ -24,10 +24,6 @@ from .jobs import check_run_id, job_data, job_id, job_opts
 from .store import RedisCoordinationStore
 from .wire import StartRequest
 
-RECONNECT_PAUSE_S = 0.2
-"""Pause before sending a command again after the connection broke (it reconnects itself)."""
-
-
 RunToStart = (
     tuple[str, Mapping[str, Any] | None]
     | tuple[str, Mapping[str, Any] | None, str | None]
@@ -79,12 +75,23 @@ class RunNotFound(FlowcraftError, LookupError):
 class FlowClient:
     """Talks to the queue that `flowcraft-fastd` workers serve.
 
-    `conn` is a URL, a redis-py client, or a `RedisCoordinationStore` to share.
+    `conn` is a URL, a redis-py client, or a `RedisCoordinationStore` to share. Every call
+    retries LOADING, BUSY and connection failures (a Redis restart) for up to `retry_deadline`
+    seconds (default $FLOWCRAFT_REDIS_RETRY_DEADLINE, else 30; a store brings its own), then
+    raises `RedisConnectionError` or `RedisCommandError` saying how long it tried.
     """
 
-    def __init__(self, conn: Any, queue_name: str = "flowcraft-queue") -> None:
+    def __init__(
+        self,
+        conn: Any,
+        queue_name: str = "flowcraft-queue",
+        *,
+        retry_deadline: float | None = None,
+    ) -> None:
         self.store = (
-            conn if isinstance(conn, RedisCoordinationStore) else RedisCoordinationStore(conn)
+            conn
+            if isinstance(conn, RedisCoordinationStore)
+            else RedisCoordinationStore(conn, retry_deadline=retry_deadline)
         )
         self.queue_name = queue_name
         self.queue = self.store.queue(queue_name)
@@ -127,7 +134,9 @@ class FlowClient:
 
         Everything is checked first: a context that JSON cannot carry or a bad run id raises
         (naming the run's index) and nothing is started. Runs whose id already exists are not
-        started; the others are, and then FlowcraftError names the existing ones.
+        started; the others are, and then FlowcraftError names the existing ones. A start sent
+        again because its reply was lost (Redis restarting) is recognised as this call's own
+        (each start carries a token): it is started once and reported started, not existing.
         """
         specs = [_run_spec(index, run) for index, run in enumerate(runs)]
         many = len(specs) > 1
@@ -146,7 +155,7 @@ class FlowClient:
                 bp = bps[specs[i][0]]
                 jobs = self._start_jobs(bp, ids[i])
                 requests.append(StartRequest(ids[i], bp.id, bp.version or "", sets[i], jobs))
-            outcomes = await self._send_starts(requests) if requests else []
+            outcomes = await self.queue.start_runs(requests) if requests else []
             existing += [ids[i] for i, o in zip(pending, outcomes, strict=True) if o == "exists"]
             pending = [
                 i for i, o in zip(pending, outcomes, strict=True) if o not in ("ok", "exists")
@@ -162,16 +171,6 @@ class FlowClient:
             for bp_id in dict.fromkeys(specs[i][0] for i in pending):
                 bps[bp_id] = await self.blueprint(bp_id)  # unpublished raises; stale refetches
         raise FlowcraftError("the blueprints keep changing; try again")
-
-    async def _send_starts(self, requests: list[StartRequest]) -> list[str]:
-        try:
-            return await self.queue.start_runs(requests)
-        except ConnectionError:
-            # The connection reconnects by itself after a broken link (a Redis restart); the
-            # scripts may or may not have run, so on the second try "exists" means ours did.
-            await asyncio.sleep(RECONNECT_PAUSE_S)
-            outcomes = await self.queue.start_runs(requests)
-            return ["ok" if o == "exists" else o for o in outcomes]
 
     @staticmethod
     def _start_jobs(bp: Blueprint, run_id: str) -> list[tuple[str, str, str, str]]:

@@ -1,13 +1,49 @@
-"""Turn what users pass as `conn` (a URL or a redis-py client) into one native connection."""
+"""Turn what users pass as `conn` (a URL or a redis-py client) into one native connection.
+
+Every call to Redis goes through such a connection (the package never talks to Redis through
+redis-py; a redis-py client only lends its connection parameters), and retries the same way:
+when Redis answers LOADING (loading its dataset after a restart) or BUSY (a script running too
+long), or the connection is refused, drops or times out, the call is sent again after pauses of
+50 ms doubling to 1 s (with jitter) until its retry deadline, then raises `RedisConnectionError`
+or `RedisCommandError` saying how long it tried (rust/src/retry.rs). The deadline is
+`retry_deadline` seconds (0: no retries), by default $FLOWCRAFT_REDIS_RETRY_DEADLINE, else 30.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from .. import _core
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_RETRY_DEADLINE = 30.0
+"""Seconds a call to Redis keeps retrying LOADING, BUSY and connection failures."""
+RETRY_DEADLINE_ENV = "FLOWCRAFT_REDIS_RETRY_DEADLINE"
+
+
+def resolve_retry_deadline(value: float | None = None) -> float:
+    """The retry deadline in seconds: `value`, else $FLOWCRAFT_REDIS_RETRY_DEADLINE, else 30.
+
+    Raises ValueError for a negative or non-numeric value (naming where it came from).
+    """
+    where = "retry_deadline"
+    if value is None:
+        raw = os.environ.get(RETRY_DEADLINE_ENV, "").strip()
+        if not raw:
+            return DEFAULT_RETRY_DEADLINE
+        where = f"${RETRY_DEADLINE_ENV}"
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{where} must be a number of seconds >= 0, not {raw!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where} must be a number of seconds >= 0, not {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{where} must be a number of seconds >= 0, not {value!r}")
+    return float(value)
 
 
 def url_from_redis_py(client: Any) -> tuple[str, dict[str, str | None]]:
@@ -53,13 +89,16 @@ def open_connection(
     *,
     connect_timeout: float = 5.0,
     response_timeout: float = 30.0,
+    retry_deadline: float | None = None,
     ca_certs: str | None = None,
     certfile: str | None = None,
     keyfile: str | None = None,
 ) -> _core.RedisConnection:
-    """A native connection for a URL, a redis-py client, or an existing RedisConnection."""
+    """A native connection for a URL, a redis-py client, or an existing RedisConnection (which
+    keeps its own settings). `retry_deadline`: see the module docstring."""
     if isinstance(conn, _core.RedisConnection):
         return conn
+    deadline = resolve_retry_deadline(retry_deadline)
     if isinstance(conn, str):
         url = conn
     else:
@@ -71,6 +110,7 @@ def open_connection(
         url,
         connect_timeout=connect_timeout,
         response_timeout=response_timeout,
+        retry_deadline=deadline,
         ca_certs=ca_certs,
         certfile=certfile,
         keyfile=keyfile,

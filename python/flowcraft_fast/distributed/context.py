@@ -19,12 +19,21 @@ class RedisContext:
 
     `conn` is a Redis URL (`redis://`, `rediss://`, `unix://`), a redis-py client whose
     connection parameters are reused, or a `flowcraft_fast._core.RedisConnection` to share.
+    Calls retry LOADING, BUSY and connection failures for up to `retry_deadline` seconds
+    (see `connection.open_connection`).
     """
 
-    def __init__(self, conn: str | Any, run_id: str, *, key_prefix: str = "") -> None:
+    def __init__(
+        self,
+        conn: str | Any,
+        run_id: str,
+        *,
+        key_prefix: str = "",
+        retry_deadline: float | None = None,
+    ) -> None:
         if not isinstance(run_id, str) or not run_id:
             raise ValueError("run_id must be a non-empty string")
-        self._conn = open_connection(conn)
+        self._conn = open_connection(conn, retry_deadline=retry_deadline)
         self._store = _core.StateStore(self._conn, key_prefix=key_prefix)
         self.run_id = run_id
         self.key = _core.state_key(key_prefix, run_id)

@@ -22,6 +22,9 @@ class RedisCoordinationStore:
     `keep_failed_jobs` are how many finished jobs BullMQ's `completed` / `failed` sets keep
     (-1: all); the oldest beyond that are deleted in batches, once a tenth of the limit more
     (at least 1, at most 100) has gathered, so a set briefly holds up to that many extra.
+    `retry_deadline` is how many seconds each call retries when Redis answers LOADING or BUSY
+    or the connection fails (0: no retries; default $FLOWCRAFT_REDIS_RETRY_DEADLINE, else 30;
+    ignored when `conn` is a `_core.RedisConnection`, which has its own).
     """
 
     def __init__(
@@ -34,6 +37,7 @@ class RedisCoordinationStore:
         keep_completed_jobs: int = 1_000,
         keep_failed_jobs: int = 5_000,
         job_events: bool = False,
+        retry_deadline: float | None = None,
     ) -> None:
         if state_ttl_seconds < 1:
             raise ValueError("state_ttl_seconds must be at least 1")
@@ -43,7 +47,7 @@ class RedisCoordinationStore:
         ):
             if keep < -1:
                 raise ValueError(f"{name} must be -1 (keep all) or at least 0, got {keep}")
-        self.connection = open_connection(conn)
+        self.connection = open_connection(conn, retry_deadline=retry_deadline)
         self.key_prefix = key_prefix
         self.queue_prefix = queue_prefix
         self.state_ttl_seconds = state_ttl_seconds

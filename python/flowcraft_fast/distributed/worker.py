@@ -442,18 +442,18 @@ class Worker:
             self._forget(flight)
 
     async def _send(self, requests: list[Any], send: Any) -> Any:
-        """One batched round trip, tried again on connection trouble; None if Redis stays away.
+        """One batched round trip; None if it failed (the jobs return to the queue when their
+        leases lapse).
 
-        Commits and retries are idempotent (lease tokens and done markers), so sending them
-        again is safe.
+        The connection retries LOADING, BUSY and connection failures until its retry deadline
+        (rust/src/retry.rs): commits and retries are safe to send again (lease tokens and done
+        markers), so a Redis restart costs a pause, not the batch.
         """
-        for attempt in range(1, 6):
-            try:
-                return await send(requests)
-            except (ConnectionError, _core.RedisCommandError) as exc:
-                self.log.warning("commit round trip failed (attempt %d): %s", attempt, exc)
-                await asyncio.sleep(0.2 * attempt)
-        return None
+        try:
+            return await send(requests)
+        except (ConnectionError, _core.RedisCommandError) as exc:
+            self.log.warning("commit round trip failed: %s", exc)
+            return None
 
     # ------------------------------------------------------------------ leases
 
