@@ -498,7 +498,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         except ValueError as exc:  # a malformed URL, queue name or retry deadline
             raise UsageError(str(exc)) from None
         reconciler = create_bullmq_reconciler(
-            adapter=adapter, stalled_threshold_seconds=args.stalled_threshold
+            adapter=adapter, stalled_threshold_seconds=args.stalled_threshold, mode=args.mode
         )
         print(
             f"reconciling queue {args.queue}: runs idle for more than "
@@ -509,7 +509,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         stats = await reconciler.run()
         print(
             f"scanned {stats.scanned_keys} runs: {stats.stalled_runs} stalled, "
-            f"{stats.reconciled_runs} reconciled, {stats.failed_runs} failed"
+            f"{stats.reconciled_runs} reconciled, {stats.failed_runs} failed, "
+            f"{stats.forgotten_runs} ended"
         )
         return EXIT_FAILED if stats.failed_runs else EXIT_OK
 
@@ -550,7 +551,6 @@ def _connection_parent() -> argparse.ArgumentParser:
         default=default_queue(),
         help=f"queue name; default: $FLOWCRAFT_QUEUE, else {DEFAULT_QUEUE}",
     )
-    return parent
     group.add_argument(
         "--retry-deadline",
         metavar="S",
@@ -561,6 +561,7 @@ def _connection_parent() -> argparse.ArgumentParser:
             "unreachable (0: no retries); default: $FLOWCRAFT_REDIS_RETRY_DEADLINE, else 30"
         ),
     )
+    return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -697,6 +698,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "seconds without progress after which a run counts as stalled "
             f"(default: {DEFAULT_STALLED_THRESHOLD:g})"
+        ),
+    )
+    p.add_argument(
+        "--mode",
+        choices=("index", "scan"),
+        default="index",
+        help=(
+            "index: page through the queue's index of unfinished runs (default); scan: SCAN "
+            "the runs' keys instead, finding live runs the index lost (slower)"
         ),
     )
     return parser

@@ -58,12 +58,6 @@ impl RunKeys {
     pub fn meta_prefix(&self) -> String {
         join(&[&self.prefix, RUN_PREFIX])
     }
-    pub fn status_prefix(&self) -> String {
-        join(&[&self.prefix, STATUS_PREFIX])
-    }
-    pub fn joins_prefix(&self) -> String {
-        join(&[&self.prefix, JOINS_PREFIX])
-    }
 }
 
 /// Keys of one BullMQ queue.

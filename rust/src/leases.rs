@@ -56,15 +56,22 @@ impl Leases {
         }
     }
 
-    /// Start the heartbeat (once): every `lease_ms / 3`, renew all held leases.
-    pub fn start(self: &Arc<Self>, conn: Connection, q: QueueKeys, runs: RunKeys, lease_ms: u64) {
+    /// Start the heartbeat (once): every `renew_ms`, renew all held leases for `lease_ms`.
+    pub fn start(
+        self: &Arc<Self>,
+        conn: Connection,
+        q: QueueKeys,
+        runs: RunKeys,
+        lease_ms: u64,
+        renew_ms: u64,
+    ) {
         let mut slot = self.task.lock().expect("lease task");
         if slot.is_some() {
             return;
         }
         let leases = Arc::clone(self);
         let scripts = Scripts::new();
-        let period = Duration::from_millis((lease_ms / 3).max(10));
+        let period = Duration::from_millis(renew_ms.max(10));
         *slot = Some(pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
             loop {
                 tokio::time::sleep(period).await;

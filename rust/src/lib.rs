@@ -18,6 +18,7 @@ mod runtime; // the tokio runtime and handing results to asyncio
 mod scripts; // the Lua scripts and how they are sent
 mod state; // the StateStore class (a run's state hash)
 mod stops; // listening for runs that ended early
+mod survey; // which unfinished runs the reconciler must repair
 mod vocabulary; // run statuses and field names
 mod waits; // waiting for run results on one shared subscription
 

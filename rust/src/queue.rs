@@ -17,7 +17,7 @@ use crate::runs::Resume;
 use crate::scripts::{eval_many, eval_one, Call, Scripts};
 use crate::stops::Stops;
 use crate::waits::Waits;
-use crate::{hot_path, reads, runs};
+use crate::{hot_path, reads, runs, survey};
 
 pub struct Inner {
     pub conn: Connection,
@@ -195,11 +195,22 @@ impl Queue {
 
     // ---------------------------------------------------------------- leases (local)
 
-    /// Start renewing the leases of tracked jobs every `lease_ms / 3`, in Rust.
-    fn start_heartbeat(&self, lease_ms: u64) {
+    /// Start renewing the leases of tracked jobs every `renew_ms` (0: `lease_ms / 3`), in Rust.
+    #[pyo3(signature = (lease_ms, renew_ms = 0))]
+    fn start_heartbeat(&self, lease_ms: u64, renew_ms: u64) {
         let i = &self.inner;
-        i.leases
-            .start(i.conn.clone(), i.q.clone(), i.runs.clone(), lease_ms);
+        let renew_ms = if renew_ms == 0 {
+            lease_ms / 3
+        } else {
+            renew_ms
+        };
+        i.leases.start(
+            i.conn.clone(),
+            i.q.clone(),
+            i.runs.clone(),
+            lease_ms,
+            renew_ms,
+        );
     }
 
     fn stop_heartbeat(&self) {
@@ -301,15 +312,21 @@ impl Queue {
         self.spawn(py, |i| runs::reconcile_run(i, run_id, candidates))
     }
 
-    /// Return jobs whose lease expired to wait (at most once per `guard_ms` across workers).
-    /// Returns (requeued ids, failed ids).
+    /// Return every job of active whose lease expired to wait, a slice of active per script
+    /// call (one pass per `guard_ms` across workers; 0: unguarded). With `release_prefix`
+    /// ("<name>@") and `own_prefix` ("<name>@<incarnation>:"), also the jobs whose lease an
+    /// earlier incarnation of this named worker held. Returns the requeued ids.
+    #[pyo3(signature = (guard_ms, release_prefix = String::new(), own_prefix = String::new()))]
     fn requeue_stalled<'py>(
         &self,
         py: Python<'py>,
-        max_stalls: u32,
         guard_ms: u64,
+        release_prefix: String,
+        own_prefix: String,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(py, |i| runs::requeue_stalled(i, max_stalls, guard_ms))
+        self.spawn(py, |i| {
+            runs::requeue_stalled(i, guard_ms, (release_prefix, own_prefix))
+        })
     }
 
     /// Runs of this queue without progress since `before_ms` (Redis time, ms), oldest first:
@@ -324,9 +341,30 @@ impl Queue {
         self.spawn(py, |i| runs::stalled_runs(i, idle_ms, offset, count))
     }
 
-    /// Drop a run from the queue's index of unfinished runs (it ended or its keys are gone).
-    fn forget_run<'py>(&self, py: Python<'py>, run_id: String) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(py, |i| runs::forget_run(i, run_id))
+    /// One page of the reconciler's survey (survey.rs): the unfinished runs without progress
+    /// for `threshold_ms` after `cursor` (opaque: "" at the start, then what the last call
+    /// returned; it holds a score bound and the pass's cutoff), examined in two pipelines.
+    /// Returns (next cursor or None, examined, forgotten, run ids to repair).
+    fn survey_page<'py>(
+        &self,
+        py: Python<'py>,
+        threshold_ms: u64,
+        cursor: String,
+        count: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.spawn(py, |i| survey::survey_page(i, threshold_ms, cursor, count))
+    }
+
+    /// The SCAN mode of the survey: one SCAN step (`cursor` "" at the start) over the runs'
+    /// meta keys, the runs found examined the same way; same reply as `survey_page`.
+    fn survey_keys<'py>(
+        &self,
+        py: Python<'py>,
+        threshold_ms: u64,
+        cursor: String,
+        count: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.spawn(py, |i| survey::survey_keys(i, threshold_ms, cursor, count))
     }
 
     // ---------------------------------------------------------------- reads

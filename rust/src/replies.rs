@@ -41,6 +41,9 @@ pub struct ClaimedJob {
     pub resume: Option<String>,
     /// A sleep node's delay has passed.
     pub slept: bool,
+    /// How often the job's lease expired while a worker held it (its workers died): past the
+    /// worker's stall limit its node fails without running (see stalled.lua).
+    pub stalls: i64,
 }
 
 #[pymethods]
@@ -192,6 +195,7 @@ fn parse_job(v: &Value) -> Option<ClaimedJob> {
         iteration: text(&f[11]).unwrap_or_else(|| "0".into()),
         blueprint_id: text(&f[12]).unwrap_or_default(),
         blueprint_version: text(&f[13]).unwrap_or_default(),
+        stalls: f.get(14).map_or(0, int),
     })
 }
 
@@ -289,6 +293,7 @@ fn taken_job(entry: &Value, c: &CommitRequest) -> Option<ClaimedJob> {
         input: f.get(2).and_then(text),
         resume: None,
         slept: false,
+        stalls: 0,
     })
 }
 

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use redis::{AsyncCommands, Value};
+use redis::Value;
 
 use crate::queue::Inner;
-use crate::replies::{text, StartRequest};
+use crate::replies::{int, text, StartRequest};
 use crate::scripts::Call;
 
 fn start_call(inner: &Inner, r: StartRequest) -> Call {
@@ -135,12 +135,11 @@ pub async fn reconcile_run(
         inner.runs.meta(&run_id),
         q.key("wait"),
         q.key("marker"),
-        q.key("delayed"),
         q.active_runs(),
     ];
     let mut args = vec![run_id, candidates.len().to_string()];
     for (key, old, new, data, opts, input) in candidates {
-        keys.extend([q.job(&old), q.lock(&old), q.job(&new)]);
+        keys.extend([q.job(&old), q.job(&new)]);
         args.extend([key, old, new, data, opts, input]);
     }
     let reply = inner
@@ -152,44 +151,58 @@ pub async fn reconcile_run(
     Ok(items.iter().filter_map(text).collect())
 }
 
-/// Return jobs whose lease expired to wait; (requeued ids, failed ids).
+/// Jobs of active looked at per script call of a stalled-jobs pass.
+const STALLED_SLICE: usize = 1000;
+
+/// Return every job of active whose lease expired to wait, a slice of active per call (at most
+/// once per `guard_ms` across workers; 0: no guard); with `release` = ("<name>@", "<name>@<this
+/// incarnation>:"), also the jobs whose lease an earlier incarnation of the worker held. The
+/// requeued ids.
 pub async fn requeue_stalled(
     inner: Arc<Inner>,
-    max_stalls: u32,
     guard_ms: u64,
-) -> PyResult<(Vec<String>, Vec<String>)> {
+    release: (String, String),
+) -> PyResult<Vec<String>> {
     let q = &inner.q;
-    let call = Call {
-        keys: vec![
-            q.key("active"),
-            q.key("wait"),
-            q.key("failed"),
-            q.key("marker"),
-            q.key("stalled-check"),
-            q.active_runs(),
-        ],
-        args: vec![
-            q.base().to_string(),
-            max_stalls.to_string(),
-            guard_ms.to_string(),
-            inner.runs.meta_prefix(),
-            inner.runs.status_prefix(),
-            inner.runs.state_prefix(),
-            inner.runs.joins_prefix(),
-            inner.state_ttl_s.to_string(),
-            q.stops_channel(),
-        ],
-    };
-    let reply = inner.eval(&inner.scripts.stalled, call).await?;
-    let Value::Array(items) = &reply else {
-        return Ok((Vec::new(), Vec::new()));
-    };
-    let ids: Vec<String> = items.iter().filter_map(text).collect();
-    let split = ids.iter().position(|s| s == "|").unwrap_or(ids.len());
-    Ok((
-        ids[..split].to_vec(),
-        ids.get(split + 1..).unwrap_or_default().to_vec(),
-    ))
+    let mut requeued = Vec::new();
+    let mut first = 0usize;
+    let mut guard = guard_ms;
+    loop {
+        let call = Call {
+            keys: vec![
+                q.key("active"),
+                q.key("wait"),
+                q.key("marker"),
+                q.key("stalled-check"),
+            ],
+            args: vec![
+                q.base().to_string(),
+                guard.to_string(),
+                first.to_string(),
+                STALLED_SLICE.to_string(),
+                release.0.clone(),
+                release.1.clone(),
+            ],
+        };
+        guard = 0; // the first slice took the guard for the whole pass
+        let reply = inner.eval(&inner.scripts.stalled, call).await?;
+        let Value::Array(items) = &reply else {
+            return Ok(requeued);
+        };
+        let seen = items.first().map_or(-1, int);
+        if seen < 0 {
+            return Ok(requeued); // another worker does this interval's pass
+        }
+        let removed = items.get(1).map_or(0, int);
+        requeued.extend(items.iter().skip(2).filter_map(text));
+        if usize::try_from(seen).unwrap_or(0) < STALLED_SLICE {
+            return Ok(requeued);
+        }
+        // entries removed at or before the slice moved the rest up: never skip one (at worst
+        // a few are looked at twice, which finds them leased or already requeued)
+        let removed = usize::try_from(removed).unwrap_or(0);
+        first = (first + STALLED_SLICE).saturating_sub(removed);
+    }
 }
 
 /// Unfinished runs without progress for `idle_ms` (Redis time), oldest first: up to `count`
@@ -222,14 +235,4 @@ pub async fn stalled_runs(
         .into_iter()
         .map(|(id, score)| (id, score as i64))
         .collect())
-}
-
-/// Drop a run from the index of unfinished runs.
-pub async fn forget_run(inner: Arc<Inner>, run_id: String) -> PyResult<()> {
-    let mut m = inner.conn.manager().await?;
-    let (): () = m
-        .zrem(inner.q.active_runs(), run_id)
-        .await
-        .map_err(|e| inner.conn.error(&e))?;
-    Ok(())
 }

@@ -11,6 +11,12 @@ pub const AWAITING: &str = "awaiting";
 /// Run meta field: the version of the run's state, bumped by every write to it.
 pub const STATE_VERSION: &str = "sv";
 
+/// Run meta fields `<prefix><node key>`: the job that runs the node, that the node committed,
+/// that it waits for a resume.
+pub const FIRED: &str = "fired:";
+pub const DONE: &str = "done:";
+pub const AWAIT: &str = "await:";
+
 /// Whether a run with this status still runs nodes.
 pub fn is_live(status: &str) -> bool {
     status == RUNNING || status == AWAITING

@@ -167,13 +167,15 @@ FAKE_ADAPTER = textwrap.dedent(
 
     class BullMQAdapter:
         def __init__(self, *, runtime_options, coordination_store, connection, queue_name,
-                     concurrency, lease_ms, stalled_interval_seconds, max_stalled_count):
+                     concurrency, lease_ms, stalled_interval_seconds, max_stalled_count,
+                     worker_name, renew_ms):
             self.queue_name = queue_name
             self.concurrency = concurrency
             self.connection = connection
             self.blueprints = sorted(runtime_options.blueprints)
             self.recovery = {"lease_ms": lease_ms, "stalled_interval": stalled_interval_seconds,
-                             "max_stalls": max_stalled_count,
+                             "max_stalls": max_stalled_count, "name": worker_name,
+                             "renew_ms": renew_ms,
                              "state_ttl": coordination_store.state_ttl_seconds}
 
         async def start(self):

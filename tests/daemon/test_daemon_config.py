@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
-from flowcraft_fast.daemon.config import ConfigError, DaemonConfig, resolve_config, to_cli_args
+from flowcraft_fast.daemon.config import (
+    ConfigError,
+    DaemonConfig,
+    default_worker_name,
+    resolve_config,
+    to_cli_args,
+)
 
 
 def _toml(tmp_path: Path, text: str) -> Path:
@@ -27,7 +34,8 @@ def test_defaults() -> None:
     assert config.drain_timeout == 30
     assert config.metrics_port is None
     assert (config.log_format, config.log_level) == ("text", "info")
-    assert (config.lease, config.stalled_interval, config.max_stalls) == (30, 30, 1)
+    assert (config.lease, config.stalled_interval, config.max_stalls) == (10, 5, 1)
+    assert (config.renew_interval, config.name) == (None, None)
     assert config.state_ttl == 86_400
 
 
@@ -37,6 +45,24 @@ def test_recovery_and_retention_settings(tmp_path: Path) -> None:
     config = resolve_config({"lease": "6"}, env, path)
     assert (config.lease, config.stalled_interval) == (6.0, 2.5)
     assert (config.max_stalls, config.state_ttl) == (3, 3600)
+
+
+def test_worker_name_and_renewal(tmp_path: Path) -> None:
+    path = _toml(tmp_path, '[flowcraft-fastd]\nname = "web1-orders"\nrenew-interval = 2\n')
+    config = resolve_config({}, {}, path)
+    assert (config.name, config.renew_interval) == ("web1-orders", 2.0)
+    with pytest.raises(ConfigError, match=r"--name 'a@b'.*without '@'"):
+        resolve_config({"name": "a@b"}, {}, None)
+    with pytest.raises(ConfigError, match="--renew-interval 10 must be below --lease 10"):
+        resolve_config({"renew_interval": "10"}, {}, None)
+
+
+def test_default_worker_name_comes_from_the_systemd_unit() -> None:
+    assert default_worker_name({}) is None  # not under systemd: no stable name to derive
+    # Under systemd (INVOCATION_ID set) the unit is read from /proc/self/cgroup; this test
+    # process is not in a .service cgroup unless a unit runs it, so either a name or None.
+    name = default_worker_name({"INVOCATION_ID": "x"})
+    assert name is None or ("@" not in name and name.startswith(socket.gethostname()))
 
 
 def test_precedence_cli_over_env_over_file_over_default(tmp_path: Path) -> None:

@@ -381,12 +381,12 @@ async def test_reconcile_reenqueues_a_lost_job(
 
     # Under the threshold: nothing counts as stalled.
     assert await cli_main("reconcile", app.spec, *conn(redis_url)) == 0
-    assert capsys.readouterr().out == "scanned 0 runs: 0 stalled, 0 reconciled, 0 failed\n"
+    assert capsys.readouterr().out == "scanned 0 runs: 0 stalled, 0 reconciled, 0 failed, 0 ended\n"
 
     argv = ["reconcile", app.spec, *conn(redis_url), "--stalled-threshold", "0"]
     assert await cli_main(*argv) == 0
     out, err = capsys.readouterr()
-    assert out == "scanned 1 runs: 1 stalled, 1 reconciled, 0 failed\n"
+    assert out == "scanned 1 runs: 1 stalled, 1 reconciled, 0 failed, 0 ended\n"
     assert "Traceback" not in err
 
     async with BullMQAdapter(

@@ -168,3 +168,102 @@ async def test_finished_runs_are_never_touched(redis_url: str) -> None:
         assert await adapter.reconcile(run_id) == set()
         assert r.hgetall(f"workflow:run:{run_id}") == before
     assert stats.reconciled_runs == 0
+
+
+# --------------------------------------------------------------------------- the survey
+
+
+def _job_states(r: redis.Redis, queue: str, jid: str) -> dict[str, Any]:
+    """Ways to leave a run's only fired job, each applied to its own run."""
+    key = f"bull:{queue}:{jid}"
+    return {
+        "queued": lambda: None,
+        "delayed": lambda: (r.lrem(f"bull:{queue}:wait", 0, jid),
+                            r.zadd(f"bull:{queue}:delayed", {jid: 1})),
+        "active, leased": lambda: (r.lmove(f"bull:{queue}:wait", f"bull:{queue}:active"),
+                                   r.set(f"{key}:lock", "t")),
+        "active, lease expired": lambda: r.lmove(f"bull:{queue}:wait", f"bull:{queue}:active"),
+        "completed, node not done": lambda: (r.lrem(f"bull:{queue}:wait", 0, jid),
+                                             r.hset(key, "finishedOn", 1),
+                                             r.zadd(f"bull:{queue}:completed", {jid: 1})),
+        "failed": lambda: (r.lrem(f"bull:{queue}:wait", 0, jid),
+                           r.hset(key, mapping={"finishedOn": 1, "failedReason": "x"}),
+                           r.zadd(f"bull:{queue}:failed", {jid: 1})),
+        "hash deleted": lambda: (r.lrem(f"bull:{queue}:wait", 0, jid), r.delete(key)),
+    }  # fmt: skip
+
+
+async def test_survey_and_reconcile_agree(redis_url: str) -> None:
+    """The "has a pending job" rule exists twice: in the survey (Rust, survey.rs) that picks the
+    runs to repair, and in reconcile.lua (`job_pending`) that re-enqueues atomically. For every
+    state a fired node's job can be in, both must decide the same."""
+    rt = runtime()
+    adapter = BullMQAdapter(runtime_options=rt.options, connection=redis_url, queue_name="q")
+    await adapter.publish()
+    client = FlowClient(redis_url, queue_name="q")
+    r = redis.Redis.from_url(redis_url)
+    names = list(_job_states(r, "q", "x"))
+    runs = {name: await client.start("chain", {}) for name in names}
+    for name, run_id in runs.items():
+        _job_states(r, "q", job_id(run_id, "a", ()))[name]()
+    survey_said: set[str] = set()
+    cursor: str | None = ""
+    while cursor is not None:
+        cursor, _, _, repair = await adapter.queue.survey_page(0, cursor, 3)
+        survey_said.update(repair)
+    reconcile_did = {run_id for run_id in runs.values() if await adapter.reconcile(run_id)}
+    assert survey_said == reconcile_did
+    flagged = sorted(name for name, run_id in runs.items() if run_id in survey_said)
+    assert flagged == ["completed, node not done", "failed", "hash deleted"]
+
+
+async def test_survey_pages_by_score_without_skipping_or_repeating(redis_url: str) -> None:
+    """Pages end on millisecond boundaries and the cursor is a score: runs stamped in the same
+    millisecond (more of them than a page holds) are each examined exactly once, and so are
+    runs the pass repairs (stamped after its cutoff) and runs it forgets (ended)."""
+    rt = runtime()
+    adapter = BullMQAdapter(runtime_options=rt.options, connection=redis_url, queue_name="q")
+    await adapter.publish()
+    client = FlowClient(redis_url, queue_name="q")
+    r = redis.Redis.from_url(redis_url)
+    runs = await client.start_many([("chain", {})] * 40)
+    index = "bull:q:flowcraft:runs"
+    # 15 runs in one millisecond, then pairs, then singles
+    for i, run_id in enumerate(runs):
+        r.zadd(index, {run_id: 1000 if i < 15 else 2000 + i // 2 if i < 31 else 3000 + i})
+    for run_id in runs[10:20]:  # some lost (to repair), across the boundaries
+        lose_job(redis_url, "q", job_id(run_id, "a", ()))
+    for run_id in runs[30:34]:  # some ended: the pass drops them from the index
+        r.hset(f"workflow:run:{run_id}", "status", "completed")
+    reconciler = create_bullmq_reconciler(adapter=adapter, stalled_threshold_seconds=0,
+                                          scan_count=4)  # fmt: skip
+    stats = await reconciler.run()
+    assert (stats.scanned_keys, stats.reconciled_runs, stats.forgotten_runs) == (40, 10, 4)
+    assert stats.failed_runs == 0
+    assert r.zcard(index) == 36
+    assert r.llen("bull:q:wait") == 40
+
+
+async def test_scan_mode_finds_runs_the_index_lost(redis_url: str) -> None:
+    """mode="scan" walks the runs' keys (the original's way): a live run missing from the index
+    is put back in it; ended runs are dropped; a lost job of an indexed run is re-enqueued."""
+    rt = runtime()
+    adapter = BullMQAdapter(runtime_options=rt.options, connection=redis_url, queue_name="q")
+    await adapter.publish()
+    client = FlowClient(redis_url, queue_name="q")
+    r = redis.Redis.from_url(redis_url)
+    runs = await client.start_many([("chain", {"k": 1})] * 30)
+    index = "bull:q:flowcraft:runs"
+    r.zrem(index, runs[0])
+    lose_job(redis_url, "q", job_id(runs[1], "a", ()))
+    r.hset(f"workflow:run:{runs[2]}", "status", "failed")
+    reconciler = create_bullmq_reconciler(adapter=adapter, stalled_threshold_seconds=0,
+                                          scan_count=5, mode="scan")  # fmt: skip
+    stats = await reconciler.run()
+    assert stats.scanned_keys >= 30  # SCAN may return a key twice, never skips one
+    assert (stats.reconciled_runs, stats.forgotten_runs, stats.failed_runs) == (1, 1, 0)
+    assert r.zscore(index, runs[0]) is not None
+    assert r.zscore(index, runs[2]) is None
+    assert r.llen("bull:q:wait") == 30
+    with pytest.raises(ValueError, match="mode"):
+        create_bullmq_reconciler(adapter=adapter, mode="walk")  # type: ignore[arg-type]

@@ -7,6 +7,8 @@ which the command line prints as one line before exiting 2.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -49,9 +51,11 @@ class DaemonConfig:
     log_format: str = "text"
     log_level: str = "info"
     drain_timeout: float = 30.0
-    lease: float = 30.0
-    stalled_interval: float = 30.0
+    lease: float = 10.0
+    renew_interval: float | None = None
+    stalled_interval: float = 5.0
     max_stalls: int = 1
+    name: str | None = None
     state_ttl: int = 86_400
 
 
@@ -134,6 +138,14 @@ def _lease(value: object) -> float:
     return seconds
 
 
+def _worker_name(value: object) -> str:
+    from ..distributed.worker import check_worker_name
+
+    name = _text(value)
+    check_worker_name(name)
+    return name
+
+
 def _metrics_port(value: object) -> int | None:
     port = _int(0, 65535)(value)
     return port or None  # 0 turns the endpoint off, like leaving it unset
@@ -198,16 +210,26 @@ OPTIONS: tuple[Option, ...] = (
            _seconds(allow_zero=True),
            "seconds to let in-flight nodes finish on SIGTERM/SIGINT (default 30)", "SECONDS"),
     Option("lease", "--lease", ("FLOWCRAFT_LEASE",), _lease,
-           "seconds a claimed job stays this worker's without renewal; renewed every third of "
-           "it in one batched call, and a dead worker's jobs return after it lapses "
-           "(default 30, at least 1)", "SECONDS"),
+           "seconds a claimed job stays this worker's without renewal; a dead worker's jobs "
+           "return after it lapses (default 10, at least 1)", "SECONDS"),
+    Option("renew_interval", "--renew-interval", ("FLOWCRAFT_RENEW_INTERVAL",),
+           _seconds(allow_zero=False),
+           "seconds between lease renewals, one batched call for all in-flight jobs; below "
+           "the lease (default a third of the lease)", "SECONDS"),
     Option("stalled_interval", "--stalled-interval", ("FLOWCRAFT_STALLED_INTERVAL",),
            _seconds(allow_zero=False),
-           "seconds between checks for jobs whose lease lapsed (one worker checks per "
-           "interval; the first check runs at start) (default 30)", "SECONDS"),
+           "seconds between checks for jobs whose lease lapsed (one worker of the fleet checks "
+           "per interval, over all active jobs; the first check runs at start) (default 5)",
+           "SECONDS"),
     Option("max_stalls", "--max-stalls", ("FLOWCRAFT_MAX_STALLS",), _int(0),
-           "times a job may stall (its worker died) and be run again before it fails its run "
-           "(default 1)", "N"),
+           "times a job may stall (its worker died) and run again; past it the job's node "
+           "fails with StalledJobError (its fallback runs, else the run fails) (default 1)",
+           "N"),
+    Option("name", "--name", ("FLOWCRAFT_NAME",), _worker_name,
+           "a stable worker name: restarted, the worker releases the leases its previous "
+           "incarnation held at once (default under systemd: <host>-<unit>, e.g. "
+           "web1-flowcraft-fastd_orders; elsewhere none, and leases only expire); must be "
+           "unique among live workers of a queue", "NAME"),
     Option("state_ttl", "--state-ttl", ("FLOWCRAFT_STATE_TTL",), _int(1),
            "seconds a finished run's keys are kept (default 86400)", "SECONDS"),
 )  # fmt: skip
@@ -237,7 +259,32 @@ def resolve_config(
             raise ConfigError(
                 f"invalid {option.flag} {raw!r} (from {source}): expected {exc}"
             ) from None
-    return DaemonConfig(**values)
+    config = DaemonConfig(**values)
+    renew = config.renew_interval
+    if renew is not None and renew >= config.lease:
+        raise ConfigError(
+            f"--renew-interval {renew:g} must be below --lease {config.lease:g}: a lease "
+            "renewed no sooner than it lapses is lost"
+        )
+    return config
+
+
+def default_worker_name(env: Mapping[str, str]) -> str | None:
+    """The name a worker gets without --name: `<host>-<unit>` under systemd (INVOCATION_ID is
+    set; the unit comes from /proc/self/cgroup), which stays the same across restarts of the
+    unit; None elsewhere (the process cannot know what would stay stable)."""
+    if not env.get("INVOCATION_ID"):
+        return None
+    unit = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            last = line.rsplit("/", 1)[-1]
+            if last.endswith(".service"):
+                unit = last.removesuffix(".service")
+    if not unit:
+        return None
+    name = f"{socket.gethostname()}-{unit}".replace("@", "_")
+    return "".join(c for c in name if not c.isspace())[:100] or None
 
 
 def _pick(

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .checks import StartupError, check_redis, redact_url
-from .config import DaemonConfig
+from .config import DaemonConfig, default_worker_name
 from .metrics import MetricsServer, adapter_metrics
 from .notify import Notifier, watchdog_interval
 
@@ -167,6 +167,8 @@ def _make_adapter(config: DaemonConfig, runtime: FlowRuntime) -> Any:
             lease_ms=int(config.lease * 1000),
             stalled_interval_seconds=config.stalled_interval,
             max_stalled_count=config.max_stalls,
+            worker_name=config.name or default_worker_name(os.environ),
+            renew_ms=int((config.renew_interval or 0) * 1000),
         )
     except Exception as exc:
         log.debug("creating the adapter failed", exc_info=True)

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, replace
 
 from .checks import StartupError, check_redis
-from .config import DaemonConfig, to_cli_args
+from .config import DaemonConfig, default_worker_name, to_cli_args
 from .lifecycle import StopSignals, unless_stopped
 from .notify import Notifier, watchdog_interval
 
@@ -115,9 +115,11 @@ class Supervisor:
 
     def _child_config(self, index: int) -> DaemonConfig:
         port = self.config.metrics_port
+        base = self.config.name or default_worker_name(os.environ)
         return replace(
             self.config,
             processes=1,
+            name=None if base is None else f"{base}.{index}",  # one name per child
             reconcile_interval=self.config.reconcile_interval if index == 0 else 0.0,
             metrics_port=None if port is None else port + index,
         )

@@ -9,7 +9,7 @@ from ..runtime.runtime import RuntimeOptions
 from .frontier import reconcile_run
 from .safety import check_server
 from .store import RedisCoordinationStore
-from .worker import Worker
+from .worker import DEFAULT_LEASE_MS, DEFAULT_STALLED_INTERVAL_S, Worker
 
 
 class BullMQAdapter:
@@ -28,10 +28,12 @@ class BullMQAdapter:
         connection: Any = None,
         queue_name: str = "flowcraft-queue",
         concurrency: int = 64,
-        lease_ms: int = 30_000,
-        stalled_interval_seconds: float = 30.0,
+        lease_ms: int = DEFAULT_LEASE_MS,
+        stalled_interval_seconds: float = DEFAULT_STALLED_INTERVAL_S,
         max_stalled_count: int = 1,
         logger: logging.Logger | None = None,
+        worker_name: str | None = None,
+        renew_ms: int = 0,
     ) -> None:
         if coordination_store is None:
             if connection is None:
@@ -49,6 +51,9 @@ class BullMQAdapter:
             max_stalls=max_stalled_count,
             logger=logger,
             queue_name=queue_name,
+            name=worker_name,
+            renew_ms=renew_ms,
+            server_check=lambda: check_server(coordination_store.connection),
         )
         self._started = False
 

@@ -70,9 +70,11 @@ async def run_job(
     run: ClaimedRun,
     cancelled: asyncio.Event,
     log: logging.Logger,
+    max_stalls: int = 1,
 ) -> CommitRequest | RetryRequest:
     """Turn the job into an activation, run it through the engine's step, and say what to
-    commit (or when to retry)."""
+    commit (or when to retry). A job that stalled more than `max_stalls` times (its workers
+    died running it) does not run again: its node fails with a StalledJobError."""
     jid, run_id, node_id, bp_id = job.id, job.run_id, job.node_id, job.blueprint_id
     key = job.node_key
 
@@ -138,6 +140,13 @@ async def run_job(
         resume = {"output": resolve_input(node, context.view(), edge_value, transformed)}
     events = EventEmitter(options.event_bus, run_id, bp_id, options.logger)
     act = Activation(node_id, iteration, edge_value, job.attempts_made + 1, resume)
+    if job.stalls > max_stalls:
+        message = (
+            f"node {node_id} stalled {job.stalls} times (the workers running it died; "
+            f"the stall limit is {max_stalls})"
+        )
+        log.error("job %s: %s", jid, message)
+        act.failed = WorkflowError(node_id, message, "StalledJobError")
     outcome = await step(
         options, graph, act, context, events,
         run_id=run_id, cancelled=cancelled, attempts=[act.attempt],

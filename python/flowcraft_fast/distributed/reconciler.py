@@ -2,10 +2,15 @@
 
 A run is stalled when it is neither finished nor awaiting-only progress and its last recorded
 progress (every commit, start and resume stamps the queue's index of unfinished runs) is older
-than `stalled_threshold_seconds`; `OBJECT IDLETIME` plays no part. Reconciling rebuilds the
-frontier from the run's recorded decisions (nodes fired but not done), leaves nodes whose job
-is still queued or leased alone, and is safe with several reconcilers at once (each run is
-repaired in one atomic script). Finished runs are never touched.
+than `stalled_threshold_seconds`; `OBJECT IDLETIME` plays no part. A pass surveys the index a
+page at a time in Rust (survey.rs: a score cursor, never an offset; two pipelined round trips
+per page; an O(1) "has a pending job" check per fired node), so healthy runs never reach
+Python; only runs that need repair do, and their frontier is rebuilt from the run's recorded
+decisions and re-enqueued in one atomic script per run (safe with several reconcilers at once).
+Finished runs are never touched; the ones still in the index leave it.
+
+`mode="scan"` finds runs by their keys instead (SCAN over the run records, the TypeScript
+original's way), for runs the index does not know (a live run missing from it is put back).
 """
 
 from __future__ import annotations
@@ -13,10 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import FlowcraftError
-from ..runtime.vocabulary import LIVE_STATUSES as LIVE
 from .adapter import BullMQAdapter
 from .frontier import reconcile_run
 from .store import RedisCoordinationStore
@@ -27,13 +31,19 @@ class ReconciliationStats:
     """What one pass did (Flowcraft's statistics)."""
 
     scanned_keys: int = 0
-    """Entries of the unfinished-runs index examined."""
+    """Runs examined (entries of the unfinished-runs index, or state keys in the SCAN mode)."""
     stalled_runs: int = 0
-    """Runs without progress for longer than the threshold."""
+    """Live runs without progress for longer than the threshold and with a fired node that has
+    no pending job (the runs the pass tried to repair)."""
     reconciled_runs: int = 0
     """Stalled runs for which at least one node was re-enqueued."""
     failed_runs: int = 0
     """Stalled runs the pass could not repair (an error was logged)."""
+    forgotten_runs: int = 0
+    """Ended or expired runs the pass removed from the index."""
+
+
+Mode = Literal["index", "scan"]
 
 
 class BullMQReconciler:
@@ -44,13 +54,16 @@ class BullMQReconciler:
         redis: Any = None,
         stalled_threshold_seconds: float = 300,
         key_prefix: str = "workflow:state:",
-        scan_count: int = 100,
+        scan_count: int = 200,
+        mode: Mode = "index",
         logger: logging.Logger | None = None,
     ) -> None:
         if stalled_threshold_seconds < 0:
             raise ValueError("stalled_threshold_seconds must be >= 0")
         if scan_count < 1:
             raise ValueError("scan_count must be >= 1")
+        if mode not in ("index", "scan"):
+            raise ValueError(f"mode must be 'index' or 'scan', not {mode!r}")
         expected = f"{adapter.store.key_prefix}workflow:state:"
         if key_prefix != expected:
             raise ValueError(
@@ -69,47 +82,40 @@ class BullMQReconciler:
         self.queue = store.queue(adapter.queue_name)
         self.threshold_ms = int(stalled_threshold_seconds * 1000)
         self.scan_count = scan_count
+        self.mode = mode
         self.log = logger or logging.getLogger("flowcraft_fast.reconciler")
 
     async def run(self) -> ReconciliationStats:
-        """One pass over the runs without progress for the threshold, a page at a time; the
-        runs of a page are examined concurrently (each repair is its own atomic script)."""
+        """One pass: survey the runs a page at a time; repair the ones that need it (each
+        repair is its own atomic script; the repairs of a page run concurrently)."""
         stats = ReconciliationStats()
-        seen: set[str] = set()
-        offset = 0  # position in the index, oldest progress first
-        while True:
-            page = await self.queue.stalled_runs(self.threshold_ms, offset, self.scan_count)
-            if not page:
-                return stats
-            fresh = [run_id for run_id, _ in page if run_id not in seen]
-            seen.update(fresh)
-            outcomes = await asyncio.gather(*(self._examine(run_id, stats) for run_id in fresh))
-            # Forgotten runs left the index and reconciled ones moved to its end (their progress
-            # stamp changed): the entries after this page moved up by that many places.
-            offset += len(page) - sum(1 for left in outcomes if left)
+        survey = self.queue.survey_page if self.mode == "index" else self.queue.survey_keys
+        cursor: str | None = ""  # opaque: where the survey is, and the pass's cutoff
+        while cursor is not None:
+            cursor, examined, forgotten, repair = await survey(
+                self.threshold_ms, cursor, self.scan_count
+            )
+            stats.scanned_keys += examined
+            stats.forgotten_runs += forgotten
+            stats.stalled_runs += len(repair)
+            await asyncio.gather(*(self._repair(run_id, stats) for run_id in repair))
+        return stats
 
-    async def _examine(self, run_id: str, stats: ReconciliationStats) -> bool:
-        """Repair one run if it needs it; True when it left its place in the index."""
-        stats.scanned_keys += 1
-        meta, _ = await self.queue.run_info(run_id)
-        if meta.get("status") not in LIVE:
-            await self.queue.forget_run(run_id)  # ended or expired: nothing to repair
-            return True
-        stats.stalled_runs += 1
+    async def _repair(self, run_id: str, stats: ReconciliationStats) -> None:
         adapter = self.adapter
         try:
             enqueued = await reconcile_run(
-                adapter.worker.options, adapter.queue, adapter.store, run_id, meta
+                adapter.worker.options, adapter.queue, adapter.store, run_id
             )
         except (FlowcraftError, ValueError, ConnectionError) as exc:
             stats.failed_runs += 1
             self.log.error("reconciling run %s failed: %s", run_id, exc)
-            return False
-        if not enqueued:
-            return False
-        stats.reconciled_runs += 1
-        self.log.warning("run %s was stalled: re-enqueued %s", run_id, ", ".join(sorted(enqueued)))
-        return True
+            return
+        if enqueued:
+            stats.reconciled_runs += 1
+            self.log.warning(
+                "run %s was stalled: re-enqueued %s", run_id, ", ".join(sorted(enqueued))
+            )
 
 
 def create_bullmq_reconciler(
@@ -118,7 +124,8 @@ def create_bullmq_reconciler(
     redis: Any = None,
     stalled_threshold_seconds: float = 300,
     key_prefix: str = "workflow:state:",
-    scan_count: int = 100,
+    scan_count: int = 200,
+    mode: Mode = "index",
 ) -> BullMQReconciler:
     """A reconciler for the runs of `adapter`'s queue; `await reconciler.run()` does one pass."""
     return BullMQReconciler(
@@ -127,4 +134,5 @@ def create_bullmq_reconciler(
         stalled_threshold_seconds=stalled_threshold_seconds,
         key_prefix=key_prefix,
         scan_count=scan_count,
+        mode=mode,
     )

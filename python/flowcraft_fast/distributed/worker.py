@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ from ..runtime.runtime import RuntimeOptions
 from ..runtime.vocabulary import RUNNING
 from .jobs import VERSION_FIELD
 from .node_job import ClaimedRun, RetryRequest, noop_commit, run_job
+from .safety import UnsafeRedisError
 from .wire import CommitRequest
 
 _Retry = RetryRequest
@@ -83,6 +84,13 @@ class WorkerStats:
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
 
 
+DEFAULT_LEASE_MS = 10_000
+"""A claimed job's lease: a worker that dies holding it gives it back after at most this plus
+the stalled-check interval. Renewal is one Rust script call per heartbeat for all in-flight
+jobs (every lease / 3), so a short lease costs ~0.3 calls/s per worker process."""
+DEFAULT_STALLED_INTERVAL_S = 5.0
+"""How often one worker of the fleet looks for jobs whose lease expired."""
+
 YIELD_EVERY = 64
 """Jobs a driver steps back to back before it lets the event loop run other tasks."""
 
@@ -94,14 +102,27 @@ class Worker:
         queue: _core.Queue,
         *,
         concurrency: int = 64,
-        lease_ms: int = 30_000,
-        stalled_interval_s: float = 30.0,
+        lease_ms: int = DEFAULT_LEASE_MS,
+        stalled_interval_s: float = DEFAULT_STALLED_INTERVAL_S,
         max_stalls: int = 1,
         logger: logging.Logger | None = None,
         queue_name: str = "",
+        name: str | None = None,
+        renew_ms: int = 0,
+        server_check: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if lease_ms < 100:
+            raise ValueError(f"lease_ms must be >= 100, got {lease_ms}")
+        if renew_ms < 0 or renew_ms >= lease_ms:
+            raise ValueError(
+                f"renew_ms must be >= 0 and below lease_ms ({lease_ms}), got {renew_ms}"
+            )
+        if max_stalls < 0:
+            raise ValueError(f"max_stalls must be >= 0, got {max_stalls}")
+        if name is not None:
+            check_worker_name(name)
         self.options = options
         self.queue = queue
         self.queue_name = queue_name
@@ -110,7 +131,16 @@ class Worker:
         self.stalled_interval_s = stalled_interval_s
         self.max_stalls = max_stalls
         self.log = logger or logging.getLogger("flowcraft_fast.worker")
-        self.token_prefix = uuid.uuid4().hex
+        self.renew_ms = renew_ms or lease_ms // 3
+        self.name = name
+        """A stable name (`--name`): a restarted worker releases the leases its previous
+        incarnation held at once. None: an anonymous worker, whose leases only expire."""
+        incarnation = uuid.uuid4().hex
+        self.token_prefix = f"{name}@{incarnation[:16]}" if name is not None else incarnation
+        self.server_check = server_check
+        self._safe = asyncio.Event()
+        self._safe.set()
+        """Cleared while the server is unsafe (an evicting policy): no claims meanwhile."""
         self.stats = WorkerStats()
         self._in_flight: dict[str, _InFlight] = {}
         self._slot_freed = asyncio.Event()
@@ -181,6 +211,9 @@ class Worker:
     async def _claim_loop(self) -> None:
         drained = False  # the last claim took everything that was ready
         while not self._closing:
+            if not self._safe.is_set():
+                await self._safe.wait()
+                continue
             free = self.concurrency - len(self._in_flight)
             if free <= 0:
                 self._slot_freed.clear()
@@ -191,6 +224,8 @@ class Worker:
                     # Block until the queue's marker says work is ready (commits that create
                     # jobs, and producers, set it; a claim that empties the queue clears it).
                     await self.queue.wait_for_work(self._wait_timeout())
+                    if not self._safe.is_set():
+                        continue  # paused while it waited: claim nothing
                 next_due_ms, runs, jobs = await self.queue.claim(
                     free, self.lease_ms, self.token_prefix
                 )
@@ -274,7 +309,9 @@ class Worker:
     async def _execute(self, flight: _InFlight) -> CommitRequest | _Retry | None:
         """Run the job's node to what to send; None when there is nothing to send."""
         try:
-            return await run_job(self.options, flight.job, flight.run, flight.cancelled, self.log)
+            return await run_job(
+                self.options, flight.job, flight.run, flight.cancelled, self.log, self.max_stalls
+            )
         except asyncio.CancelledError:
             return self._stopped(flight)
         except Exception:
@@ -460,7 +497,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         """Leases are renewed by the Rust heartbeat; here, stop the nodes it reports, and the
         nodes of runs announced on the queue's stops channel (failed or cancelled elsewhere)."""
-        self.queue.start_heartbeat(self.lease_ms)
+        self.queue.start_heartbeat(self.lease_ms, self.renew_ms)
         self.queue.listen_for_stops()
         try:
             while True:
@@ -497,10 +534,13 @@ class Worker:
                 flight.task.cancel()
 
     async def _stalled_loop(self) -> None:
-        """At start and then every interval: return stalled jobs to the queue, and publish the
-        blueprints again (a Redis that lost its data, or a FLUSHALL, must not leave clients
-        unable to start runs while this worker keeps serving). Checking at start matters: a
-        fleet that restarts more often than the interval would otherwise never check."""
+        """At start and then every interval: return stalled jobs to the queue (every active
+        job, a slice per script call), check the server is still safe (an evicting policy set
+        later pauses claiming), and publish the blueprints again (a Redis that lost its data, or
+        a FLUSHALL, must not leave clients unable to start runs while this worker serves).
+        Checking at start matters: a fleet that restarts more often than the interval would
+        otherwise never check; a named worker also releases its previous incarnation's leases
+        then, unguarded, so its jobs come back at once."""
         first = True
         while True:
             if not first:
@@ -508,16 +548,41 @@ class Worker:
             with contextlib.suppress(ConnectionError, _core.RedisCommandError):
                 if not first:  # `start` has just published them
                     await self.publish()
-                first = False
-                requeued, failed = await self.queue.requeue_stalled(
-                    self.max_stalls, int(self.stalled_interval_s * 1000)
-                )
-                if requeued or failed:
-                    self.log.warning(
-                        "stalled jobs: %d returned to the queue, %d failed",
-                        len(requeued),
-                        len(failed),
+                if first and self.name is not None:
+                    requeued = await self.queue.requeue_stalled(
+                        0, f"{self.name}@", f"{self.token_prefix}:"
                     )
+                else:
+                    requeued = await self.queue.requeue_stalled(int(self.stalled_interval_s * 1000))
+                first = False
+                if requeued:
+                    self.log.warning(
+                        "stalled jobs: %d returned to the queue (their workers died)", len(requeued)
+                    )
+                await self._check_server()
+
+    async def _check_server(self) -> None:
+        """Pause claiming while the server may evict workflow state; say so once, and once
+        when it is safe again."""
+        if self.server_check is None:
+            return
+        try:
+            await self.server_check()
+        except UnsafeRedisError as exc:
+            if self._safe.is_set():
+                self.log.error("not claiming jobs until this is fixed: %s", exc)
+                self._safe.clear()
+            return
+        if not self._safe.is_set():
+            self.log.warning("the Redis server is safe again: claiming jobs")
+            self._safe.set()
+
+
+def check_worker_name(name: str) -> None:
+    """A worker name ends up in every lease it holds: short, printable, no `@` (the separator
+    from the incarnation) and no whitespace."""
+    if not name or len(name) > 100 or "@" in name or any(c.isspace() for c in name):
+        raise ValueError(f"worker name {name!r}: 1-100 characters, without '@' or whitespace")
 
 
 _UNREACHABLE = ConnectionError("could not reach Redis to commit")

@@ -59,6 +59,9 @@ class Activation:
     """The first attempt to run (1-based)."""
     resumed: Mapping[str, Any] | None = None
     """`{"output": ..., "action": ...}` given to a parked node from outside."""
+    failed: WorkflowError | None = None
+    """The node failed before it could run (its job stalled past the worker's stall limit):
+    no attempt runs, its fallback chain does, else the run fails with this error."""
 
     @property
     def key(self) -> str:
@@ -134,6 +137,10 @@ async def step(
     else:
         node_input = resolve_input(
             node, context.view(), edge_value, node_id in static.transformed_targets
+        )
+    if act.failed is not None:
+        return await _fall_back(
+            options, graph, act, node, node_input, act.failed, context, events, run_id, cancelled
         )
     if act.resumed is not None:
         try:

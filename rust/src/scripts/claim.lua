@@ -11,7 +11,8 @@
   each run's state once (with its version, see commit.lua), however many of its jobs were
   claimed; each job is
   {id, token, data, attempts_made, attempts_started, opts, input, run_id, resume, slept,
-   node id, iteration text, blueprint id, blueprint version} (read from the data, decoded here):
+   node id, iteration text, blueprint id, blueprint version, stalls} (read from the data,
+   decoded here; `stalls`: how often the job's lease expired, see stalled.lua):
   `input` is the value its incoming edges carried ("\1": a skip token),
   `resume` the output/action a client resumed a waiting node with, `slept` set once a sleep
   node's delay has passed.
@@ -49,7 +50,8 @@ while n < max do
     if redis.call('ZCARD', KEYS[7]) == 0 then redis.call('DEL', qp .. 'pc') end
   end
   local jk = qp .. id
-  local f = redis.call('HMGET', jk, 'data', 'atm', 'attemptsMade', 'ats', 'opts', 'fci', 'fcr', 'fcw')
+  local f = redis.call('HMGET', jk, 'data', 'atm', 'attemptsMade', 'ats', 'opts', 'fci', 'fcr', 'fcw',
+                        'stc')
   local ok, data = pcall(cjson.decode, f[1] or '')
   local reason = nil
   if not f[1] then
@@ -99,7 +101,7 @@ while n < max do
     out[#out + 1] = {id, token, f[1], tonumber(f[2] or f[3] or 0), ats, f[5] or '{}', f[6] or false,
                      run_id, f[7] or false, f[8] or false, data['nodeId'],
                      tostring(data['iteration'] or 0), tostring(data['blueprintId'] or ''),
-                     type(version) == 'string' and version or ''}
+                     type(version) == 'string' and version or '', tonumber(f[9] or 0)}
   end
 end
 if n > 0 and (redis.call('LLEN', KEYS[1]) > 0 or redis.call('ZCARD', KEYS[7]) > 0) then

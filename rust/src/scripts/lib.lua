@@ -33,6 +33,15 @@ local function end_run(meta, status_key, keys, index, run_id, status, payload, t
   if stops then redis.call('PUBLISH', stops, run_id) end
 end
 
+-- Whether a job will still run: its hash exists and it has not finished (completed, or failed
+-- for good). O(1), whatever the queue's length: waiting, delayed, retrying and leased jobs are all
+-- pending; a job whose lease expired is pending too (the stalled-jobs check requeues it). The
+-- scripts never leave an unfinished job hash on no list, so "exists and unfinished" is enough.
+local function job_pending(hash)
+  local f = redis.call('HMGET', hash, 'timestamp', 'finishedOn')
+  return f[1] ~= false and f[2] == false
+end
+
 -- Create a flowcraft job hash the way BullMQ's addJob does (name, data, opts, timestamps,
 -- counters); `ats` is 1 for a job created already claimed (a commit's local continuation), else
 -- 0; extra field/value pairs follow (`fci` the input its edges carried, `fcr` a resume payload).

@@ -2,14 +2,15 @@
 
   A run's frontier is recorded in its meta hash: `fired:<node key>` = the job that runs it,
   `done:<node key>` once it committed, `await:<node key>` while it waits. A fired node that is
-  neither done nor waiting must have a live job: waiting in the queue, delayed, or active under
-  a lease. When it has none (the job was lost, or failed after stalling too often), a new job is
+  neither done nor waiting must have a pending job (`job_pending` in lib.lua: its hash exists
+  and it has not finished; the survey script uses the same rule). When it has none (the job was
+  lost, or failed after stalling too often), a new job is
   enqueued with the input the old one carried (or the one rebuilt from the join arrivals).
   Untaken branches stay untaken: only recorded decisions are replayed. Safe with two
   reconcilers at once: each candidate is checked and re-enqueued in this one atomic script.
 
-  KEYS[1] run meta   KEYS[2] wait   KEYS[3] marker   KEYS[4] delayed   KEYS[5] active-runs index
-  KEYS[6..] per candidate: old job hash, old job lock, new job hash
+  KEYS[1] run meta   KEYS[2] wait   KEYS[3] marker   KEYS[4] active-runs index
+  KEYS[5..] per candidate: old job hash, new job hash
   ARGV[1] run id   ARGV[2] n candidates, then per candidate:
     node key, old job id, new job id, data, opts, rebuilt input ("" when none is known)
   Returns the node keys enqueued.
@@ -23,15 +24,12 @@ for c = 0, n - 1 do
   local a = 3 + c * 6
   local key, old, new, data, opts, rebuilt = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
                                              ARGV[a + 4], ARGV[a + 5]
-  local old_hash, old_lock, new_hash = KEYS[6 + c * 3], KEYS[7 + c * 3], KEYS[8 + c * 3]
+  local old_hash, new_hash = KEYS[5 + c * 2], KEYS[6 + c * 2]
   local settled = redis.call('HEXISTS', KEYS[1], DONE .. key) == 1
                   or redis.call('HEXISTS', KEYS[1], AWAIT .. key) == 1
                   or redis.call('HGET', KEYS[1], FIRED .. key) ~= old
-  local exists = redis.call('EXISTS', old_hash) == 1
-  local live = exists and (redis.call('EXISTS', old_lock) == 1
-                           or redis.call('ZSCORE', KEYS[4], old) ~= false
-                           or redis.call('LPOS', KEYS[2], old) ~= false)
-  if not settled and not live then
+  if not settled and not job_pending(old_hash) then
+    local exists = redis.call('EXISTS', old_hash) == 1
     local fci, fcr, fcw = rebuilt, false, false
     local target, target_hash = old, old_hash
     if exists then
@@ -50,6 +48,6 @@ for c = 0, n - 1 do
 end
 if #out > 0 then
   redis.call('ZADD', KEYS[3], 0, '0')
-  redis.call('ZADD', KEYS[5], now, ARGV[1])
+  redis.call('ZADD', KEYS[4], now, ARGV[1])
 end
 return out
