@@ -21,6 +21,10 @@ What a node does besides is steered per run by the initial context key ``plan``:
   this node has started that many executions;
 - ``sleep_later``: seconds to ``asyncio.sleep`` on every execution but the first;
 - ``returned``: record ``<nodeId>:returned:<exec>`` = pid in the ledger just before returning.
+
+Blueprint ``chain`` (the Redis kill test's load): s1 -> ... -> s4; each node sleeps
+CHAIN_SLEEP_S and adds 1 to its input (s1 to the context's ``x``), so a run started with x
+ends with s4 == x + 4. It keeps no ledger: it must not touch Redis besides the engine.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ from flowcraft_fast import FlowRuntime, NodeContext, create_flow
 QUEUE = "q"
 NODES = ("start", "a", "b", "c", "j", "end")
 PREDECESSORS = ("a", "b", "c")
+CHAIN = "chain"
+CHAIN_STEPS = 4
+CHAIN_SLEEP_S = 0.05
 
 _clients: dict[str, redis.Redis] = {}
 
@@ -87,6 +94,21 @@ async def step(ctx: NodeContext) -> Any:
     return out
 
 
+async def inc(ctx: NodeContext) -> Any:
+    await asyncio.sleep(CHAIN_SLEEP_S)
+    base = ctx.input if isinstance(ctx.input, int) else await ctx.context.get("x")
+    return base + 1
+
+
+def chain_blueprint() -> Any:
+    flow = create_flow(CHAIN)
+    for i in range(1, CHAIN_STEPS + 1):
+        flow = flow.node(f"s{i}", inc)
+    for i in range(1, CHAIN_STEPS):
+        flow = flow.edge(f"s{i}", f"s{i + 1}")
+    return flow
+
+
 def blueprint() -> Any:
     flow = create_flow("fan")
     for node in NODES:
@@ -98,9 +120,9 @@ def blueprint() -> Any:
 
 
 def make_runtime(ledger_url: str) -> FlowRuntime:
-    flow = blueprint()
+    flow, chain = blueprint(), chain_blueprint()
     return FlowRuntime(
-        blueprints=[flow.to_blueprint()],
-        registry=flow.registry,
+        blueprints=[flow.to_blueprint(), chain.to_blueprint()],
+        registry={**flow.registry, **chain.registry},
         dependencies={"ledger_url": ledger_url},
     )

@@ -1,8 +1,10 @@
-"""Tools of the chaos tests: worker subprocesses, bounded waits, a MONITOR recorder."""
+"""Tools of the chaos tests: worker subprocesses, bounded waits, a MONITOR recorder, and the
+size of a chaos run ($FLOWCRAFT_CHAOS_SCALE)."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import signal
@@ -18,6 +20,31 @@ from waiting import wait_until
 
 HERE = Path(__file__).resolve().parent
 WORKER_SCRIPT = HERE / "chaos_worker.py"
+
+SCALE_ENV = "FLOWCRAFT_CHAOS_SCALE"
+
+
+def chaos_scale() -> float:
+    """How big a chaos run is: $FLOWCRAFT_CHAOS_SCALE, a float > 0; unset or empty means 1.
+
+    1 is the CI size (what plain `pytest` runs); 10 is the long version. Tests multiply their
+    run counts, trial counts and fault counts by it (`scaled`), and their time limits too.
+    """
+    raw = os.environ.get(SCALE_ENV, "").strip()
+    if not raw:
+        return 1.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"${SCALE_ENV} must be a number > 0, not {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"${SCALE_ENV} must be a number > 0, not {raw!r}")
+    return value
+
+
+def scaled(count: float, minimum: int = 1) -> int:
+    """`count` times the chaos scale, rounded, and at least `minimum`."""
+    return max(minimum, round(count * chaos_scale()))
 
 
 class WorkerProcess:

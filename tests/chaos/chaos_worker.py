@@ -1,9 +1,10 @@
-"""A worker process for the chaos tests: serves chaos_app's blueprint until it is killed.
+"""A worker process for the chaos tests: serves chaos_app's blueprints until it is killed.
 
     python chaos_worker.py REDIS_URL [LEASE_MS] [STALLED_INTERVAL_S] [CONCURRENCY]
 
 Prints ``READY <pid>`` on stdout once it consumes; logs warnings (lease lost, stalled jobs) on
-stderr. It never exits on its own: the test ends it with a signal.
+stderr, each line ``[worker <pid>] <LEVEL> <message>``. It never exits on its own: the test
+ends it with a signal.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ async def main() -> None:
     stalled_s = float(sys.argv[3]) if len(sys.argv) > 3 else 0.5
     concurrency = int(sys.argv[4]) if len(sys.argv) > 4 else 8
     logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr, format=f"[worker {os.getpid()}] %(message)s"
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format=f"[worker {os.getpid()}] %(levelname)s %(message)s",
     )
     rt = make_runtime(url)
     adapter = BullMQAdapter(

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 import redis
+from chaos_tools import scaled
 
 from flowcraft_fast import (
     BullMQAdapter,
@@ -39,12 +40,18 @@ from flowcraft_fast.devserver import RedisServer
 from flowcraft_fast.distributed.client import RunNotFound
 from waiting import wait_until
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.slow,
+    pytest.mark.chaos,
+    pytest.mark.timeout(scaled(180)),
+]
 
 QUEUE = "q"
 BP_ID = "chain5"
 STEPS = 5
-RUNS = 50
+RUNS = scaled(50)
+"""Runs per variant: 50 times $FLOWCRAFT_CHAOS_SCALE."""
 WAIT_BOUND_S = 8.0
 """The bound given to client.wait on runs that Redis then loses (variant c)."""
 
@@ -204,7 +211,7 @@ async def restart_mid_flight(
     server: RedisServer, r: redis.Redis, runs: list[str], *, kill: bool
 ) -> int:
     """Restart Redis mid-flight: once 10 runs got past their second step (jobs are claimed in
-    FIFO order, so the 50 runs advance together and most are then halfway).
+    FIFO order, so the runs advance together and most are then halfway).
 
     Returns how many runs had not completed when Redis went down: read back from the restarted
     server when it persists (exact), else counted just before the restart (an upper bound).
