@@ -126,7 +126,7 @@ class CommitReply:
 _ClaimedRuns = dict[str, tuple[str, dict[str, str], int]]
 """run id -> (run status, run state fields as JSON text, state version), once per run."""
 
-_ClaimReply = tuple[int, _ClaimedRuns, list[ClaimedJob]]
+_ClaimReply = tuple[int, _ClaimedRuns, list[ClaimedJob], list[tuple[str, str]]]
 """(next delayed job due time in ms or 0, runs, jobs)."""
 
 class _ArrivalRequest(Protocol):

@@ -13,6 +13,11 @@ use crate::replies::{
 };
 use crate::scripts::{eval_mixed, Call};
 
+/// The largest job `data` a claim accepts: flowcraft's own job data is a few hundred bytes (the
+/// node's input travels in `fci`); a larger payload is a foreign or hostile job, failed with
+/// the sizes in its reason.
+pub const MAX_JOB_DATA_BYTES: usize = 1024 * 1024;
+
 impl Inner {
     fn claim_call(&self, max_jobs: usize, lease_ms: u64, token_prefix: String) -> Call {
         let q = &self.q;
@@ -26,6 +31,7 @@ impl Inner {
                 q.key("failed"),
                 q.key("prioritized"),
                 q.key("completed"),
+                q.blueprints(),
             ],
             args: vec![
                 q.base().to_string(),
@@ -34,6 +40,7 @@ impl Inner {
                 max_jobs.to_string(),
                 self.runs.state_prefix(),
                 self.runs.meta_prefix(),
+                MAX_JOB_DATA_BYTES.to_string(),
             ],
         }
     }

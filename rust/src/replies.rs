@@ -66,8 +66,9 @@ impl ClaimedJob {
 /// version).
 pub type ClaimedRuns = HashMap<String, (String, HashMap<String, String>, i64)>;
 
-/// What one claim returns: (next delayed job due time in ms or 0, runs, jobs).
-pub type ClaimReply = (i64, ClaimedRuns, Vec<ClaimedJob>);
+/// What one claim returns: (next delayed job due time in ms or 0, runs, jobs, jobs it failed at
+/// once as (id, reason): see claim.lua).
+pub type ClaimReply = (i64, ClaimedRuns, Vec<ClaimedJob>, Vec<(String, String)>);
 
 /// One arrival of a finished node at a successor activation, read from Python's
 /// `flowcraft_fast.distributed.wire.ArrivalRequest` (any object with these attributes).
@@ -226,11 +227,22 @@ pub fn parse_claim(reply: &Value) -> PyResult<ClaimReply> {
             }
         }
     }
-    let mut jobs = Vec::with_capacity(items.len().saturating_sub(2));
-    for item in items.iter().skip(2) {
+    let mut rejected = Vec::new();
+    if let Some(Value::Array(flat)) = items.get(2) {
+        for pair in flat.chunks(2) {
+            if let [id, reason] = pair {
+                rejected.push((
+                    text(id).unwrap_or_default(),
+                    text(reason).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    let mut jobs = Vec::with_capacity(items.len().saturating_sub(3));
+    for item in items.iter().skip(3) {
         jobs.push(parse_job(item).ok_or_else(|| bad_reply("claim", item))?);
     }
-    Ok((next, runs, jobs))
+    Ok((next, runs, jobs, rejected))
 }
 
 fn error_reply(detail: String) -> CommitReply {

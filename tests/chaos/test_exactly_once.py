@@ -402,15 +402,16 @@ async def test_lease_token_fences_a_reclaim_by_the_same_worker(redis_url: str) -
         },
     )
     r.lpush(QP + "wait", job)
-    r.hset(f"workflow:run:{run}", mapping={"status": "running", "pending": 1})
+    r.hset(f"workflow:run:{run}", mapping={"status": "running", "pending": 1, "blueprintId": "fan"})
+    r.hset(QP + "flowcraft:blueprints", "fan", "{}")  # published: claims serve only those
     try:
-        _, _, first = await queue.claim(1, 100, "P")
+        _, _, first, _ = await queue.claim(1, 100, "P")
         assert [j.id for j in first] == [job]
         stale_token = first[0].token
         await wait_until(lambda: not r.exists(QP + job + ":lock"), 5, "the lease to expire")
         requeued = await queue.requeue_stalled(1)
         assert requeued == [job]
-        _, _, second = await queue.claim(1, 30_000, "P")
+        _, _, second, _ = await queue.claim(1, 30_000, "P")
         assert [j.id for j in second] == [job]
         live_token = second[0].token
 

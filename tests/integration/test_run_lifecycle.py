@@ -366,9 +366,11 @@ async def test_failure_is_the_one_terminal_state_and_a_late_sibling_changes_noth
         await wait_until(lambda: "b:end" in LEDGER[run_id], WAIT_S, "b to return")
         b_job = meta_first["fired:0|b"]
         await wait_until(
-            lambda: r.zscore(QP + "completed", b_job) is not None, WAIT_S, "b's job to settle"
+            lambda: r.zscore(QP + "failed", b_job) is not None, WAIT_S, "b's job to settle"
         )
-        assert r.hget(QP + b_job, "returnvalue") == "null"  # settled as a no-op commit
+        # never "completed": its result was discarded, and the reason says so
+        assert "ended" in r.hget(QP + b_job, "failedReason")
+        assert r.zscore(QP + "completed", b_job) is None
         assert status_json(r, run_id) == first
         assert r.hgetall(f"workflow:run:{run_id}") == meta_first
         ctx = (await client.result(run_id)).context
@@ -572,10 +574,10 @@ async def test_run_ids_are_checked_and_unique_and_job_ids_have_no_colon(redis_ur
 @pytest.mark.parametrize(
     ("data", "why"),
     [
-        ("{not json", "not a JSON object"),
-        ('["a list"]', "lacks string runId"),  # cjson decodes a list as a table
-        ('{"nodeId": "x"}', "lacks string runId"),
-        ('{"runId": 7, "nodeId": "x"}', "lacks string runId"),
+        ("{not json", "job data is not valid JSON"),
+        ('["a list"]', "job data is not a JSON object"),
+        ('{"nodeId": "x"}', "field runId must be a string, not absent"),
+        ('{"runId": 7, "nodeId": "x"}', "field runId must be a string, not 7"),
     ],
     ids=["not-json", "json-list", "no-run-id", "run-id-not-string"],
 )

@@ -64,7 +64,7 @@ async def stall(url: str, times: int, *, lease_ms: int = 100) -> str:
     r = redis.Redis.from_url(url)
     jid = ""
     for _ in range(times):
-        _, _, jobs = await queue.claim(1, lease_ms, "dead")
+        _, _, jobs, _ = await queue.claim(1, lease_ms, "dead")
         assert len(jobs) == 1
         jid = jobs[0].id
 
@@ -130,8 +130,8 @@ async def test_a_named_worker_releases_its_previous_incarnations_leases_at_start
         pass
     mine, theirs = await client.start("plain", {}), await client.start("plain", {})
     queue = RedisCoordinationStore(redis_url).queue("q")
-    _, _, held = await queue.claim(1, 60_000, "w1@0123456789abcdef")  # the dead incarnation
-    _, _, other = await queue.claim(1, 60_000, "w2@fedcba9876543210")  # a live worker elsewhere
+    _, _, held, _ = await queue.claim(1, 60_000, "w1@0123456789abcdef")  # the dead incarnation
+    _, _, other, _ = await queue.claim(1, 60_000, "w2@fedcba9876543210")  # a live worker elsewhere
     assert {held[0].run_id, other[0].run_id} == {mine, theirs}
     mine = held[0].run_id
     async with serving(redis_url, worker_name="w1"):

@@ -96,6 +96,7 @@ class BullMQAdapter:
             "runs_failed_total": s.failed_runs,
             "jobs_duplicate_total": s.duplicates,
             "jobs_lease_lost_total": s.lost,
+            "jobs_rejected_total": s.rejected,
             "in_flight": self.worker.in_flight,
         }
 

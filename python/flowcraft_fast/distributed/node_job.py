@@ -85,8 +85,12 @@ async def run_job(
         )
         return CommitRequest(jid, job.token, run_id, key, "fail", message, payload)
 
+    def reject(reason: str) -> CommitRequest:
+        log.warning("job %s failed without running: %s", jid, reason)
+        return reject_commit(job, reason)
+
     if run.status not in LIVE_STATUSES:
-        return noop_commit(job)
+        return reject(f"run {run_id} already ended ({run.status or 'expired'}); node not run")
     bp = options.blueprints.get(bp_id)
     wanted = job.blueprint_version
     have = (bp.version or "") if bp is not None else None
@@ -105,23 +109,26 @@ async def run_job(
         graph = run_graph(bp, snapshot, run.dynamic_keys)
     except (ValueError, FlowcraftError) as exc:
         return fail(f"run state is unreadable: {exc}")
-    if not graph.has_node(node_id):
-        return fail(f"blueprint {bp_id!r} has no node {node_id!r}")
+    if not graph.has_node(node_id):  # a stale or foreign job: it fails, never the run it names
+        return reject(f"blueprint {bp_id!r} has no node {node_id!r}")
     try:
         iteration = graph.parse_iteration(node_id, job.iteration)
     except ValueError as exc:
-        return fail(f"job {jid}: {exc}")
+        return reject(f"job data field iteration: {exc}")
     context = BufferedContext(snapshot)
     edge_value: Any = FROM_CONTEXT
-    if job.input == SKIP:
-        edge_value = SKIPPED
-    elif job.input is not None:
-        edge_value = jsoncodec.loads(job.input, what=f"job {jid} input")
-    resume = (
-        jsoncodec.loads(job.resume, what=f"job {jid} resume payload")
-        if job.resume is not None
-        else None
-    )
+    try:
+        if job.input == SKIP:
+            edge_value = SKIPPED
+        elif job.input is not None:
+            edge_value = jsoncodec.loads(job.input, what="the job's input (field fci)")
+        resume = (
+            jsoncodec.loads(job.resume, what="the job's resume payload (field fcr)")
+            if job.resume is not None
+            else None
+        )
+    except ValueError as exc:  # JSONLimitError too: the message gives the size and the limit
+        return reject(str(exc))
     node = graph.node(node_id)
     if (
         edge_value is not SKIPPED
@@ -200,6 +207,7 @@ def _commit_request(
     )  # fmt: skip
 
 
-def noop_commit(job: _core.ClaimedJob) -> CommitRequest:
-    """Settle a job whose run has ended: its job moves on, nothing else changes."""
-    return CommitRequest(job.id, job.token, job.run_id, job.node_key, "ok")
+def reject_commit(job: _core.ClaimedJob, reason: str) -> CommitRequest:
+    """Fail the job alone, with `reason`: it cannot run (or its run ended); the run is not
+    touched."""
+    return CommitRequest(job.id, job.token, job.run_id, job.node_key, "reject", reason)

@@ -37,7 +37,8 @@ class CommitRequest:
     run_id: str
     node_key: str
     mode: str
-    """"ok" (finished), "await" (parks the run), "fail" (fails the run)."""
+    """"ok" (finished), "await" (parks the run), "fail" (fails the run), "reject" (the job
+    alone fails with `result` as its reason; the run is not touched)."""
     result: str = "null"
     """The job's `returnvalue` (JSON), or its `failedReason` when failing."""
     payload: str = ""

@@ -31,7 +31,7 @@ from ..runtime.executor import NodeOutcome
 from ..runtime.runtime import RuntimeOptions
 from ..runtime.vocabulary import RUNNING
 from .jobs import VERSION_FIELD
-from .node_job import ClaimedRun, RetryRequest, noop_commit, run_job
+from .node_job import ClaimedRun, RetryRequest, reject_commit, run_job
 from .safety import UnsafeRedisError
 from .wire import CommitRequest
 
@@ -81,6 +81,9 @@ class WorkerStats:
     """Jobs a commit claimed for this worker as it fired them (local continuation); counted in
     `claimed` too."""
     commit_batches: int = 0
+    rejected: int = 0
+    """Jobs failed at once because they cannot run (bad payload, no such run/node), each logged
+    with its reason; orphan ids (no job hash) removed from the queue are counted too."""
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
 
 
@@ -226,7 +229,7 @@ class Worker:
                     await self.queue.wait_for_work(self._wait_timeout())
                     if not self._safe.is_set():
                         continue  # paused while it waited: claim nothing
-                next_due_ms, runs, jobs = await self.queue.claim(
+                next_due_ms, runs, jobs, rejected = await self.queue.claim(
                     free, self.lease_ms, self.token_prefix
                 )
             except (ConnectionError, _core.RedisCommandError) as exc:
@@ -235,8 +238,15 @@ class Worker:
                 continue
             self.stats.claims += 1
             self._next_due_ms = next_due_ms
+            self._report_rejected(rejected)
             self._launch_all(runs, jobs)
-            drained = len(jobs) < free
+            drained = len(jobs) < free and not rejected
+
+    def _report_rejected(self, rejected: list[tuple[str, str]]) -> None:
+        """Jobs the claim failed at once (they cannot run): one WARNING line each, with why."""
+        for jid, reason in rejected:
+            self.stats.rejected += 1
+            self.log.warning("job %s failed without running: %s", jid, reason)
 
     def _wait_timeout(self) -> float:
         if self._next_due_ms:
@@ -324,7 +334,7 @@ class Worker:
         """A node stopped on purpose: its run ended elsewhere (settle the job), or its lease was
         lost or the worker is closing (leave it; it returns to the queue when its lease ends)."""
         if flight.run_ended and not self._closing:
-            return noop_commit(flight.job)
+            return reject_commit(flight.job, f"run {flight.run_id} ended while the node ran")
         return None
 
     def _submit(self, flight: _InFlight, request: CommitRequest | _Retry | None) -> None:
@@ -381,6 +391,9 @@ class Worker:
         node_id = job.node_id
         if code != "ok":
             return
+        if request.mode == "reject":
+            await events.emit("job:failed", nodeId=node_id, error=request.result)
+            return
         failed = request.mode == "fail"
         if failed:
             await events.emit("job:failed", nodeId=node_id, error=request.result)
@@ -399,7 +412,9 @@ class Worker:
             await events.emit("workflow:finish", status=status)
 
     def _count(self, code: str, detail: str, flight: _InFlight) -> None:
-        if code == "ok":
+        if code == "ok" and detail == "rejected":
+            self.stats.rejected += 1
+        elif code == "ok":
             self.stats.committed += 1
             if detail == "failed":
                 self.stats.failed_runs += 1
@@ -460,9 +475,10 @@ class Worker:
                 self.stats.continued += len(reply.taken)
                 self._launch(run, reply.taken)
         if result is not None and result[1] is not None:
-            next_due_ms, claimed_runs, jobs = result[1]
+            next_due_ms, claimed_runs, jobs, rejected = result[1]
             self.stats.claims += 1
             self._next_due_ms = next_due_ms
+            self._report_rejected(rejected)
             self._launch_all(claimed_runs, jobs)
 
     async def _flush_retries(self, items: list[tuple[_Retry, _InFlight]]) -> None:

@@ -2,12 +2,14 @@
 
   KEYS[1] wait   KEYS[2] active   KEYS[3] delayed   KEYS[4] marker   KEYS[5] meta   KEYS[6] failed
   KEYS[7] prioritized (jobs BullMQ producers added with a priority; served after wait)
-  KEYS[8] completed
+  KEYS[8] completed   KEYS[9] the queue's published blueprints
   ARGV[1] queue key prefix ("bull:<queue>:")   ARGV[2] lease token prefix   ARGV[3] lease ms
   ARGV[4] max jobs   ARGV[5] run-state key prefix ("workflow:state:")   ARGV[6] run key prefix
+  ARGV[7] the largest job data accepted, in bytes
 
   First promotes due delayed jobs (BullMQ score: due_ms * 4096 + seq). Returns
-  {next_delayed_ms, {run_id, run_status, state_flat, state_version, ...}, job1, job2, ...}:
+  {next_delayed_ms, {run_id, run_status, state_flat, state_version, ...},
+   {rejected id, reason, ...}, job1, job2, ...}:
   each run's state once (with its version, see commit.lua), however many of its jobs were
   claimed; each job is
   {id, token, data, attempts_made, attempts_started, opts, input, run_id, resume, slept,
@@ -16,7 +18,11 @@
   `input` is the value its incoming edges carried ("\1": a skip token),
   `resume` the output/action a client resumed a waiting node with, `slept` set once a sleep
   node's delay has passed.
-  Jobs whose data is not a flowcraft job are moved to failed with a reason, never returned.
+  A job that cannot run fails alone, here, with the reason (BullMQ's failedReason), and is
+  listed in `rejected`: data missing, too large, too deep, not JSON, not an object, a field of
+  the wrong type (named), a run that does not exist or already ended. An id on wait without a
+  job hash is removed and listed too. A copy of a job whose node already committed is settled
+  as completed (its node ran, once). Nothing else changes.
   The job hash, lock and the runs' keys are derived from the prefixes, as BullMQ's own scripts do;
   with a hash-tagged queue and run ids they share one cluster slot.
 ]]
@@ -39,7 +45,20 @@ if nxt[2] then out[1] = math.floor(tonumber(nxt[2]) / 4096) end
 if redis.call('HEXISTS', KEYS[5], 'paused') == 1 then return out end
 
 local max = tonumber(ARGV[4])
+local max_bytes = tonumber(ARGV[7])
 local n = 0
+local rejected = {}
+out[3] = rejected
+-- A job that is not a runnable flowcraft job leaves active for failed at once, with the reason
+-- (BullMQ's failedReason), and the worker is told; nothing else changes.
+local function reject(id, jk, reason)
+  redis.call('LREM', KEYS[2], -1, id)
+  redis.call('ZADD', KEYS[6], now, id)
+  redis.call('HSET', jk, 'failedReason', reason, 'finishedOn', now)
+  redis.call('HINCRBY', jk, 'atm', 1)
+  rejected[#rejected + 1] = id
+  rejected[#rejected + 1] = reason
+end
 while n < max do
   local id = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
   if not id then
@@ -52,29 +71,63 @@ while n < max do
   local jk = qp .. id
   local f = redis.call('HMGET', jk, 'data', 'atm', 'attemptsMade', 'ats', 'opts', 'fci', 'fcr', 'fcw',
                         'stc')
-  local ok, data = pcall(cjson.decode, f[1] or '')
-  local reason = nil
+  local data, reason, status, settled = nil, nil, nil, false
   if not f[1] then
-    reason = 'job hash is missing'
-  elseif not ok or type(data) ~= 'table' then
-    reason = 'job data is not a JSON object'
-  elseif type(data['runId']) ~= 'string' or type(data['nodeId']) ~= 'string' then
-    reason = 'job data lacks string runId and nodeId (not a flowcraft job)'
-  end
-  if reason then
-    redis.call('LREM', KEYS[2], -1, id)
-    if f[1] then
-      redis.call('ZADD', KEYS[6], now, id)
-      redis.call('HSET', jk, 'failedReason', reason, 'finishedOn', now)
-      redis.call('HINCRBY', jk, 'atm', 1)
+    if redis.call('EXISTS', jk) == 0 then
+      -- an id pushed without a job hash: nothing to run or to fail; it leaves, and is reported
+      redis.call('LREM', KEYS[2], -1, id)
+      rejected[#rejected + 1] = id
+      rejected[#rejected + 1] = 'orphan: no job hash for this id (removed from the queue)'
+    else
+      reject(id, jk, 'job has no data field')
     end
-  elseif redis.call('HEXISTS', ARGV[6] .. data['runId'],
-                    DONE .. tostring(data['iteration'] or 0) .. '|' .. data['nodeId']) == 1 then
-    -- a copy of a job whose node already committed (re-delivery): settle it, run nothing
-    redis.call('LREM', KEYS[2], 0, id)
-    redis.call('ZADD', KEYS[8], now, id)
-    redis.call('HSET', jk, 'finishedOn', now)
-    if redis.call('HEXISTS', jk, 'returnvalue') == 0 then redis.call('HSET', jk, 'returnvalue', 'null') end
+  elseif #f[1] > max_bytes then
+    reject(id, jk, 'job data is ' .. #f[1] .. ' bytes, over the limit of ' .. max_bytes .. ' bytes')
+  else
+    local ok, decoded = pcall(cjson.decode, f[1])
+    if not ok then
+      if string.find(tostring(decoded), 'too many nested', 1, true) then
+        reason = 'job data is nested deeper than 1000 levels (the limit)'
+      else
+        reason = 'job data is not valid JSON: ' .. tostring(decoded)
+      end
+    elseif type(decoded) ~= 'table' or decoded[1] ~= nil then
+      reason = 'job data is not a JSON object'
+    else
+      data = decoded
+      reason = bad_job_field(data)
+    end
+    if not reason then
+      local run = redis.call('HMGET', ARGV[6] .. data['runId'], 'status', 'blueprintId')
+      local bp = text_or(data['blueprintId'], run[2] or '')
+      status = run[1]
+      if not status then
+        reason = 'run ' .. data['runId'] .. ' not found (no run record on this queue)'
+      elseif run[2] and bp ~= run[2] then
+        reason = 'job names blueprint ' .. cjson.encode(bp) .. ' but its run '
+                 .. data['runId'] .. ' runs ' .. cjson.encode(run[2])
+      elseif redis.call('HEXISTS', KEYS[9], bp) == 0 then
+        reason = 'blueprint ' .. cjson.encode(bp) .. ' not found (no worker on this queue '
+                 .. 'publishes it)'
+      elseif redis.call('HEXISTS', ARGV[6] .. data['runId'],
+                        DONE .. text_or(data['iteration'], '0') .. '|' .. data['nodeId']) == 1 then
+        -- a copy of a job whose node already committed (re-delivery): settle it, run nothing
+        redis.call('LREM', KEYS[2], 0, id)
+        redis.call('ZADD', KEYS[8], now, id)
+        redis.call('HSET', jk, 'finishedOn', now)
+        if redis.call('HEXISTS', jk, 'returnvalue') == 0 then
+          redis.call('HSET', jk, 'returnvalue', 'null')
+        end
+        settled = true
+      elseif not is_live(status) then
+        reason = 'run ' .. data['runId'] .. ' already ended (' .. status .. '); node '
+                 .. data['nodeId'] .. ' not run'
+      end
+    end
+    if reason then reject(id, jk, reason) end
+  end
+  if not data or reason or settled then
+    -- rejected, or settled, above
   else
     n = n + 1
     -- one token per claim, not per (worker, job): a worker that claims a job again after its
@@ -100,8 +153,8 @@ while n < max do
     local version = data['blueprintVersion']
     out[#out + 1] = {id, token, f[1], tonumber(f[2] or f[3] or 0), ats, f[5] or '{}', f[6] or false,
                      run_id, f[7] or false, f[8] or false, data['nodeId'],
-                     tostring(data['iteration'] or 0), tostring(data['blueprintId'] or ''),
-                     type(version) == 'string' and version or '', tonumber(f[9] or 0)}
+                     text_or(data['iteration'], '0'), text_or(data['blueprintId'], ''),
+                     text_or(version, ''), tonumber(f[9] or 0)}
   end
 end
 if n > 0 and (redis.call('LLEN', KEYS[1]) > 0 or redis.call('ZCARD', KEYS[7]) > 0) then

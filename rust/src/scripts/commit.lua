@@ -15,7 +15,9 @@
         n_sets, (field, json)*, n_dels, field*,
         n_arrivals, (target key, pred, value|"\1" for skipped, strategy, n_preds, pred*,
                      successor job id, successor data, successor opts)*
-  mode: "ok" (node finished), "await" (a wait node parked the run), "fail" (the run fails).
+  mode: "ok" (node finished), "await" (a wait node parked the run), "fail" (the run fails),
+  "reject" (the job cannot run: it alone fails with the result text as its reason; the run is
+  not touched).
 
   Lease fencing: a worker whose token is not the lock's value has lost the job: nothing happens.
   A node commits at most once: the run's "done:<node key>" field is set by the first commit and
@@ -90,9 +92,15 @@ local function end_this_run(status, payload, stops)
           payload, ttl, now, stops)
 end
 
+if mode == 'reject' then
+  finish(true, result)
+  return {'ok', 'rejected'}
+end
 local run_status = redis.call('HGET', KEYS[10], 'status')
 if not is_live(run_status) then
-  finish(false, 'null')
+  -- the run ended while the node ran: its result is discarded, so the job did not succeed
+  finish(true, 'run ' .. run_id .. ' ended (' .. (run_status or 'expired')
+               .. ') before node ' .. node_key .. ' committed; its result was discarded')
   return {'terminal', run_status or ''}
 end
 if redis.call('HSETNX', KEYS[10], DONE .. node_key, job_id) == 0 then

@@ -33,6 +33,58 @@ local function end_run(meta, status_key, keys, index, run_id, status, payload, t
   if stops then redis.call('PUBLISH', stops, run_id) end
 end
 
+-- A run id flowcraft-fast accepts: 1-128 letters, digits, '_', '-', '{', '}' (hash tags).
+-- Python's twin is distributed/jobs.py RUN_ID_PATTERN (tests/unit/test_vocabulary.py compares).
+local function valid_run_id(id)
+  return type(id) == 'string' and #id >= 1 and #id <= 128 and string.find(id, '^[%w_%-{}]+$') ~= nil
+end
+
+-- A decoded JSON scalar as text ("3", "1.2", "abc"), or `default` for absent/null.
+local function text_or(v, default)
+  if v == nil or v == cjson.null then return default end
+  if type(v) == 'number' and v == math.floor(v) then return string.format('%d', v) end
+  return tostring(v)
+end
+
+-- Why a decoded job payload is not a flowcraft job (naming the field), or nil when it is one.
+local function bad_job_field(data)
+  local function describe(v)
+    if v == nil then return 'absent' end
+    if v == cjson.null then return 'null' end
+    if type(v) == 'string' then return cjson.encode(string.sub(v, 1, 40)) end
+    return type(v) == 'table' and 'an array or object' or tostring(v)
+  end
+  if type(data['runId']) ~= 'string' then
+    return 'job data field runId must be a string, not ' .. describe(data['runId'])
+  end
+  if not valid_run_id(data['runId']) then
+    return 'job data field runId ' .. describe(data['runId']) .. ' is not a run id (1-128 '
+           .. "letters, digits, '_', '-', '{', '}')"
+  end
+  if type(data['nodeId']) ~= 'string' or data['nodeId'] == '' then
+    return 'job data field nodeId must be a non-empty string, not ' .. describe(data['nodeId'])
+  end
+  local bp = data['blueprintId']
+  if bp ~= nil and bp ~= cjson.null and type(bp) ~= 'string' then
+    return 'job data field blueprintId must be a string, not ' .. describe(bp)
+  end
+  local version = data['blueprintVersion']
+  if version ~= nil and version ~= cjson.null and type(version) ~= 'string' then
+    return 'job data field blueprintVersion must be a string or null, not ' .. describe(version)
+  end
+  local it = data['iteration']
+  if it ~= nil and it ~= cjson.null then
+    local ok = (type(it) == 'number' and it >= 0 and it == math.floor(it))
+               or (type(it) == 'string' and string.find(it, '^%d+[%.%d]*$') ~= nil
+                   and string.find(it, '%.%.') == nil and string.sub(it, -1) ~= '.')
+    if not ok then
+      return 'job data field iteration must be a whole number >= 0 or dotted ones ("1.2"), not '
+             .. describe(it)
+    end
+  end
+  return nil
+end
+
 -- Whether a job will still run: its hash exists and it has not finished (completed, or failed
 -- for good). O(1), whatever the queue's length: waiting, delayed, retrying and leased jobs are all
 -- pending; a job whose lease expired is pending too (the stalled-jobs check requeues it). The
