@@ -212,6 +212,9 @@ class Queue:
     async def resume_run(
         self, run_id: str, node_key: str, job_id: str, data: str, opts: str, payload: str
     ) -> str: ...
+    async def adopt_run(
+        self, run_id: str, blueprint_id: str, version: str, starts: list[tuple[str, str]]
+    ) -> str: ...
     async def reconcile_run(
         self, run_id: str, candidates: list[tuple[str, str, str, str, str, str]]
     ) -> list[str]: ...

@@ -300,6 +300,22 @@ impl Queue {
         self.spawn(py, |i| runs::resume_run(i, resume))
     }
 
+    /// Take over a run the TypeScript client protocol started (no run record; its state names
+    /// a blueprint this worker serves): create its record once, with the start nodes fired as
+    /// (node key, job id) pairs. Returns the run's status after ("running"), or "mismatch".
+    fn adopt_run<'py>(
+        &self,
+        py: Python<'py>,
+        run_id: String,
+        blueprint_id: String,
+        version: String,
+        starts: Vec<(String, String)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.spawn(py, |i| {
+            runs::adopt_run(i, run_id, blueprint_id, version, starts)
+        })
+    }
+
     /// Re-enqueue the fired-but-unfinished nodes of a live run whose jobs are gone or dead.
     /// Candidates: (node key, old job id, new job id, data, opts, rebuilt input or "").
     /// Returns the node keys enqueued.

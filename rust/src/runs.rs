@@ -124,6 +124,34 @@ pub async fn resume_run(inner: Arc<Inner>, r: Resume) -> PyResult<String> {
     Ok(outcome)
 }
 
+/// Take over a run started by the TypeScript client protocol (adopt.lua): its status after.
+pub async fn adopt_run(
+    inner: Arc<Inner>,
+    run_id: String,
+    blueprint_id: String,
+    version: String,
+    starts: Vec<(String, String)>,
+) -> PyResult<String> {
+    let mut args = vec![
+        run_id.clone(),
+        blueprint_id,
+        version,
+        starts.len().to_string(),
+    ];
+    for (key, job) in starts {
+        args.extend([key, job]);
+    }
+    let call = Call {
+        keys: vec![
+            inner.runs.meta(&run_id),
+            inner.runs.state(&run_id),
+            inner.q.active_runs(),
+        ],
+        args,
+    };
+    Ok(text(&inner.eval(&inner.scripts.adopt, call).await?).unwrap_or_default())
+}
+
 /// Re-enqueue fired-but-unfinished nodes whose jobs are gone or dead; the node keys enqueued.
 pub async fn reconcile_run(
     inner: Arc<Inner>,

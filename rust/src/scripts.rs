@@ -24,7 +24,7 @@ macro_rules! script_source {
 }
 
 /// (name, source) of every script, for `Scripts::new` and `script_source`.
-const SOURCES: [(&str, &str); 9] = [
+const SOURCES: [(&str, &str); 10] = [
     ("claim", script_source!("claim")),
     ("commit", script_source!("commit")),
     ("retry", script_source!("retry")),
@@ -34,6 +34,7 @@ const SOURCES: [(&str, &str); 9] = [
     ("cancel", script_source!("cancel")),
     ("resume", script_source!("resume")),
     ("reconcile", script_source!("reconcile")),
+    ("adopt", script_source!("adopt")),
 ];
 
 pub struct Scripts {
@@ -46,6 +47,7 @@ pub struct Scripts {
     pub cancel: Script,
     pub resume: Script,
     pub reconcile: Script,
+    pub adopt: Script,
 }
 
 fn source(name: &str) -> Option<&'static str> {
@@ -68,6 +70,7 @@ impl Scripts {
             cancel: script("cancel"),
             resume: script("resume"),
             reconcile: script("reconcile"),
+            adopt: script("adopt"),
         }
     }
 }

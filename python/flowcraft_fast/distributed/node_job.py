@@ -20,13 +20,13 @@ from ..errors import FlowcraftError
 from ..nodes.sleep import parse_duration_ms, sleep_node
 from ..runtime.buffered import BufferedContext
 from ..runtime.events import EventEmitter
-from ..runtime.graph import RunGraph, run_graph
+from ..runtime.graph import CompiledGraph, RunGraph, run_graph
 from ..runtime.inputs import resolve_input
 from ..runtime.ledger import SKIPPED
 from ..runtime.runtime import RuntimeOptions
 from ..runtime.step import FROM_CONTEXT, Activation, Finished, Parked, Retry, step
 from ..runtime.types import WorkflowError
-from ..runtime.vocabulary import DYNAMIC_PREFIX, INPUTS_PREFIX, LIVE_STATUSES, SKIP
+from ..runtime.vocabulary import DYNAMIC_PREFIX, INPUTS_PREFIX, LIVE_STATUSES, SKIP, node_key
 from .jobs import job_data, job_id, job_opts
 from .lazy_state import LazyState
 from .wire import ArrivalRequest, CommitRequest
@@ -62,6 +62,51 @@ class ClaimedRun:
         for field_name in request.deletes:
             raw.pop(field_name, None)
         return ClaimedRun(self.status, raw, version)
+
+
+async def adopt(
+    options: RuntimeOptions,
+    queue: _core.Queue,
+    job: _core.ClaimedJob,
+    run: ClaimedRun,
+    log: logging.Logger,
+) -> CommitRequest | RetryRequest | None:
+    """The claim found no run record but a state naming a blueprint published here: a run
+    started by the TypeScript client protocol. Create its record (once, whoever claims first)
+    and update `run.status`; or say why this worker cannot (defer to another worker, or fail
+    the job alone). The version mapping is the TypeScript adapter's: the state's
+    `blueprintVersion` (JSON; null or absent for none) must equal the blueprint's
+    `metadata.version` (absent = null); this worker defers a mismatch to the other workers for a
+    minute (a mixed fleet may serve that version), then fails the job with both versions."""
+    jid, bp_id = job.id, job.blueprint_id
+    bp = options.blueprints.get(bp_id)
+    raw_version = run.raw.get("blueprintVersion")
+    try:
+        stored = jsoncodec.loads(raw_version, what="blueprintVersion") if raw_version else None
+    except ValueError as exc:
+        return reject_commit(job, f"run {job.run_id}: its state's {exc}")
+    have = bp.version if bp is not None else None
+    if bp is None or stored != have:
+        reason = (
+            f"blueprint {bp_id!r} is not served by this worker"
+            if bp is None
+            else f"blueprint {bp_id!r} version {stored!r} is what run {job.run_id} was started "
+            f"with, this worker has {have!r}"
+        )
+        if job.attempts_started <= VERSION_RETRY_LIMIT:
+            log.warning("job %s: %s; leaving it for another worker", jid, reason)
+            return (jid, job.token, VERSION_RETRY_DELAY_MS, reason, "defer")
+        return reject_commit(job, f"{reason} (no matching worker took the job)")
+    starts = [
+        (node_key(n, ()), f"{job.run_id}_{n}") for n in CompiledGraph.from_blueprint(bp).start_nodes
+    ]
+    status = await queue.adopt_run(job.run_id, bp.id, bp.version or "", starts)
+    if status == "mismatch":
+        return reject_commit(job, f"run {job.run_id}: its state names another blueprint")
+    if status == "running":
+        log.info("run %s: adopted (started by the TypeScript client protocol)", job.run_id)
+    run.status = status
+    return None
 
 
 async def run_job(

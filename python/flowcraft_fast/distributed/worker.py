@@ -31,7 +31,7 @@ from ..runtime.executor import NodeOutcome
 from ..runtime.runtime import RuntimeOptions
 from ..runtime.vocabulary import RUNNING
 from .jobs import VERSION_FIELD
-from .node_job import ClaimedRun, RetryRequest, reject_commit, run_job
+from .node_job import ClaimedRun, RetryRequest, adopt, reject_commit, run_job
 from .safety import UnsafeRedisError
 from .wire import CommitRequest
 
@@ -319,6 +319,10 @@ class Worker:
     async def _execute(self, flight: _InFlight) -> CommitRequest | _Retry | None:
         """Run the job's node to what to send; None when there is nothing to send."""
         try:
+            if flight.run.status == "":  # no run record: one the TypeScript client started
+                early = await adopt(self.options, self.queue, flight.job, flight.run, self.log)
+                if early is not None:
+                    return early
             return await run_job(
                 self.options, flight.job, flight.run, flight.cancelled, self.log, self.max_stalls
             )

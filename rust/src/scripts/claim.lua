@@ -102,7 +102,17 @@ while n < max do
       local bp = text_or(data['blueprintId'], run[2] or '')
       status = run[1]
       if not status then
-        reason = 'run ' .. data['runId'] .. ' not found (no run record on this queue)'
+        -- started by the TypeScript client protocol (no run record yet, its state names a
+        -- blueprint published here)? The worker adopts it (adopt.lua); else: not found
+        local ok, named = pcall(cjson.decode,
+                                redis.call('HGET', ARGV[5] .. data['runId'], 'blueprintId') or '')
+        if ok and type(named) == 'string' and named == bp
+           and redis.call('HEXISTS', KEYS[9], bp) == 1 then
+          status = ''
+        else
+          reason = 'run ' .. data['runId'] .. ' not found (no run record on this queue, and no '
+                   .. 'state naming a blueprint published here)'
+        end
       elseif run[2] and bp ~= run[2] then
         reason = 'job names blueprint ' .. cjson.encode(bp) .. ' but its run '
                  .. data['runId'] .. ' runs ' .. cjson.encode(run[2])
@@ -141,7 +151,7 @@ while n < max do
       local meta = redis.call('HMGET', ARGV[6] .. run_id, 'status', STATE_VERSION)
       local status = meta[1] or ''
       local state = {}
-      if is_live(status) then
+      if is_live(status) or status == '' then  -- '': a run to adopt (see above)
         state = redis.call('HGETALL', ARGV[5] .. run_id)
       end
       runs[run_id] = true

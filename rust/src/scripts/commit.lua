@@ -227,6 +227,16 @@ if pushed > 0 and not claim_follows then redis.call('ZADD', KEYS[7], 0, '0') end
 
 local left = redis.call('HINCRBY', KEYS[10], PENDING, pending)
 if left <= 0 then
+  if status_payload == '' and redis.call('HGET', KEYS[10], 'adopted') == '1' then
+    -- a run the TypeScript client protocol started: the result in the shape its side reads
+    -- ({status, payload: {context, serializedContext, status}}); state values are JSON already
+    local flat, parts = redis.call('HGETALL', KEYS[9]), {}
+    for f = 1, #flat, 2 do parts[#parts + 1] = cjson.encode(flat[f]) .. ':' .. flat[f + 1] end
+    local context = '{' .. table.concat(parts, ',') .. '}'
+    status_payload = '{"status":"completed","payload":{"context":' .. context
+                     .. ',"serializedContext":' .. cjson.encode(context)
+                     .. ',"status":"completed"}}'
+  end
   end_this_run('completed', status_payload, nil)
 else
   redis.call('ZADD', KEYS[13], now, run_id)
