@@ -122,6 +122,7 @@ class Load:
         self.client = client
         self.acked: dict[str, int] = {}
         self.refused: list[tuple[str, str]] = []
+        self.last_ack = time.monotonic()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -142,7 +143,18 @@ class Load:
                 await asyncio.sleep(0.05)
                 continue
             self.acked[run_id] = x
+            self.last_ack = time.monotonic()
             await asyncio.sleep(PACE_S)
+
+    def state(self) -> str:
+        """For failure messages: how far the load got and whether it still runs."""
+        task = self._task
+        ended = "running" if task is None or not task.done() else f"ended: {task!r}"
+        return (
+            f"load {ended}, {len(self.acked)} acknowledged, the last "
+            f"{time.monotonic() - self.last_ack:.1f} s ago, {len(self.refused)} refused "
+            f"(last: {self.refused[-3:]})"
+        )
 
     async def stop(self) -> None:
         self._stop.set()
@@ -282,10 +294,13 @@ async def test_redis_kill9_under_load(
                 return views if n >= MIN_IN_FLIGHT else None
 
             # no await from this read to the kill: what it saw is what the kill hits
-            before = cast(
-                dict[str, RunView],
-                await wait_until(in_flight, 30, f"{MIN_IN_FLIGHT} acknowledged runs in flight"),
-            )
+            try:
+                before = cast(
+                    dict[str, RunView],
+                    await wait_until(in_flight, 30, f"{MIN_IN_FLIGHT} acknowledged runs in flight"),
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc} (before kill {k + 1}): {load.state()}") from None
             check_same_end(seen_ends, completed_ends(before), f"before kill {k + 1}")
             acked_before = list(before)  # acknowledged before the kill: the ones checked
             old_pid = kill9(server)
