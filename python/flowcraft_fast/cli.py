@@ -21,7 +21,8 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,8 @@ PROGRESS_INTERVAL = 5.0
 DEFAULT_STALLED_THRESHOLD = 300.0
 DEFAULT_INSPECT_LIMIT = 100
 LIVE_STATUSES = ("running", "awaiting")
+INTERNAL_PREFIXES = ("_inputs.", "_outputs.", "_batch.", "_subflowState.", "_dynamic.")
+"""Context keys of the engine's bookkeeping: `run --wait` leaves them out unless `--full`."""
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -265,13 +268,35 @@ def _client(args: argparse.Namespace) -> FlowClient:
         raise UsageError(str(exc)) from None
 
 
-def _print_result(result: WorkflowResult) -> None:
+def _visible_context(context: Mapping[str, Any], full: bool) -> dict[str, Any]:
+    """The run's context as `run --wait` shows it: without the engine's internal keys
+    (`_inputs.*`, `_outputs.*`, ...) unless `full`."""
+    if full:
+        return dict(context)
+    return {k: v for k, v in context.items() if not k.startswith(INTERNAL_PREFIXES)}
+
+
+def _error_line(node_id: str | None, kind: str | None, message: object) -> str:
+    where = f"node {node_id}" if node_id else "run"
+    kind_text = f" ({kind})" if kind else ""
+    return f"error at {where}{kind_text}: {_one_line(message)}"
+
+
+def _print_result(result: WorkflowResult, *, full: bool = False, as_json: bool = False) -> None:
+    context = _visible_context(result.context, full)
+    if as_json:
+        doc = {
+            "run_id": result.run_id,
+            "status": result.status,
+            "context": context,
+            "errors": [e.to_json() for e in result.errors],
+        }
+        print(json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+        return
     print(f"run {result.run_id}: {result.status}")
-    print(json.dumps(result.context, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+    print(json.dumps(context, indent=2, sort_keys=True, ensure_ascii=False, default=str))
     for error in result.errors:
-        where = f"node {error.node_id}" if error.node_id else "run"
-        kind = f" ({error.type})" if error.type else ""
-        print(f"error at {where}{kind}: {_one_line(error.message)}")
+        print(_error_line(error.node_id, error.type, error.message))
 
 
 def _result_exit_code(status: str) -> int:
@@ -308,9 +333,10 @@ def _seconds(value: float | None) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.timeout is not None and not args.wait:
-        print(f"{PROG} run: error: --timeout only applies with --wait", file=sys.stderr)
-        return EXIT_USAGE
+    for option, given in (("--timeout", args.timeout is not None), ("--full", args.full)):
+        if given and not args.wait:
+            print(f"{PROG} run: error: {option} only applies with --wait", file=sys.stderr)
+            return EXIT_USAGE
     try:
         runtime = _load_app(args.app)
     except CliError as exc:
@@ -326,28 +352,116 @@ def cmd_run(args: argparse.Namespace) -> int:
         client = _client(args)
         run_id = await client.start(args.blueprint, args.context)
         if not args.wait:
-            print(run_id)
+            print(json.dumps({"run_id": run_id}) if args.json else run_id)
             return EXIT_OK
         print(f"started run {run_id}", file=sys.stderr, flush=True)
         result = await _wait_with_progress(client, run_id, args.timeout)
-        _print_result(result)
+        _print_result(result, full=args.full, as_json=args.json)
         return _result_exit_code(result.status)
 
     return _run_async(args, body)
 
 
+ENDED_STATUSES = ("completed", "failed", "cancelled", "stalled")
+
+
+def _iso_ms(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+async def run_report(client: FlowClient, run_id: str) -> dict[str, Any] | None:
+    """What `status` shows of a run (None: no such run): its status, blueprint, the nodes an
+    awaiting run waits at, the errors of a failed one, and its timings (from the run's meta:
+    `startedAt`, `endedAt`; a live run's duration is the time so far)."""
+    from .runtime.vocabulary import AWAIT, split_node_key
+
+    meta, raw_status = await client.queue.run_info(run_id)
+    status = meta.get("status")
+    if status is None:
+        return None
+    payload: dict[str, Any] = {}
+    if raw_status is not None:
+        try:
+            decoded = json.loads(raw_status)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, dict):
+            payload = decoded
+    started = _int_field(meta, "startedAt")
+    ended = _int_field(meta, "endedAt") if status in ENDED_STATUSES else None
+    end = ended if ended is not None else int(time.time() * 1000)
+    waiting = sorted(
+        {split_node_key(k)[1] for k in meta if k.startswith(AWAIT)}
+        if status == "awaiting"
+        else set()
+    )
+    errors = [
+        {
+            "node_id": e.get("nodeId"),
+            "type": e.get("type") or None,
+            "message": str(e.get("message", "")),
+        }
+        for e in payload.get("errors", [])
+        if isinstance(e, dict)
+    ]
+    return {
+        "run_id": run_id,
+        "status": status,
+        "blueprint_id": meta.get("blueprintId"),
+        "blueprint_version": meta.get("blueprintVersion") or None,
+        "waiting_at": waiting,
+        "errors": errors,
+        "reason": payload.get("reason") if isinstance(payload.get("reason"), str) else None,
+        "started_at": _iso_ms(started),
+        "ended_at": _iso_ms(ended),
+        "started_at_ms": started,
+        "ended_at_ms": ended,
+        "duration_seconds": None if started is None else max(0, end - started) / 1000,
+        "pending_jobs": _int_field(meta, "pending") if status in LIVE_STATUSES else None,
+    }
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    print(f"run {report['run_id']}: {report['status']}")
+    version = report["blueprint_version"]
+    blueprint = report["blueprint_id"] or "?"
+    print(f"blueprint: {blueprint}" + (f" (version {version})" if version else ""))
+    if report["waiting_at"]:
+        print("waiting at: " + ", ".join(report["waiting_at"]))
+    print(f"started:  {report['started_at'] or '?'}")
+    if report["ended_at"]:
+        print(f"ended:    {report['ended_at']}")
+    seconds = report["duration_seconds"]
+    so_far = " so far" if report["status"] in LIVE_STATUSES else ""
+    print(f"duration: {'?' if seconds is None else f'{seconds:.3f}'} s{so_far}")
+    if report["pending_jobs"] is not None:
+        print(f"pending jobs: {report['pending_jobs']}")
+    for e in report["errors"]:
+        print(_error_line(e["node_id"], e["type"], e["message"]))
+    if not report["errors"] and report["status"] == "failed" and report["reason"]:
+        print(f"reason: {_one_line(report['reason'])}")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     async def body() -> int:
-        status = await _client(args).status(args.run_id)
-        if status is None:
-            print("unknown")
+        report = await run_report(_client(args), args.run_id)
+        if report is None:
+            if args.json:
+                print(json.dumps({"run_id": args.run_id, "status": None}))
+            else:
+                print("unknown")
             print(
                 f"{PROG}: no run {args.run_id!r} on queue {args.queue!r} (never started, or "
                 "its state expired)",
                 file=sys.stderr,
             )
             return EXIT_FAILED
-        print(status)
+        if args.json:
+            print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+        else:
+            _print_report(report)
         return EXIT_OK
 
     return _run_async(args, body)
@@ -600,7 +714,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a run of a blueprint on the workers",
         description=(
             "Start a distributed run of BLUEPRINT, served by the FlowRuntime named by APP, and "
-            "print its run id (or, with --wait, its result)."
+            "print its run id (or, with --wait, its status, context and errors; the context "
+            "without the engine's internal _inputs.*/_outputs.* keys unless --full)."
         ),
     )
     p.add_argument(
@@ -628,14 +743,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="with --wait, give up after S seconds (exit 1; the run goes on); default: no limit",
     )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="with --wait, print the whole context, the internal _inputs.*/_outputs.* keys too",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object: {run_id} (with --wait: {run_id, status, context, errors})",
+    )
 
     p = sub.add_parser(
         "status",
         parents=[conn],
-        help="show the status of a run",
-        description="Print a run's status: running, completed, failed, awaiting or cancelled.",
+        help="show a run's status, errors and timings",
+        description=(
+            "Show a run: its status (running, awaiting, completed, failed, cancelled), "
+            "blueprint, the node(s) an awaiting run waits at, the errors of a failed run with "
+            "their types and messages, and when it started and ended and how long it took. "
+            "Exits 1 for an unknown run."
+        ),
     )
     p.add_argument("run_id", metavar="RUN", help="run id")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
     p = sub.add_parser(
         "resume",

@@ -109,6 +109,7 @@ impl Inner {
             args.extend(a.predecessors.iter().cloned());
             args.extend([a.job_id.clone(), a.job_data.clone(), a.job_opts.clone()]);
         }
+        args.push(c.stacktrace.clone()); // last: commit.lua reads it as ARGV[#ARGV]
         Call { keys, args }
     }
 }
@@ -183,15 +184,15 @@ pub async fn commit(
     Ok((replies, claimed))
 }
 
-/// Send jobs back after a delay: (job id, token, delay ms, reason, why) each.
+/// Send jobs back after a delay: (job id, token, delay ms, reason, why, stacktrace) each.
 pub async fn retry(
     inner: Arc<Inner>,
-    batch: Vec<(String, String, u64, String, String)>,
+    batch: Vec<(String, String, u64, String, String, String)>,
 ) -> PyResult<Vec<String>> {
     let q = &inner.q;
     let calls: Vec<Call> = batch
         .into_iter()
-        .map(|(id, token, delay, reason, why)| Call {
+        .map(|(id, token, delay, reason, why, stack)| Call {
             keys: vec![
                 q.job(&id),
                 q.lock(&id),
@@ -208,6 +209,7 @@ pub async fn retry(
                 reason,
                 why,
                 flag(inner.job_events),
+                stack,
             ],
         })
         .collect();

@@ -166,13 +166,14 @@ impl Queue {
         })
     }
 
-    /// Send jobs back to the queue after a delay: (job id, token, delay ms, reason, why) each,
-    /// `why` being "attempt" (a failed attempt), "sleep" (a sleep node parks itself) or "defer"
-    /// (left for another worker).
+    /// Send jobs back to the queue after a delay: (job id, token, delay ms, reason, why,
+    /// stacktrace) each, `why` being "attempt" (a failed attempt), "sleep" (a sleep node parks
+    /// itself) or "defer" (left for another worker); a failed attempt's traceback (or "") is
+    /// appended to the job's `stacktrace`.
     fn retry<'py>(
         &self,
         py: Python<'py>,
-        batch: Vec<(String, String, u64, String, String)>,
+        batch: Vec<(String, String, u64, String, String, String)>,
     ) -> PyResult<Bound<'py, PyAny>> {
         self.spawn(py, |i| hot_path::retry(i, batch))
     }

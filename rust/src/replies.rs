@@ -113,6 +113,8 @@ pub struct CommitRequest {
     pub blueprint_version: String,
     /// The state version of the snapshot the node ran with (-1: unknown).
     pub known_version: i64,
+    /// With "fail": the node's traceback, appended to the job's `stacktrace` ("" for none).
+    pub stacktrace: String,
 }
 
 /// A run to start, read from Python's `flowcraft_fast.distributed.wire.StartRequest`.

@@ -344,6 +344,7 @@ async def test_bullmq_sees_our_failed_job(redis_url: str) -> None:
         assert job.attemptsMade == 1
         assert job.finishedOn
         assert isinstance(job.stacktrace, list)
+        assert len(job.stacktrace) == 1 and "in boom" in job.stacktrace[0], job.stacktrace
         assert nonzero(await bq.getJobCounts()) == {"failed": 1}
         assert [j.id for j in await bq.getFailed()] == [jid]
 

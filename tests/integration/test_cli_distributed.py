@@ -212,7 +212,7 @@ async def test_run_without_wait_prints_the_id_then_status(
     await FlowClient(redis_url, queue_name=QUEUE).wait(run_id, timeout=30)
 
     assert await cli_main("status", run_id, *conn(redis_url)) == 0
-    assert capsys.readouterr().out == "completed\n"
+    assert capsys.readouterr().out.splitlines()[0] == f"run {run_id}: completed"
 
 
 async def test_run_unknown_blueprint_lists_the_available_ones(
@@ -263,7 +263,7 @@ async def test_resume_an_awaiting_run(
     assert out.splitlines()[0] == f"run {run_id}: awaiting"
 
     assert await cli_main("status", run_id, *conn(redis_url)) == 0
-    assert capsys.readouterr().out == "awaiting\n"
+    assert capsys.readouterr().out.splitlines()[0] == f"run {run_id}: awaiting"
 
     # Not waiting at that node: one line, exit 1.
     assert await cli_main("resume", run_id, "b", *conn(redis_url)) == 1
@@ -288,7 +288,7 @@ async def test_cancel_an_awaiting_run(
     assert await cli_main("cancel", run_id, *conn(redis_url)) == 0
     assert capsys.readouterr().out == f"cancelled run {run_id}\n"
     assert await cli_main("status", run_id, *conn(redis_url)) == 0
-    assert capsys.readouterr().out == "cancelled\n"
+    assert capsys.readouterr().out.splitlines()[0] == f"run {run_id}: cancelled"
 
     assert await cli_main("cancel", run_id, *conn(redis_url)) == 1
     out, err = capsys.readouterr()
@@ -307,6 +307,129 @@ async def test_unknown_run(redis_url: str, capsys: pytest.CaptureFixture[str]) -
         out, err = capsys.readouterr()
         assert out == ""
         assert err == "flowcraft-fast: no run 'no-such-run'\n"
+
+
+# ---------------------------------------------------------------- status report / --json / --full
+
+
+async def test_status_of_a_completed_run(
+    app: App, worker: BullMQAdapter, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = FlowClient(redis_url, queue_name=QUEUE)
+    run_id = await client.start("chain", {})
+    assert (await client.wait(run_id, timeout=30)).status == "completed"
+
+    assert await cli_main("status", run_id, *conn(redis_url)) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    lines = out.splitlines()
+    assert lines[0] == f"run {run_id}: completed"
+    assert "blueprint: chain" in lines
+    assert any(line.startswith("started:  20") for line in lines), out
+    assert any(line.startswith("ended:    20") for line in lines), out
+    assert any(line.startswith("duration: ") and line.endswith(" s") for line in lines), out
+    assert "error" not in out and "waiting at" not in out
+
+    assert await cli_main("status", run_id, *conn(redis_url), "--json") == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)  # one JSON document
+    assert (report["run_id"], report["status"], report["blueprint_id"]) == (
+        run_id, "completed", "chain",
+    )  # fmt: skip
+    assert report["errors"] == [] and report["waiting_at"] == []
+    assert report["started_at_ms"] <= report["ended_at_ms"]
+    assert report["started_at"].startswith("20") and report["ended_at"].startswith("20")
+    assert 0 <= report["duration_seconds"] < 30
+
+
+async def test_status_of_a_failed_run_shows_its_errors(
+    app: App, worker: BullMQAdapter, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = FlowClient(redis_url, queue_name=QUEUE)
+    run_id = await client.start("boom", {})
+    assert (await client.wait(run_id, timeout=30)).status == "failed"
+
+    assert await cli_main("status", run_id, *conn(redis_url)) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"run {run_id}: failed"
+    assert "error at node x (ValueError): kaboom" in out.splitlines()
+    assert "ended:    20" in out
+
+    assert await cli_main("status", run_id, *conn(redis_url), "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "failed"
+    assert report["errors"] == [{"node_id": "x", "type": "ValueError", "message": "kaboom"}]
+    assert report["ended_at_ms"] is not None
+
+
+async def test_status_of_an_awaiting_run_shows_where_it_waits(
+    app: App, worker: BullMQAdapter, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = FlowClient(redis_url, queue_name=QUEUE)
+    run_id = await client.start("approval", {})
+    assert (await client.wait(run_id, timeout=30)).status == "awaiting"
+
+    assert await cli_main("status", run_id, *conn(redis_url)) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == f"run {run_id}: awaiting"
+    assert "waiting at: w" in lines
+    assert "ended:" not in out
+    assert any(line.startswith("duration: ") and line.endswith(" s so far") for line in lines)
+
+    assert await cli_main("status", run_id, *conn(redis_url), "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["status"], report["waiting_at"]) == ("awaiting", ["w"])
+    assert report["ended_at"] is None and report["errors"] == []
+
+
+async def test_status_json_of_an_unknown_run(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await cli_main("status", "no-such-run", *conn(redis_url), "--json") == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"run_id": "no-such-run", "status": None}
+    assert "no run 'no-such-run'" in err
+
+
+async def test_run_wait_hides_internal_keys_unless_full(
+    app: App, worker: BullMQAdapter, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", app.spec, "chain", *conn(redis_url), "--context", '{"x": 7}', "--wait"]
+    assert await cli_main(*argv, "--timeout", WAIT_S) == 0
+    context = context_json(capsys.readouterr().out)
+    assert context == {"x": 7, "a": 1, "b": 2}
+
+    assert await cli_main(*argv, "--timeout", WAIT_S, "--full") == 0
+    context = context_json(capsys.readouterr().out)
+    assert context["b"] == 2
+    assert "_outputs.a" in context and "_inputs.b" in context
+
+
+async def test_run_json(
+    app: App, worker: BullMQAdapter, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", app.spec, "boom", *conn(redis_url), "--wait", "--json", "--timeout", WAIT_S]
+    assert await cli_main(*argv) == 1
+    out, err = capsys.readouterr()
+    doc = json.loads(out)  # one JSON document; progress and "started run" on stderr
+    assert doc["status"] == "failed" and "started run" in err
+    assert doc["errors"] == [{"nodeId": "x", "message": "kaboom", "type": "ValueError"}]
+    assert not any(k.startswith(("_inputs.", "_outputs.")) for k in doc["context"])
+
+    argv = ["run", app.spec, "chain", *conn(redis_url), "--wait", "--json", "--full"]
+    assert await cli_main(*argv, "--timeout", WAIT_S) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "completed" and doc["context"]["_outputs.b"] == 2
+
+    assert await cli_main("run", app.spec, "chain", *conn(redis_url), "--json") == 0
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    await FlowClient(redis_url, queue_name=QUEUE).wait(run_id, timeout=30)
+
+
+async def test_full_only_with_wait(app: App, capsys: pytest.CaptureFixture[str]) -> None:
+    assert await cli_main("run", app.spec, "chain", "--full") == 2
+    assert "--full only applies with --wait" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- inspect

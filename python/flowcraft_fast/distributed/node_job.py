@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +38,53 @@ VERSION_RETRY_LIMIT = 12
 """A job whose blueprint version no worker here serves is offered again this many times
 (every 5 s, for a minute) before its run fails with the reason."""
 
-RetryRequest = tuple[str, str, int, str, str]
-"""(job id, token, delay ms, reason, why: "attempt" | "sleep" | "defer"; see retry.lua)"""
+RetryRequest = tuple[str, str, int, str, str, str]
+"""(job id, token, delay ms, reason, why: "attempt" | "sleep" | "defer", stacktrace entry or "";
+see retry.lua)"""
+
+STACK_ENTRY_CHARS = 8 * 1024
+"""The longest traceback text stored in a job's `stacktrace` entry: a longer one keeps its
+start and its end (the raising frame and the exception), the middle cut out."""
+
+
+def stack_entry(exceptions: Sequence[BaseException], fallback: str = "") -> str:
+    """One entry of the job's BullMQ `stacktrace` field: the formatted tracebacks of
+    `exceptions` (a fallback chain raises several), bounded to `STACK_ENTRY_CHARS`; `fallback`
+    when none was raised."""
+    text = "\n".join("".join(traceback.format_exception(e)).rstrip("\n") for e in exceptions)
+    text = text or fallback
+    if len(text) > STACK_ENTRY_CHARS:
+        head = STACK_ENTRY_CHARS // 4
+        tail = STACK_ENTRY_CHARS - head - 40
+        cut = len(text) - head - tail
+        text = f"{text[:head]}\n... ({cut} characters cut) ...\n{text[-tail:]}"
+    return text
+
+
+def _log_failure(
+    log: logging.Logger,
+    job: _core.ClaimedJob,
+    attempt: int,
+    errors: Sequence[WorkflowError],
+    exceptions: Sequence[BaseException],
+    retry_ms: int | None,
+) -> None:
+    """One log line per node failure: WARNING for an attempt that is retried, ERROR for the
+    failure that fails the run; run id, node id, job id and attempt as fields (`extra`, so the
+    JSON log format has them as keys), the traceback as the record's exception."""
+    what = "; ".join(f"{e.type}: {e.message}" for e in errors)
+    fields = {"run_id": job.run_id, "node_id": job.node_id, "job_id": job.id, "attempt": attempt}
+    exc_info = exceptions[0] if exceptions else None
+    if retry_ms is not None:
+        log.warning(
+            "run %s: node %s attempt %d failed, retrying in %d ms: %s",
+            job.run_id, job.node_id, attempt, retry_ms, what, exc_info=exc_info, extra=fields,
+        )  # fmt: skip
+    else:
+        log.error(
+            "run %s: node %s attempt %d failed, the run fails: %s",
+            job.run_id, job.node_id, attempt, what, exc_info=exc_info, extra=fields,
+        )  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -95,7 +142,7 @@ async def adopt(
         )
         if job.attempts_started <= VERSION_RETRY_LIMIT:
             log.warning("job %s: %s; leaving it for another worker", jid, reason)
-            return (jid, job.token, VERSION_RETRY_DELAY_MS, reason, "defer")
+            return (jid, job.token, VERSION_RETRY_DELAY_MS, reason, "defer", "")
         return reject_commit(job, f"{reason} (no matching worker took the job)")
     starts = [
         (node_key(n, ()), f"{job.run_id}_{n}") for n in CompiledGraph.from_blueprint(bp).start_nodes
@@ -147,7 +194,7 @@ async def run_job(
         )
         if job.attempts_started <= VERSION_RETRY_LIMIT:
             log.warning("job %s: %s; leaving it for another worker", jid, reason)
-            return (jid, job.token, VERSION_RETRY_DELAY_MS, reason, "defer")
+            return (jid, job.token, VERSION_RETRY_DELAY_MS, reason, "defer", "")
         return fail(f"{reason} (no matching worker took the job)")
     snapshot = LazyState(run.raw)
     try:
@@ -185,7 +232,7 @@ async def run_job(
                 delay = parse_duration_ms(thaw(node.params).get("duration"))
             except ValueError as exc:
                 return fail(f"sleep node {node_id!r}: {exc}")
-            return (jid, job.token, int(delay), "sleeping", "sleep")
+            return (jid, job.token, int(delay), "sleeping", "sleep", "")
         if edge_value is FROM_CONTEXT:
             edge_value = snapshot.get(f"{INPUTS_PREFIX}{node_id}")
         transformed = node_id in graph.static.transformed_targets
@@ -206,12 +253,20 @@ async def run_job(
     if isinstance(outcome, Finished):
         return _commit_request(job, key, bp, graph, outcome, context, run.version)
     if isinstance(outcome, Retry):
-        return (jid, job.token, int(outcome.delay_ms), outcome.error.message, "attempt")
+        raised = () if outcome.exception is None else (outcome.exception,)
+        delay_ms = int(outcome.delay_ms)
+        _log_failure(log, job, act.attempt, [outcome.error], raised, delay_ms)
+        stack = stack_entry(raised, f"{outcome.error.type}: {outcome.error.message}")
+        return (jid, job.token, delay_ms, outcome.error.message, "attempt", stack)
     if isinstance(outcome, Parked):
         sets, deletes = context.changes()
         payload = jsoncodec.dumps({"status": "awaiting", "awaiting": [node_id]})
         return CommitRequest(jid, job.token, run_id, key, "await", "null", payload, sets, deletes)
-    return fail(outcome.errors[-1].message, outcome.errors)
+    _log_failure(log, job, act.attempt, outcome.errors, outcome.exceptions, None)
+    last = outcome.errors[-1]
+    request = fail(last.message, outcome.errors)
+    request.stacktrace = stack_entry(outcome.exceptions, f"{last.type}: {last.message}")
+    return request
 
 
 def _commit_request(

@@ -55,6 +55,9 @@ class CommitRequest:
     known_version: int = -1
     """The state version of the snapshot the node ran with: when it is still current, the
     commit sends no state back with the jobs it takes (the worker adds the writes itself)."""
+    stacktrace: str = ""
+    """With "fail": the node's traceback, appended to the job's `stacktrace` (BullMQ's JSON
+    array of strings, newest last; see `node_job.stack_entry`); "" for none."""
 
 
 @dataclass(slots=True)

@@ -88,6 +88,8 @@ class Retry:
 
     delay_ms: float
     error: WorkflowError
+    exception: BaseException | None = field(default=None, compare=False)
+    """The exception the attempt raised (its traceback for logs and the job's stacktrace)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,8 @@ class Failed:
     """The node failed for good (its fallbacks too): the run fails with these errors."""
 
     errors: list[WorkflowError]
+    exceptions: tuple[BaseException, ...] = field(default=(), compare=False)
+    """The exceptions behind `errors` that were raised (their tracebacks), in order."""
 
 
 Outcome = Finished | Retry | Parked | Failed
@@ -146,7 +150,7 @@ async def step(
         try:
             result = await _resumed_result(options, node, context, act.resumed)
         except Exception as exc:
-            return Failed([WorkflowError.from_exception(node_id, exc)])
+            return Failed([WorkflowError.from_exception(node_id, exc)], (exc,))
         if result.awaiting:
             return Parked(node_id)
         resumed = _finish(options, graph, act, node_id, (), result, node_input, context)
@@ -176,10 +180,11 @@ async def step(
             delayMs=delay,
             error={"message": outcome.error.message, "type": outcome.error.type},
         )
-        return Retry(delay, outcome.error)
+        return Retry(delay, outcome.error, outcome.exception)
     return await _fall_back(
-        options, graph, act, node, node_input, outcome.error, context, events, run_id, cancelled
-    )
+        options, graph, act, node, node_input, outcome.error, context, events, run_id, cancelled,
+        outcome.exception,
+    )  # fmt: skip
 
 
 async def _fall_back(
@@ -193,18 +198,20 @@ async def _fall_back(
     events: EventEmitter,
     run_id: str,
     cancelled: asyncio.Event,
+    exception: BaseException | None = None,
 ) -> Outcome:
     """Run the failed node's fallback chain; the first fallback that succeeds finishes for the
     chain, inheriting every failed node's outgoing edges."""
     errors = [error]
+    raised: tuple[BaseException, ...] = () if exception is None else (exception,)
     chain: tuple[str, ...] = (node.id,)
     failed, failed_input = node, node_input
     while True:
         fallback_id = failed.config.fallback
         if fallback_id is None or fallback_id in chain or not graph.has_node(fallback_id):
-            return Failed(errors)
+            return Failed(errors, raised)
         if cancelled.is_set():
-            return Failed(errors)
+            return Failed(errors, raised)
         await events.emit("node:fallback", nodeId=failed.id, fallback=fallback_id)
         context.rollback(None)  # the failed nodes leave no writes
         fallback = graph.node(fallback_id)
@@ -219,7 +226,8 @@ async def _fall_back(
                     [
                         *errors,
                         WorkflowError(fallback_id, "a fallback node cannot wait", "FlowcraftError"),
-                    ]
+                    ],
+                    raised,
                 )
             done = _finish(
                 options, graph, act, fallback_id, chain, outcome.result, fb_input, context
@@ -227,6 +235,8 @@ async def _fall_back(
             return await _evaluated(events, done) if events.enabled else done
         assert outcome.error is not None
         errors.append(outcome.error)
+        if outcome.exception is not None:
+            raised = (*raised, outcome.exception)
         chain = (*chain, fallback_id)
         failed, failed_input = fallback, fb_input
 
@@ -247,7 +257,7 @@ def _finish(
         try:
             graph.add_dynamic(node_id, result.dynamic_nodes, output)
         except FlowcraftError as exc:
-            return Failed([WorkflowError.from_exception(node_id, exc)])
+            return Failed([WorkflowError.from_exception(node_id, exc)], (exc,))
         context.write(
             f"{DYNAMIC_PREFIX}{act.key}",
             {"producer": node_id, "nodes": list(result.dynamic_nodes), "output": output},

@@ -14,7 +14,9 @@
         lease ms, known state version (of the snapshot the node ran with; -1: none),
         n_sets, (field, json)*, n_dels, field*,
         n_arrivals, (target key, pred, value|"\1" for skipped, strategy, n_preds, pred*,
-                     successor job id, successor data, successor opts)*
+                     successor job id, successor data, successor opts)*,
+        stacktrace (last; with "fail": the node's traceback, appended to the job's BullMQ
+        `stacktrace` field, see push_stacktrace in lib.lua; "" for none)
   mode: "ok" (node finished), "await" (a wait node parked the run), "fail" (the run fails),
   "reject" (the job cannot run: it alone fails with the result text as its reason; the run is
   not touched).
@@ -110,6 +112,7 @@ end
 
 if mode == 'fail' then
   end_this_run('failed', status_payload, stops_channel)
+  push_stacktrace(KEYS[1], ARGV[#ARGV])
   finish(true, result)
   return {'ok', 'failed'}
 end

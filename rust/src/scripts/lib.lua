@@ -109,3 +109,32 @@ local function hset_pairs(hash, i)
   if n > 0 then redis.call('HSET', hash, unpack(ARGV, i + 1, i + 2 * n)) end
   return i + 1 + 2 * n
 end
+
+-- BullMQ's `stacktrace` job field: a JSON array of strings, newest last (what bull-board shows
+-- as a failed job's trace). Append `entry` (nothing when it is empty), keeping the last
+-- `opts.stackTraceLimit` entries when the job's options set it, else the last 10.
+local function push_stacktrace(hash, entry)
+  if entry == nil or entry == '' then return end
+  local stored = redis.call('HMGET', hash, 'stacktrace', 'opts')
+  local stack = {}
+  if stored[1] then
+    local ok, old = pcall(cjson.decode, stored[1])
+    if ok and type(old) == 'table' then
+      for _, s in ipairs(old) do
+        if type(s) == 'string' then stack[#stack + 1] = s end
+      end
+    end
+  end
+  stack[#stack + 1] = entry
+  local keep = 10
+  if stored[2] then
+    local ok, opts = pcall(cjson.decode, stored[2])
+    if ok and type(opts) == 'table' and type(opts.stackTraceLimit) == 'number'
+       and opts.stackTraceLimit >= 1 then
+      keep = math.floor(opts.stackTraceLimit)
+    end
+  end
+  local kept = {}
+  for k = math.max(1, #stack - keep + 1), #stack do kept[#kept + 1] = stack[k] end
+  redis.call('HSET', hash, 'stacktrace', cjson.encode(kept))
+end

@@ -8,6 +8,8 @@
   "defer" (left for another worker, e.g. one serving the job's blueprint version: not an
   attempt; `ats` keeps counting the offers).
   ARGV[6] "1": also write BullMQ's events stream (for QueueEvents listeners).
+  ARGV[7] with "attempt": the attempt's traceback, appended to the job's BullMQ `stacktrace`
+  field (see push_stacktrace in lib.lua); "" for none.
   Returns "ok", or "lost" when the lease was lost (another worker owns the job now).
 ]]
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 'lost' end
@@ -18,6 +20,7 @@ redis.call('LREM', KEYS[3], 0, id)  -- all entries: superseded claims of it too
 if ARGV[5] == 'attempt' then
   redis.call('HINCRBY', KEYS[1], 'atm', 1)
   redis.call('HSET', KEYS[1], 'failedReason', ARGV[4], 'delay', delay)
+  push_stacktrace(KEYS[1], ARGV[7])
 elseif ARGV[5] == 'sleep' then
   redis.call('HSET', KEYS[1], 'fcw', '1', 'delay', delay)
   redis.call('HINCRBY', KEYS[1], 'ats', -1)
