@@ -92,6 +92,7 @@ pub struct ArrivalRequest {
 /// One finished node to commit, read from Python's
 /// `flowcraft_fast.distributed.wire.CommitRequest`.
 #[derive(FromPyObject)]
+#[cfg_attr(test, derive(Default))]
 pub struct CommitRequest {
     pub job_id: String,
     pub token: String,
@@ -314,4 +315,391 @@ fn taken_job(entry: &Value, c: &CommitRequest) -> Option<ClaimedJob> {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ClaimedJob>()?;
     m.add_class::<CommitReply>()
+}
+
+/// The decoders must never panic, whatever a script (or a broken server, a proxy, a future
+/// script version) replies: they return an error or a best-effort value. Property tests feed
+/// them arbitrary `redis::Value` trees, and reply-shaped trees with arbitrary leaves; concrete
+/// replies as the scripts write them must decode to the expected values.
+///
+/// 2,048 cases per property by default; run longer with, e.g.,
+/// `PROPTEST_CASES=200000 cargo test --lib replies` (a failure is minimized and saved under
+/// `rust/src/proptest-regressions/`, replayed first by later runs).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use redis::{PushKind, VerbatimFormat};
+
+    fn config() -> ProptestConfig {
+        let mut config = ProptestConfig::default(); // reads PROPTEST_CASES
+        if std::env::var_os("PROPTEST_CASES").is_none() {
+            config.cases = 2048;
+        }
+        config
+    }
+
+    fn server_error(text: &str) -> Value {
+        let line = format!("-{}\r\n", text.replace(['\r', '\n'], " "));
+        redis::parse_redis_value(line.as_bytes()).unwrap_or(Value::Nil)
+    }
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn array(items: Vec<Value>) -> Value {
+        Value::Array(items)
+    }
+
+    /// Any leaf a RESP2/RESP3 reply may hold; texts that read as numbers (or almost) often.
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Nil),
+            Just(Value::Okay),
+            any::<i64>().prop_map(Value::Int),
+            (-3i64..20).prop_map(Value::Int),
+            vec(any::<u8>(), 0..24).prop_map(Value::BulkString),
+            "-?[0-9]{0,20}|0\\|[a-z]{1,3}|\u{1}|".prop_map(|s| Value::BulkString(s.into_bytes())),
+            any::<String>().prop_map(Value::SimpleString),
+            any::<f64>().prop_map(Value::Double),
+            any::<bool>().prop_map(Value::Boolean),
+            vec(any::<u8>(), 0..8).prop_map(Value::BigNumber),
+            any::<String>().prop_map(|text| Value::VerbatimString {
+                format: VerbatimFormat::Text,
+                text
+            }),
+            "[A-Z]{1,8}( .{0,20})?".prop_map(|s| server_error(&s)),
+        ]
+    }
+
+    /// Arbitrary trees: arrays (the scripts' replies), maps, sets, attributes, pushes.
+    fn value() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(4, 96, 20, |inner| {
+            prop_oneof![
+                4 => vec(inner.clone(), 0..20).prop_map(Value::Array),
+                1 => vec((inner.clone(), inner.clone()), 0..4).prop_map(Value::Map),
+                1 => vec(inner.clone(), 0..4).prop_map(Value::Set),
+                1 => (inner.clone(), vec((inner.clone(), inner.clone()), 0..3)).prop_map(
+                    |(data, attributes)| Value::Attribute {
+                        data: Box::new(data),
+                        attributes
+                    }
+                ),
+                1 => vec(inner, 0..4).prop_map(|data| Value::Push {
+                    kind: PushKind::Other("x".into()),
+                    data
+                }),
+            ]
+        })
+    }
+
+    /// A claim reply's shape ({next, runs, rejected, job...}) with arbitrary pieces: runs as
+    /// flat quadruples, jobs of 0-17 fields (the scripts send 15), leaves anywhere.
+    fn claim_shaped() -> impl Strategy<Value = Value> {
+        let run = (
+            leaf(),
+            leaf(),
+            prop_oneof![value(), vec(leaf(), 0..8).prop_map(array)],
+            leaf(),
+        )
+            .prop_map(|(id, status, state, version)| vec![id, status, state, version]);
+        let runs = vec(run, 0..3).prop_map(|runs| array(runs.concat()));
+        let job = vec(prop_oneof![3 => leaf(), 1 => value()], 0..18).prop_map(array);
+        (
+            leaf(),
+            prop_oneof![runs, value()],
+            prop_oneof![vec(leaf(), 0..6).prop_map(array), value()],
+            vec(prop_oneof![4 => job, 1 => value()], 0..4),
+        )
+            .prop_map(|(next, runs, rejected, jobs)| {
+                let mut items = vec![next, runs, rejected];
+                items.extend(jobs);
+                array(items)
+            })
+    }
+
+    /// A commit reply's shape ({code, detail, fired, taken, state, version}) with arbitrary
+    /// pieces, the taken entries ({arrival index, token, input}) often pointing at an arrival.
+    fn commit_shaped() -> impl Strategy<Value = Value> {
+        let entry = vec(leaf(), 0..5).prop_map(array);
+        (
+            vec(leaf(), 0..3),
+            prop_oneof![
+                vec(prop_oneof![3 => entry, 1 => value()], 0..4).prop_map(array),
+                value()
+            ],
+            vec(prop_oneof![leaf(), value()], 0..3),
+        )
+            .prop_map(|(head, taken, tail)| {
+                let mut items = head;
+                items.push(taken);
+                items.extend(tail);
+                array(items)
+            })
+    }
+
+    fn arrival(target_key: &str, job_id: &str) -> ArrivalRequest {
+        ArrivalRequest {
+            target_key: target_key.into(),
+            source: "a".into(),
+            value: "1".into(),
+            strategy: "all".into(),
+            predecessors: vec!["a".into()],
+            job_id: job_id.into(),
+            job_data: format!("{{\"nodeId\":\"{job_id}\"}}"),
+            job_opts: "{}".into(),
+        }
+    }
+
+    fn request() -> CommitRequest {
+        CommitRequest {
+            job_id: "r_a".into(),
+            token: "t".into(),
+            run_id: "r".into(),
+            node_key: "0|a".into(),
+            mode: "ok".into(),
+            result: "1".into(),
+            arrivals: vec![
+                arrival("0|b", "r_b"),
+                arrival("2.1|c", "r_c"),
+                arrival("no separator", "r_d"),
+            ],
+            take: 2,
+            blueprint_id: "bp".into(),
+            blueprint_version: "v1".into(),
+            known_version: 3,
+            ..Default::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn claim_decoders_never_panic(v in prop_oneof![value(), claim_shaped()]) {
+            let _ = parse_job(&v);
+            let _ = parse_state(&v);
+            if let Ok((_, _, jobs, _)) = parse_claim(&v) {
+                let Value::Array(items) = &v else { panic!("decoded a non-array: {v:?}") };
+                prop_assert_eq!(jobs.len(), items.len().saturating_sub(3));
+            }
+        }
+
+        #[test]
+        fn commit_decoder_never_panics(v in prop_oneof![value(), commit_shaped()]) {
+            let req = request();
+            let reply = commit_reply(&v, &req);
+            if reply.code == "error" {
+                prop_assert!(reply.taken.is_empty() && reply.state.is_none());
+            }
+            for job in &reply.taken {
+                prop_assert!(req.arrivals.iter().any(|a| a.job_id == job.id));
+                prop_assert_eq!(&job.run_id, "r");
+            }
+            prop_assert!(reply.state.is_none() || !reply.taken.is_empty());
+        }
+
+        #[test]
+        fn text_and_int_never_panic(v in value()) {
+            let _ = text(&v);
+            let _ = int(&v);
+            let _ = bad_reply("claim", &v);
+        }
+    }
+
+    /// One job as claim.lua returns it: Lua `false` arrives as Nil; numbers as integers.
+    fn job_reply(fields: usize) -> Value {
+        let mut f = vec![
+            bulk("r_b"),
+            bulk("w@1:r_b:1"),
+            bulk(r#"{"runId":"r","nodeId":"b"}"#),
+            Value::Int(2),
+            Value::Int(3),
+            bulk(r#"{"attempts":3}"#),
+            bulk("41"),
+            bulk("r"),
+            Value::Nil,
+            bulk("1"),
+            bulk("b"),
+            bulk("1.2"),
+            bulk("bp"),
+            Value::Nil,
+            Value::Int(1),
+        ];
+        f.truncate(fields);
+        array(f)
+    }
+
+    #[test]
+    fn a_claim_reply_decodes_to_its_runs_jobs_and_rejections() {
+        let reply = array(vec![
+            Value::Int(1_700_000_000_123),
+            array(vec![
+                bulk("r"),
+                bulk("running"),
+                array(vec![bulk("a"), bulk("1"), bulk("inputs:b"), bulk("\"x\"")]),
+                Value::Int(7),
+            ]),
+            array(vec![bulk("bad:1"), bulk("job data is not valid JSON")]),
+            job_reply(15),
+            job_reply(14), // `stalls` absent (a nil at the end of a Lua table ends it)
+        ]);
+        let (next, runs, jobs, rejected) = parse_claim(&reply).expect("a well-formed claim");
+        assert_eq!(next, 1_700_000_000_123);
+        let (status, state, version) = &runs["r"];
+        assert_eq!(status, "running");
+        assert_eq!(state.len(), 2);
+        assert_eq!(state["inputs:b"], "\"x\"");
+        assert_eq!(*version, 7);
+        assert_eq!(
+            rejected,
+            vec![(
+                "bad:1".to_string(),
+                "job data is not valid JSON".to_string()
+            )]
+        );
+        assert_eq!(jobs.len(), 2);
+        let job = &jobs[0];
+        assert_eq!((job.id.as_str(), job.token.as_str()), ("r_b", "w@1:r_b:1"));
+        assert_eq!(job.data, r#"{"runId":"r","nodeId":"b"}"#);
+        assert_eq!((job.attempts_made, job.attempts_started), (2, 3));
+        assert_eq!(job.opts, r#"{"attempts":3}"#);
+        assert_eq!(job.input.as_deref(), Some("41"));
+        assert_eq!(job.run_id, "r");
+        assert_eq!(job.resume, None);
+        assert!(job.slept);
+        assert_eq!((job.node_id.as_str(), job.iteration.as_str()), ("b", "1.2"));
+        assert_eq!(job.node_key(), "1.2|b");
+        assert_eq!(
+            (job.blueprint_id.as_str(), job.blueprint_version.as_str()),
+            ("bp", "")
+        );
+        assert_eq!((job.stalls, jobs[1].stalls), (1, 0));
+    }
+
+    #[test]
+    fn an_empty_or_paused_claim_decodes_to_nothing() {
+        for reply in [
+            array(vec![Value::Int(0), array(vec![]), array(vec![])]),
+            array(vec![Value::Int(0), array(vec![])]), // paused: no rejected list
+        ] {
+            let (next, runs, jobs, rejected) = parse_claim(&reply).expect("an empty claim");
+            assert_eq!(next, 0);
+            assert!(runs.is_empty() && jobs.is_empty() && rejected.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_malformed_claim_reply_is_an_error() {
+        let short_job = array(vec![
+            Value::Int(0),
+            array(vec![]),
+            array(vec![]),
+            job_reply(13),
+        ]);
+        let no_id = array(vec![
+            Value::Int(0),
+            array(vec![]),
+            array(vec![]),
+            array({
+                let Value::Array(mut f) = job_reply(15) else {
+                    unreachable!()
+                };
+                f[0] = Value::Nil;
+                f
+            }),
+        ]);
+        for reply in [Value::Nil, Value::Int(3), bulk("OK"), short_job, no_id] {
+            assert!(parse_claim(&reply).is_err(), "{reply:?}");
+        }
+    }
+
+    #[test]
+    fn a_commit_reply_decodes_with_the_jobs_it_took() {
+        let req = request();
+        let reply = commit_reply(
+            &array(vec![
+                bulk("ok"),
+                bulk("3"),
+                bulk("0|b\u{1f}2.1|c"),
+                array(vec![
+                    array(vec![Value::Int(0), bulk("w@1:r_b:1"), bulk("41")]),
+                    array(vec![Value::Int(1), bulk("w@1:r_c:1"), bulk("\u{1}")]),
+                ]),
+                Value::Nil, // Lua false: the worker's snapshot is current
+                Value::Int(9),
+            ]),
+            &req,
+        );
+        assert_eq!((reply.code.as_str(), reply.detail.as_str()), ("ok", "3"));
+        assert_eq!(reply.fired, "0|b\u{1f}2.1|c");
+        assert_eq!((reply.state.is_none(), reply.version), (true, 9));
+        assert_eq!(reply.taken.len(), 2);
+        let (b, c) = (&reply.taken[0], &reply.taken[1]);
+        assert_eq!((b.id.as_str(), b.token.as_str()), ("r_b", "w@1:r_b:1"));
+        assert_eq!((b.node_id.as_str(), b.iteration.as_str()), ("b", "0"));
+        assert_eq!(b.input.as_deref(), Some("41"));
+        assert_eq!(b.data, r#"{"nodeId":"r_b"}"#);
+        assert_eq!((b.run_id.as_str(), b.blueprint_id.as_str()), ("r", "bp"));
+        assert_eq!(b.blueprint_version, "v1");
+        assert_eq!((b.attempts_made, b.attempts_started), (0, 1));
+        assert_eq!((c.node_id.as_str(), c.iteration.as_str()), ("c", "2.1"));
+        assert_eq!(c.input.as_deref(), Some("\u{1}"));
+
+        // a stale snapshot: the run's state comes back with the jobs taken
+        let behind = commit_reply(
+            &array(vec![
+                bulk("ok"),
+                bulk("1"),
+                bulk("0|b"),
+                array(vec![array(vec![Value::Int(0), bulk("tok")])]),
+                array(vec![bulk("a"), bulk("1")]),
+                Value::Int(4),
+            ]),
+            &req,
+        );
+        let state = behind.state.expect("the state of a stale snapshot");
+        assert_eq!((state["a"].as_str(), behind.version), ("1", 4));
+        assert_eq!(behind.taken[0].input, None);
+    }
+
+    #[test]
+    fn short_and_failed_commit_replies_decode_to_their_codes() {
+        let req = request();
+        let lost = commit_reply(&array(vec![bulk("lost"), bulk("")]), &req);
+        assert_eq!((lost.code.as_str(), lost.version), ("lost", -1));
+        assert!(lost.taken.is_empty() && lost.fired.is_empty());
+        let dup = commit_reply(&array(vec![bulk("dup"), bulk(""), Value::Nil]), &req);
+        assert_eq!((dup.code.as_str(), dup.fired.as_str()), ("dup", ""));
+        let failed = commit_reply(&server_error("ERR hash value is not an integer"), &req);
+        assert_eq!(failed.code, "error");
+        assert!(
+            failed.detail.contains("hash value is not an integer"),
+            "{}",
+            failed.detail
+        );
+        for bad in [
+            Value::Nil,
+            array(vec![bulk("ok")]),
+            // a taken entry naming no arrival, or an arrival without a node key
+            array(vec![
+                bulk("ok"),
+                bulk("1"),
+                bulk(""),
+                array(vec![array(vec![Value::Int(7)])]),
+            ]),
+            array(vec![
+                bulk("ok"),
+                bulk("1"),
+                bulk(""),
+                array(vec![array(vec![Value::Int(2), bulk("tok")])]),
+            ]),
+        ] {
+            let reply = commit_reply(&bad, &req);
+            assert_eq!(reply.code, "error", "{bad:?}");
+            assert!(reply.taken.is_empty());
+        }
+    }
 }

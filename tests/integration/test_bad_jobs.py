@@ -30,6 +30,7 @@ CHAIN = {
     "edges": [{"source": "a", "target": "b"}],
 }
 GATED = {"id": "gated", "nodes": [{"id": "w", "uses": "wait"}], "edges": []}
+DOOMED = {"id": "doomed", "nodes": [{"id": "x", "uses": "explode"}], "edges": []}
 
 
 async def one(ctx: NodeContext) -> int:
@@ -40,9 +41,15 @@ async def plus(ctx: NodeContext) -> int:
     return int(ctx.input) + 1
 
 
+async def explode(ctx: NodeContext) -> None:
+    raise RuntimeError("exploded")
+
+
 @pytest_asyncio.fixture
 async def served(redis_url: str) -> AsyncIterator[tuple[BullMQAdapter, FlowClient, redis.Redis]]:
-    rt = FlowRuntime(blueprints=[CHAIN, GATED], registry={"one": one, "plus": plus})
+    rt = FlowRuntime(
+        blueprints=[CHAIN, GATED, DOOMED], registry={"one": one, "plus": plus, "explode": explode}
+    )
     adapter = BullMQAdapter(runtime_options=rt.options, connection=redis_url, queue_name="q")
     await adapter.start()
     try:
@@ -167,6 +174,86 @@ async def test_an_orphan_id_on_wait_is_removed_counted_and_logged(
     assert r.lpos(QP + "active", "orphan-id") is None
     assert any("orphan-id" in m and "no job hash" in m for m in caplog.messages)
     await healthy_run_completes(client)
+
+
+@pytest.mark.parametrize("data_ok", [True, False], ids=["runnable", "bad-data"])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("atm", "abc"), ("atm", "1e400"), ("attemptsMade", "1.5"), ("ats", "x"), ("fce", "-1"),
+     ("stc", "9" * 20)],
+)  # fmt: skip
+async def test_a_job_with_a_junk_counter_fails_at_once_and_the_worker_goes_on(
+    served: tuple[BullMQAdapter, FlowClient, redis.Redis], field: str, value: str, data_ok: bool
+) -> None:
+    """BullMQ's counters (atm, attemptsMade, ats) and ours (stc, fce) are counted with HINCRBY
+    and read as numbers: junk there used to abort the claim script (jobs it had taken before
+    were stranded in active), kill the worker's claim loop, or lose the job at its commit."""
+    adapter, client, r = served
+    run_id, meta = await _parked_run(client, r)
+    data = json.dumps({"runId": run_id, "nodeId": "w"}) if data_ok else "{nope"
+    push(r, "junk-counter", data, **{field: value})
+    reason = await failed_with(r, "junk-counter")
+    if data_ok:
+        assert f"job field {field} must be a whole number >= 0, not {json.dumps(value)}" in reason
+    assert r.hget(QP + "junk-counter", "atm") == "1"  # this attempt, counted
+    assert r.hgetall(f"workflow:run:{run_id}") == meta
+    assert all(not t.done() for t in adapter.worker._tasks)
+    await healthy_run_completes(client)
+
+
+async def test_a_job_naming_no_blueprint_is_checked_against_its_runs_blueprint(
+    served: tuple[BullMQAdapter, FlowClient, redis.Redis],
+) -> None:
+    """blueprintId is optional in the data (the run's is meant): the worker is handed the run's
+    blueprint, not "" (which it used to defer as unserved for a minute, then fail the run)."""
+    _, client, r = served
+    run_id, meta = await _parked_run(client, r)
+    push(r, "no-bp", json.dumps({"runId": run_id, "nodeId": "gone"}))
+    assert "blueprint 'gated' has no node 'gone'" in await failed_with(r, "no-bp")
+    assert r.hgetall(f"workflow:run:{run_id}") == meta
+
+
+@pytest.mark.parametrize("same_id", [True, False], ids=["same-id", "other-id"])
+async def test_a_copy_of_the_node_that_failed_its_run_fails_never_completed(
+    served: tuple[BullMQAdapter, FlowClient, redis.Redis], same_id: bool
+) -> None:
+    """Its node committed (the run records it done), but by failing the run: a re-delivered
+    copy used to be settled as completed (with the same id: in failed and completed at once)."""
+    _, client, r = served
+    run_id = await client.start("doomed", {})
+    assert (await client.wait(run_id, timeout=15)).status == "failed"
+    first = r.hget(f"workflow:run:{run_id}", "fired:0|x")
+    assert first is not None
+    copy = first if same_id else "copy-of-x"
+    if not same_id:
+        push(r, copy, json.dumps({"runId": run_id, "blueprintId": "doomed", "nodeId": "x"}))
+    else:
+        r.lpush(QP + "wait", copy)
+        r.zadd(QP + "marker", {"0": 0})
+    await wait_until(
+        lambda: r.lpos(QP + "wait", copy) is None and r.lpos(QP + "active", copy) is None,
+        5,
+        "the copy to be claimed",
+    )
+    assert f"run {run_id} already ended (failed)" in await failed_with(r, copy)
+
+
+@pytest.mark.parametrize("fcr", ["1", "[]", '"x"', '{"output": 1, "action": 5}'])
+async def test_a_malformed_resume_payload_fails_the_job_alone_never_the_run(
+    served: tuple[BullMQAdapter, FlowClient, redis.Redis], fcr: str
+) -> None:
+    """Valid JSON but not the {output, action} a resume carries used to fail the run it named
+    (AttributeError/TypeError in the node's step)."""
+    _, client, r = served
+    run_id, meta = await _parked_run(client, r)
+    push(r, "bad-fcr", json.dumps({"runId": run_id, "nodeId": "w"}), fcr=fcr)
+    assert "the job's resume payload (field fcr) must be an object" in await failed_with(
+        r, "bad-fcr"
+    )
+    assert r.hgetall(f"workflow:run:{run_id}") == meta
+    assert await client.status(run_id) == "awaiting"
+    with pytest.raises(TypeError, match="resume action must be a string"):
+        await client.resume(run_id, "w", 1, action=5)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

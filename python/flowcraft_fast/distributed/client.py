@@ -207,6 +207,8 @@ class FlowClient:
         self, run_id: str, node_id: str, output: Any = None, action: str | None = None
     ) -> None:
         """Give the waiting node `node_id` its output (and an optional routing action)."""
+        if action is not None and not isinstance(action, str):  # a worker would reject the job
+            raise TypeError(f"resume action must be a string or None, not {action!r}")
         meta, _ = await self.queue.run_info(run_id)
         if not meta:
             raise RunNotFound(f"no run {run_id!r}")

@@ -221,6 +221,15 @@ async def run_job(
         )
     except ValueError as exc:  # JSONLimitError too: the message gives the size and the limit
         return reject(str(exc))
+    if resume is not None and not (
+        isinstance(resume, dict) and isinstance(resume.get("action"), str | None)
+    ):  # the client writes {output, action}: anything else must not fail the run it names
+        assert job.resume is not None
+        excerpt = job.resume if len(job.resume) <= 60 else job.resume[:60] + "..."
+        return reject(
+            "the job's resume payload (field fcr) must be an object {output, action} with a "
+            f"string or null action, not {excerpt!r}"
+        )
     node = graph.node(node_id)
     if (
         edge_value is not SKIPPED

@@ -236,6 +236,12 @@ class Worker:
                 self.log.warning("claiming jobs failed, retrying in 1 s: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
+            except Exception:
+                # a reply the parser refused (a bug): this loop must not end; the jobs that claim
+                # leased return to the queue when their leases end
+                self.log.exception("claiming jobs failed unexpectedly, retrying in 1 s")
+                await asyncio.sleep(1.0)
+                continue
             self.stats.claims += 1
             self._next_due_ms = next_due_ms
             self._report_rejected(rejected)
@@ -510,6 +516,9 @@ class Worker:
             return await send(requests)
         except (ConnectionError, _core.RedisCommandError) as exc:
             self.log.warning("commit round trip failed: %s", exc)
+            return None
+        except Exception:  # a reply the parser refused (a bug): the commit loop must go on
+            self.log.exception("commit round trip failed unexpectedly")
             return None
 
     # ------------------------------------------------------------------ leases

@@ -13,16 +13,20 @@
   each run's state once (with its version, see commit.lua), however many of its jobs were
   claimed; each job is
   {id, token, data, attempts_made, attempts_started, opts, input, run_id, resume, slept,
-   node id, iteration text, blueprint id, blueprint version, stalls} (read from the data,
-   decoded here; `stalls`: how often the job's lease expired, see stalled.lua):
+   node id, iteration text, blueprint id (its run's when the data names none), blueprint
+   version, stalls} (read from the data, decoded here; `stalls`: how often the job's lease
+   expired, see stalled.lua):
   `input` is the value its incoming edges carried ("\1": a skip token),
   `resume` the output/action a client resumed a waiting node with, `slept` set once a sleep
   node's delay has passed.
   A job that cannot run fails alone, here, with the reason (BullMQ's failedReason), and is
   listed in `rejected`: data missing, too large, too deep, not JSON, not an object, a field of
-  the wrong type (named), a run that does not exist or already ended. An id on wait without a
-  job hash is removed and listed too. A copy of a job whose node already committed is settled
-  as completed (its node ran, once). Nothing else changes.
+  the wrong type (named), a counter field (atm, attemptsMade, ats, stc, fce) that is not a whole
+  number, a run that does not exist or already ended. An id on wait without a job hash is removed
+  and listed too. A copy of a job whose node already committed, in a run that is live or
+  completed, is settled as completed (its node ran, once; in a failed or cancelled run it may be
+  the node that failed it: such a copy is rejected as the run's other jobs are). Nothing else
+  changes.
   The job hash, lock and the runs' keys are derived from the prefixes, as BullMQ's own scripts do;
   with a hash-tagged queue and run ids they share one cluster slot.
 ]]
@@ -55,9 +59,24 @@ local function reject(id, jk, reason)
   redis.call('LREM', KEYS[2], -1, id)
   redis.call('ZADD', KEYS[6], now, id)
   redis.call('HSET', jk, 'failedReason', reason, 'finishedOn', now)
-  redis.call('HINCRBY', jk, 'atm', 1)
+  if counter(redis.call('HGET', jk, 'atm')) then
+    redis.call('HINCRBY', jk, 'atm', 1)
+  else
+    redis.call('HSET', jk, 'atm', 1)  -- junk was there: this attempt is the one counted
+  end
   rejected[#rejected + 1] = id
   rejected[#rejected + 1] = reason
+end
+-- Why a job's counters cannot be used (HINCRBY and tonumber below need whole numbers), or nil.
+local COUNTERS = {{2, 'atm'}, {3, 'attemptsMade'}, {4, 'ats'}, {9, 'stc'}, {10, 'fce'}}
+local function bad_counter(f)
+  for _, c in ipairs(COUNTERS) do
+    if not counter(f[c[1]]) then
+      return 'job field ' .. c[2] .. ' must be a whole number >= 0, not '
+             .. cjson.encode(string.sub(f[c[1]], 1, 40))
+    end
+  end
+  return nil
 end
 while n < max do
   local id = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
@@ -70,8 +89,8 @@ while n < max do
   end
   local jk = qp .. id
   local f = redis.call('HMGET', jk, 'data', 'atm', 'attemptsMade', 'ats', 'opts', 'fci', 'fcr', 'fcw',
-                        'stc')
-  local data, reason, status, settled = nil, nil, nil, false
+                        'stc', 'fce')
+  local data, reason, status, settled, bp = nil, nil, nil, false, nil
   if not f[1] then
     if redis.call('EXISTS', jk) == 0 then
       -- an id pushed without a job hash: nothing to run or to fail; it leaves, and is reported
@@ -95,11 +114,12 @@ while n < max do
       reason = 'job data is not a JSON object'
     else
       data = decoded
-      reason = bad_job_field(data)
+      reason = bad_job_field(data) or bad_counter(f)
     end
     if not reason then
       local run = redis.call('HMGET', ARGV[6] .. data['runId'], 'status', 'blueprintId')
-      local bp = text_or(data['blueprintId'], run[2] or '')
+      -- a job without a blueprint id runs its run's (and is handed to the worker with it)
+      bp = text_or(data['blueprintId'], run[2] or '')
       status = run[1]
       if not status then
         -- started by the TypeScript client protocol (no run record yet, its state names a
@@ -119,8 +139,9 @@ while n < max do
       elseif redis.call('HEXISTS', KEYS[9], bp) == 0 then
         reason = 'blueprint ' .. cjson.encode(bp) .. ' not found (no worker on this queue '
                  .. 'publishes it)'
-      elseif redis.call('HEXISTS', ARGV[6] .. data['runId'],
-                        DONE .. text_or(data['iteration'], '0') .. '|' .. data['nodeId']) == 1 then
+      elseif (is_live(status) or status == 'completed')
+             and redis.call('HEXISTS', ARGV[6] .. data['runId'],
+                            DONE .. text_or(data['iteration'], '0') .. '|' .. data['nodeId']) == 1 then
         -- a copy of a job whose node already committed (re-delivery): settle it, run nothing
         redis.call('LREM', KEYS[2], 0, id)
         redis.call('ZADD', KEYS[8], now, id)
@@ -161,10 +182,10 @@ while n < max do
       run_list[#run_list + 1] = tonumber(meta[2] or '0')
     end
     local version = data['blueprintVersion']
-    out[#out + 1] = {id, token, f[1], tonumber(f[2] or f[3] or 0), ats, f[5] or '{}', f[6] or false,
+    out[#out + 1] = {id, token, f[1], counter(f[2] or f[3]), ats, f[5] or '{}', f[6] or false,
                      run_id, f[7] or false, f[8] or false, data['nodeId'],
-                     text_or(data['iteration'], '0'), text_or(data['blueprintId'], ''),
-                     text_or(version, ''), tonumber(f[9] or 0)}
+                     text_or(data['iteration'], '0'), bp,
+                     text_or(version, ''), counter(f[9])}
   end
 end
 if n > 0 and (redis.call('LLEN', KEYS[1]) > 0 or redis.call('ZCARD', KEYS[7]) > 0) then

@@ -46,6 +46,15 @@ local function text_or(v, default)
   return tostring(v)
 end
 
+-- A job-hash counter (BullMQ's atm/attemptsMade/ats, our stc/fce) as a number HINCRBY can count
+-- on: 0 when absent, else a whole number >= 0 of at most 15 digits written as Redis writes one;
+-- nil for anything else a producer may have put there ("abc", "1.5", "1e400", "-1", " 1", "01").
+local function counter(v)
+  if not v then return 0 end
+  if v == '0' or (#v <= 15 and string.find(v, '^[1-9]%d*$')) then return tonumber(v) end
+  return nil
+end
+
 -- Why a decoded job payload is not a flowcraft job (naming the field), or nil when it is one.
 local function bad_job_field(data)
   local function describe(v)
