@@ -89,7 +89,7 @@ class WorkerStats:
 
 DEFAULT_LEASE_MS = 10_000
 """A claimed job's lease: a worker that dies holding it gives it back after at most this plus
-the stalled-check interval. Renewal is one Rust script call per heartbeat for all in-flight
+two stalled-check intervals. Renewal is one Rust script call per heartbeat for all in-flight
 jobs (every lease / 3), so a short lease costs ~0.3 calls/s per worker process."""
 DEFAULT_STALLED_INTERVAL_S = 5.0
 """How often one worker of the fleet looks for jobs whose lease expired."""
