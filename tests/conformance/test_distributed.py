@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,42 +43,62 @@ def _params() -> list[Any]:
     return out
 
 
-@pytest.fixture(scope="module")
-def workers(redis_server: RedisServer) -> Iterator[str]:
-    """Two flowcraft-fastd processes serving the conformance app on one queue."""
+@contextlib.contextmanager
+def serving_daemons(url: str, ledger_url: str, *extra_args: str) -> Iterator[list[str]]:
+    """Two flowcraft-fastd processes serving the conformance app on QUEUE, connected as `url`
+    says (the nodes keep their ledger at `ledger_url`). The list it yields gets their output
+    once they have stopped; each must exit 0 (drained)."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
-        "FLOWCRAFT_LEDGER_URL": redis_server.url,
+        "FLOWCRAFT_LEDGER_URL": ledger_url,
     }
     command = [
         sys.executable, "-m", "flowcraft_fast.daemon",
         "--app", "conformance.distributed_app:runtime",
-        "--redis-url", redis_server.url,
+        "--redis-url", url,
         "--queue", QUEUE,
         "--concurrency", "16",
         "--drain-timeout", "5",
+        *extra_args,
     ]  # fmt: skip
-    procs = [
-        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for _ in range(2)
-    ]
-    try:
+    outputs: list[str] = []
+    with contextlib.ExitStack() as files:
+        # files, not pipes: a full pipe would block a daemon
+        logs = [files.enter_context(tempfile.TemporaryFile()) for _ in range(2)]
+        procs = [
+            subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT) for log in logs
+        ]
+        try:
+            yield outputs
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            for log in logs:
+                log.seek(0)
+                outputs.append(log.read().decode(errors="replace"))
+    for proc, output in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, output
+
+
+@pytest.fixture(scope="module")
+def workers(redis_server: RedisServer) -> Iterator[str]:
+    """Two flowcraft-fastd processes serving the conformance app on one queue."""
+    with serving_daemons(redis_server.url, redis_server.url):
         yield redis_server.url
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for proc in procs:
-            assert proc.returncode == 0, proc.stdout.read().decode() if proc.stdout else ""
 
 
-async def run_case_distributed(case: dict[str, Any], url: str) -> CaseOutcome:
+async def run_case_distributed(
+    case: dict[str, Any], url: str, ledger_url: str | None = None
+) -> CaseOutcome:
+    """Start the case's run with a FlowClient connected as `url` says, wait for it (and resume
+    it); the effects come from the nodes' ledger at `ledger_url` (default: `url`)."""
     outcome = CaseOutcome()
     try:
         load_blueprint(case["blueprint"])  # what a worker does with the app's blueprints
@@ -84,7 +106,7 @@ async def run_case_distributed(case: dict[str, Any], url: str) -> CaseOutcome:
         outcome.raised = exc
         return outcome
     client = FlowClient(url, queue_name=QUEUE)
-    ledger = RedisLedger(url)
+    ledger = RedisLedger(ledger_url or url)
     try:
         deadline = time.monotonic() + 20
         while True:  # the workers publish their blueprints once they are up
