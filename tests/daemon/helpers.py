@@ -161,9 +161,10 @@ FAKE_ADAPTER = textwrap.dedent(
                 handle.write(json.dumps({"event": event, "pid": os.getpid(), **fields}) + "\\n")
 
     class RedisCoordinationStore:
-        def __init__(self, conn, *, state_ttl_seconds):
+        def __init__(self, conn, *, state_ttl_seconds, retry_deadline):
             self.conn = conn
             self.state_ttl_seconds = state_ttl_seconds
+            self.retry_deadline = retry_deadline
 
     class BullMQAdapter:
         def __init__(self, *, runtime_options, coordination_store, connection, queue_name,
@@ -176,7 +177,8 @@ FAKE_ADAPTER = textwrap.dedent(
             self.recovery = {"lease_ms": lease_ms, "stalled_interval": stalled_interval_seconds,
                              "max_stalls": max_stalled_count, "name": worker_name,
                              "renew_ms": renew_ms,
-                             "state_ttl": coordination_store.state_ttl_seconds}
+                             "state_ttl": coordination_store.state_ttl_seconds,
+                             "retry_deadline": coordination_store.retry_deadline}
 
         async def start(self):
             failure = os.environ.get("FAKE_ADAPTER_START_FAIL")

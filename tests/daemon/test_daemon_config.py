@@ -37,6 +37,17 @@ def test_defaults() -> None:
     assert (config.lease, config.stalled_interval, config.max_stalls) == (10, 5, 1)
     assert (config.renew_interval, config.name) == (None, None)
     assert config.state_ttl == 86_400
+    assert config.retry_deadline == 30
+
+
+def test_retry_deadline_from_env_file_and_flag(tmp_path: Path) -> None:
+    path = _toml(tmp_path, "[flowcraft-fastd]\nretry-deadline = 12\n")
+    assert resolve_config({}, {}, path).retry_deadline == 12.0
+    env = {"FLOWCRAFT_REDIS_RETRY_DEADLINE": "0"}
+    assert resolve_config({}, env, path).retry_deadline == 0.0  # env over file; 0: no retries
+    assert resolve_config({"retry_deadline": "2.5"}, env, path).retry_deadline == 2.5
+    with pytest.raises(ConfigError, match=r"--retry-deadline '-1'.*>= 0"):
+        resolve_config({"retry_deadline": "-1"}, {}, None)
 
 
 def test_recovery_and_retention_settings(tmp_path: Path) -> None:

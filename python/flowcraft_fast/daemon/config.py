@@ -57,6 +57,7 @@ class DaemonConfig:
     max_stalls: int = 1
     name: str | None = None
     state_ttl: int = 86_400
+    retry_deadline: float = 30.0
 
 
 # ------------------------------------------------------------------ value parsers
@@ -232,6 +233,11 @@ OPTIONS: tuple[Option, ...] = (
            "unique among live workers of a queue", "NAME"),
     Option("state_ttl", "--state-ttl", ("FLOWCRAFT_STATE_TTL",), _int(1),
            "seconds a finished run's keys are kept (default 86400)", "SECONDS"),
+    Option("retry_deadline", "--retry-deadline", ("FLOWCRAFT_REDIS_RETRY_DEADLINE",),
+           _seconds(allow_zero=True),
+           "seconds each Redis call keeps retrying LOADING, BUSY and connection failures "
+           "(a Redis restart or failover) before it fails; 0: no retries (default 30)",
+           "SECONDS"),
 )  # fmt: skip
 
 _BY_TOML_KEY = {key: option for option in OPTIONS for key in option.toml_keys}

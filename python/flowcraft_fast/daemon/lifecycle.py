@@ -156,7 +156,9 @@ def _make_adapter(config: DaemonConfig, runtime: FlowRuntime) -> Any:
         ) from None
     try:
         store = store_module.RedisCoordinationStore(
-            config.redis_url, state_ttl_seconds=config.state_ttl
+            config.redis_url,
+            state_ttl_seconds=config.state_ttl,
+            retry_deadline=config.retry_deadline,
         )
         return adapter_module.BullMQAdapter(
             runtime_options=runtime.options,
@@ -241,11 +243,12 @@ async def _start_metrics(
 
 
 async def _reconcile_forever(adapter: Any, config: DaemonConfig) -> None:
+    from ..distributed.connection import open_connection
     from ..distributed.reconciler import create_bullmq_reconciler
 
     reconciler = create_bullmq_reconciler(
         adapter=adapter,
-        redis=config.redis_url,
+        redis=open_connection(config.redis_url, retry_deadline=config.retry_deadline),
         stalled_threshold_seconds=config.stalled_threshold,
     )
     while True:
