@@ -34,6 +34,7 @@ from .mermaid import to_mermaid
 
 if TYPE_CHECKING:
     from .distributed.client import FlowClient
+    from .distributed.store import RedisCoordinationStore
     from .runtime import FlowRuntime
     from .runtime.types import WorkflowResult
 
@@ -263,9 +264,21 @@ def _client(args: argparse.Namespace) -> FlowClient:
     from .distributed.client import FlowClient
 
     try:
-        return FlowClient(args.redis_url, queue_name=args.queue, retry_deadline=args.retry_deadline)
+        return FlowClient(_store(args), queue_name=args.queue)
     except ValueError as exc:  # a malformed URL, queue name or $FLOWCRAFT_REDIS_RETRY_DEADLINE
         raise UsageError(str(exc)) from None
+
+
+def _store(args: argparse.Namespace) -> RedisCoordinationStore:
+    """The connection and key prefixes the connection options name (raises ValueError)."""
+    from .distributed.store import RedisCoordinationStore
+
+    return RedisCoordinationStore(
+        args.redis_url,
+        retry_deadline=args.retry_deadline,
+        key_prefix=args.key_prefix,
+        queue_prefix=args.queue_prefix,
+    )
 
 
 def _visible_context(context: Mapping[str, Any], full: bool) -> dict[str, Any]:
@@ -599,14 +612,11 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     async def body() -> int:
         from .distributed.adapter import BullMQAdapter
         from .distributed.reconciler import create_bullmq_reconciler
-        from .distributed.store import RedisCoordinationStore
 
         try:  # built, never started: it only lends the reconciler its runtime and queue
             adapter = BullMQAdapter(
                 runtime_options=runtime.options,
-                coordination_store=RedisCoordinationStore(
-                    args.redis_url, retry_deadline=args.retry_deadline
-                ),
+                coordination_store=_store(args),
                 queue_name=args.queue,
             )
         except ValueError as exc:  # a malformed URL, queue name or retry deadline
@@ -674,6 +684,20 @@ def _connection_parent() -> argparse.ArgumentParser:
             "seconds each Redis call keeps retrying while Redis is loading, busy or "
             "unreachable (0: no retries); default: $FLOWCRAFT_REDIS_RETRY_DEADLINE, else 30"
         ),
+    )
+    group.add_argument(
+        "--key-prefix",
+        metavar="PREFIX",
+        default=os.environ.get("FLOWCRAFT_KEY_PREFIX", ""),
+        help="prefix of the run keys, as the workers' --key-prefix; default: "
+        "$FLOWCRAFT_KEY_PREFIX, else none",
+    )
+    group.add_argument(
+        "--queue-prefix",
+        metavar="PREFIX",
+        default=os.environ.get("FLOWCRAFT_QUEUE_PREFIX") or None,
+        help="BullMQ prefix of the queue's keys, as the workers' --queue-prefix; default: "
+        "$FLOWCRAFT_QUEUE_PREFIX, else bull (<key-prefix>bull with a key prefix)",
     )
     return parent
 

@@ -161,8 +161,10 @@ FAKE_ADAPTER = textwrap.dedent(
                 handle.write(json.dumps({"event": event, "pid": os.getpid(), **fields}) + "\\n")
 
     class RedisCoordinationStore:
-        def __init__(self, conn, *, state_ttl_seconds, retry_deadline):
+        def __init__(self, conn, *, state_ttl_seconds, retry_deadline, key_prefix,
+                     queue_prefix):
             self.conn = conn
+            self.prefixes = [key_prefix, queue_prefix]
             self.state_ttl_seconds = state_ttl_seconds
             self.retry_deadline = retry_deadline
 
@@ -178,7 +180,8 @@ FAKE_ADAPTER = textwrap.dedent(
                              "max_stalls": max_stalled_count, "name": worker_name,
                              "renew_ms": renew_ms,
                              "state_ttl": coordination_store.state_ttl_seconds,
-                             "retry_deadline": coordination_store.retry_deadline}
+                             "retry_deadline": coordination_store.retry_deadline,
+                             "prefixes": coordination_store.prefixes}
 
         async def start(self):
             failure = os.environ.get("FAKE_ADAPTER_START_FAIL")

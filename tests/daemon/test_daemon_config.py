@@ -50,6 +50,17 @@ def test_retry_deadline_from_env_file_and_flag(tmp_path: Path) -> None:
         resolve_config({"retry_deadline": "-1"}, {}, None)
 
 
+def test_prefixes(tmp_path: Path) -> None:
+    config = resolve_config({}, {}, None)
+    assert (config.key_prefix, config.queue_prefix) == ("", None)
+    path = _toml(tmp_path, '[flowcraft-fastd]\nkey-prefix = "tenant-a:"\n')
+    env = {"FLOWCRAFT_QUEUE_PREFIX": "tenant-a:q"}
+    config = resolve_config({}, env, path)
+    assert (config.key_prefix, config.queue_prefix) == ("tenant-a:", "tenant-a:q")
+    with pytest.raises(ConfigError, match=r"--key-prefix 'a b'.*without whitespace"):
+        resolve_config({"key_prefix": "a b"}, {}, None)
+
+
 def test_recovery_and_retention_settings(tmp_path: Path) -> None:
     path = _toml(tmp_path, "[flowcraft-fastd]\nlease = 5\nstalled-interval = 2.5\n")
     env = {"FLOWCRAFT_MAX_STALLS": "3", "FLOWCRAFT_STATE_TTL": "3600"}

@@ -73,7 +73,8 @@ def test_ready_then_sigterm_drains_and_exits_0(
     args = ["--app", app, "--redis-url", redis_url, "--queue", "q1", "--concurrency", "5",
             "--reconcile-interval", "0", "--lease", "4.5", "--stalled-interval", "2",
             "--max-stalls", "3", "--state-ttl", "600", "--name", "w1",
-            "--renew-interval", "1", "--retry-deadline", "7.5"]  # fmt: skip
+            "--renew-interval", "1", "--retry-deadline", "7.5",
+            "--key-prefix", "t1:"]  # fmt: skip
     process = start_daemon(args, workdir, env)
     try:
         ready = notify.expect("READY", timeout=30)
@@ -87,6 +88,7 @@ def test_ready_then_sigterm_drains_and_exits_0(
         assert (start["max_stalls"], start["state_ttl"]) == (3, 600)
         assert (start["name"], start["renew_ms"]) == ("w1", 1000)
         assert start["retry_deadline"] == 7.5
+        assert start["prefixes"] == ["t1:", None]  # the store derives t1:bull
     finally:
         code, _, err = stop_daemon(process)
     assert notify.expect("STOPPING", timeout=5)

@@ -1,16 +1,18 @@
 """Two deployments on one Redis never see each other's runs or jobs (issue 10).
 
 A deployment is a key prefix in front of the run keys (`key_prefix`) and a queue prefix in
-front of the queue's keys (`queue_prefix`, BullMQ's `bull` by default): deployment A keeps the
-defaults (`workflow:*`, `bull:jobs:*`), deployment B uses `tenant-b:` and `tenant-b:bull`. Both
+front of the queue's keys (`queue_prefix`: BullMQ's `bull` by default, `<key_prefix>bull` when
+a key prefix is given): deployment A keeps the defaults (`workflow:*`, `bull:jobs:*`),
+deployment B gives only `key_prefix="tenant-b:"` and so gets `tenant-b:bull`. Both
 serve a queue named `jobs` with the same blueprint ids and start runs with the same run ids;
 every key either writes is its own, each run completes with its own results on its own
 workers, a cancellation in one leaves the other's run of the same id alone, and a reconciler
 pass of one examines and repairs only its own runs.
 
-Both prefixes are needed: two deployments that differ only in `key_prefix` share the queue
-(`bull:jobs:*` with its blueprints, index of unfinished runs and stops channel), and a worker
-of one fails the other's jobs ("run not found"); the last test shows it.
+Both prefixes must differ: two deployments that set different key prefixes but the same
+explicit `queue_prefix` share the queue (`bull:jobs:*` with its blueprints, index of unfinished
+runs and stops channel), and a worker of one fails the other's jobs ("run not found"); the last
+test shows it.
 """
 
 from __future__ import annotations
@@ -56,15 +58,20 @@ LONG = {
 class Deployment:
     name: str
     key_prefix: str
-    queue_prefix: str
+    given_queue_prefix: str | None
+    """None: the store's default, derived from the key prefix."""
     url: str
     ran: list[tuple[str, str]] = field(default_factory=list)
     """(run id, node id) of every node its workers ran."""
 
     def store(self) -> RedisCoordinationStore:
         return RedisCoordinationStore(
-            self.url, key_prefix=self.key_prefix, queue_prefix=self.queue_prefix
+            self.url, key_prefix=self.key_prefix, queue_prefix=self.given_queue_prefix
         )
+
+    @property
+    def queue_prefix(self) -> str:
+        return self.store().queue_prefix
 
     def runtime(self) -> FlowRuntime:
         async def who(ctx: NodeContext) -> str:
@@ -115,8 +122,8 @@ class Deployment:
 
 def deployments(url: str) -> tuple[Deployment, Deployment]:
     return (
-        Deployment("a", "", "bull", url),
-        Deployment("b", "tenant-b:", "tenant-b:bull", url),
+        Deployment("a", "", None, url),
+        Deployment("b", "tenant-b:", None, url),
     )
 
 
@@ -142,6 +149,7 @@ def assert_disjoint(url: str, a: Deployment, b: Deployment) -> None:
 
 async def test_two_deployments_keep_to_their_own_runs_and_jobs(redis_url: str) -> None:
     a, b = deployments(redis_url)
+    assert (a.queue_prefix, b.queue_prefix) == ("bull", "tenant-b:bull")
     clients = {d.name: d.client() for d in (a, b)}
     for d in (a, b):
         await d.adapter().publish()
@@ -202,10 +210,12 @@ async def test_two_deployments_keep_to_their_own_runs_and_jobs(redis_url: str) -
     admin.close()
 
 
-async def test_a_key_prefix_alone_does_not_separate_deployments(redis_url: str) -> None:
-    """What docs/security.md warns about: with only `key_prefix` different, both deployments
-    use `bull:jobs:*`; B's worker claims A's job, finds no run of that id under its own key
-    prefix and fails the job, and A's run never ends."""
+async def test_different_key_prefixes_with_one_queue_prefix_do_not_separate(
+    redis_url: str,
+) -> None:
+    """What docs/security.md warns about: with the same explicit `queue_prefix`, both
+    deployments use `bull:jobs:*`; B's worker claims A's job, finds no run of that id under
+    its own key prefix and fails the job, and A's run never ends."""
     a = Deployment("a", "tenant-a:", "bull", redis_url)
     b = Deployment("b", "tenant-b:", "bull", redis_url)
     await a.adapter().publish()

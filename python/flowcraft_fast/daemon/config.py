@@ -58,6 +58,8 @@ class DaemonConfig:
     name: str | None = None
     state_ttl: int = 86_400
     retry_deadline: float = 30.0
+    key_prefix: str = ""
+    queue_prefix: str | None = None
 
 
 # ------------------------------------------------------------------ value parsers
@@ -130,6 +132,12 @@ def _seconds(*, allow_zero: bool) -> Callable[[object], float]:
         return number
 
     return parse
+
+
+def _prefix(value: object) -> str:
+    if not isinstance(value, str) or any(c.isspace() for c in value):
+        raise ValueError("a string without whitespace")
+    return value
 
 
 def _lease(value: object) -> float:
@@ -238,6 +246,13 @@ OPTIONS: tuple[Option, ...] = (
            "seconds each Redis call keeps retrying LOADING, BUSY and connection failures "
            "(a Redis restart or failover) before it fails; 0: no retries (default 30)",
            "SECONDS"),
+    Option("key_prefix", "--key-prefix", ("FLOWCRAFT_KEY_PREFIX",), _prefix,
+           "put in front of every run key (workflow:state:<run> ...), e.g. tenant-a:; "
+           "deployments with different key prefixes on one Redis never see each other's runs "
+           "(default none)", "PREFIX"),
+    Option("queue_prefix", "--queue-prefix", ("FLOWCRAFT_QUEUE_PREFIX",), _prefix,
+           "BullMQ's key prefix for the queue's keys (default bull, or <key-prefix>bull "
+           "when --key-prefix is set)", "PREFIX"),
 )  # fmt: skip
 
 _BY_TOML_KEY = {key: option for option in OPTIONS for key in option.toml_keys}

@@ -159,6 +159,8 @@ def _make_adapter(config: DaemonConfig, runtime: FlowRuntime) -> Any:
             config.redis_url,
             state_ttl_seconds=config.state_ttl,
             retry_deadline=config.retry_deadline,
+            key_prefix=config.key_prefix,
+            queue_prefix=config.queue_prefix,
         )
         return adapter_module.BullMQAdapter(
             runtime_options=runtime.options,

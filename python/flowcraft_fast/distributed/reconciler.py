@@ -53,7 +53,7 @@ class BullMQReconciler:
         adapter: BullMQAdapter,
         redis: Any = None,
         stalled_threshold_seconds: float = 300,
-        key_prefix: str = "workflow:state:",
+        key_prefix: str | None = None,
         scan_count: int = 200,
         mode: Mode = "index",
         logger: logging.Logger | None = None,
@@ -65,7 +65,7 @@ class BullMQReconciler:
         if mode not in ("index", "scan"):
             raise ValueError(f"mode must be 'index' or 'scan', not {mode!r}")
         expected = f"{adapter.store.key_prefix}workflow:state:"
-        if key_prefix != expected:
+        if key_prefix is not None and key_prefix != expected:
             raise ValueError(
                 f"key_prefix {key_prefix!r} does not match the adapter's run keys ({expected!r})"
             )
@@ -123,11 +123,14 @@ def create_bullmq_reconciler(
     adapter: BullMQAdapter,
     redis: Any = None,
     stalled_threshold_seconds: float = 300,
-    key_prefix: str = "workflow:state:",
+    key_prefix: str | None = None,
     scan_count: int = 200,
     mode: Mode = "index",
 ) -> BullMQReconciler:
-    """A reconciler for the runs of `adapter`'s queue; `await reconciler.run()` does one pass."""
+    """A reconciler for the runs of `adapter`'s queue; `await reconciler.run()` does one pass.
+
+    `key_prefix` (the run state keys' prefix, `<store key_prefix>workflow:state:`) is the
+    adapter's by default; a different one is refused."""
     return BullMQReconciler(
         adapter=adapter,
         redis=redis,

@@ -13,11 +13,18 @@ from .. import _core
 from .connection import open_connection
 
 
+def default_queue_prefix(key_prefix: str) -> str:
+    """BullMQ's `bull`, behind the run key prefix when there is one (`tenant-a:bull`)."""
+    return f"{key_prefix}bull"
+
+
 class RedisCoordinationStore:
     """Connection + key layout for run coordination.
 
     `conn` is a URL, a redis-py client or a `_core.RedisConnection`. `key_prefix` is put in
-    front of the run keys (`workflow:state:<runId>` ...); `queue_prefix` is BullMQ's prefix.
+    front of the run keys (`workflow:state:<runId>` ...); `queue_prefix` is BullMQ's prefix,
+    by default `bull`, or `<key_prefix>bull` when `key_prefix` is set, so that a key prefix
+    alone makes a separate deployment (its own queues too; docs/security.md).
     `state_ttl_seconds` is how long a run's keys live after it ends. `keep_completed_jobs` /
     `keep_failed_jobs` are how many finished jobs BullMQ's `completed` / `failed` sets keep
     (-1: all); the oldest beyond that are deleted in batches, once a tenth of the limit more
@@ -32,7 +39,7 @@ class RedisCoordinationStore:
         conn: str | Any,
         *,
         key_prefix: str = "",
-        queue_prefix: str = "bull",
+        queue_prefix: str | None = None,
         state_ttl_seconds: int = 86_400,
         keep_completed_jobs: int = 1_000,
         keep_failed_jobs: int = 5_000,
@@ -49,6 +56,8 @@ class RedisCoordinationStore:
                 raise ValueError(f"{name} must be -1 (keep all) or at least 0, got {keep}")
         self.connection = open_connection(conn, retry_deadline=retry_deadline)
         self.key_prefix = key_prefix
+        if queue_prefix is None:
+            queue_prefix = default_queue_prefix(key_prefix)
         self.queue_prefix = queue_prefix
         self.state_ttl_seconds = state_ttl_seconds
         self.keep_completed_jobs = keep_completed_jobs
