@@ -29,10 +29,10 @@ client (FlowClient, RedisContext reads)
     exists                resume sent again after a lost reply (runs.rs: did its job get made?)
     subscribe, unsubscribe  `wait` (waits.rs: one subscriber connection, a channel per run)
 
-Denied on purpose: CONFIG (the worker's maxmemory-policy check warns and goes on; CONFIG GET
-would also show every other setting), CLIENT (redis-rs sends CLIENT SETINFO when it connects
-and ignores the reply; Redis 6.2 and 7.2+ log the denial, 7.0 answers "unknown subcommand"),
-SELECT (only sent for a database other than 0: add `+select` then), SCAN (only the
+Denied on purpose: CONFIG (the worker's maxmemory-policy check reads INFO memory instead;
+CONFIG GET would also show every other setting), CLIENT (redis-rs sends CLIENT SETINFO when it
+connects and ignores the reply; Redis 6.2 and 7.2+ log the denial, 7.0 answers "unknown
+subcommand"), SELECT (only sent for a database other than 0: add `+select` then), SCAN (only the
 reconciler's `mode="scan"` uses it: `scan=True`; SCAN lists every key name of the database,
 whatever the key patterns), MULTI/EXEC/HMSET for RedisContext writes (`context_writes=True`).
 """
@@ -128,8 +128,8 @@ def worker_acl(
 ) -> list[str]:
     """The rules of a worker user serving `queue` (keys, channels, commands).
 
-    `config_get`: also CONFIG GET, so the maxmemory-policy check reads the policy instead of
-    warning (at start and every stalled-job interval). `scan`: the reconciler's scan mode."""
+    `config_get`: also CONFIG GET (not needed: denied it, the maxmemory-policy check reads
+    INFO memory). `scan`: the reconciler's scan mode."""
     _check(queue, key_prefix, queue_prefix)
     keys = [f"~{glob_escape(queue_base(queue, queue_prefix))}*", *run_key_patterns(key_prefix)]
     commands = list(WORKER_COMMANDS)
@@ -212,7 +212,7 @@ EXPECTED_DENIALS = ("client", "client|setinfo")
 ignores the reply (Redis 6.2 logs the denial as `client`, 7.2+ as `client|setinfo`; 7.0 has no
 such subcommand)."""
 EXPECTED_WORKER_DENIALS = ("config", "config|get")
-"""The worker's maxmemory-policy check: denied, it warns and goes on (safety.py)."""
+"""The worker's maxmemory-policy check tries CONFIG GET first, then INFO memory (safety.py)."""
 
 
 def unexpected_denials(admin: Any, *, worker: str) -> list[str]:

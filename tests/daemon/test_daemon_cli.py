@@ -100,7 +100,7 @@ def test_acl_denied_config_warns_and_continues(
 
     server = redis_factory()
     admin = redis.Redis.from_url(server.url)
-    acl = ("ACL", "SETUSER", "worker", "on", ">pw", "~*", "&*", "+@all", "-config")
+    acl = ("ACL", "SETUSER", "worker", "on", ">pw", "~*", "&*", "+@all", "-config", "-info")
     admin.execute_command(*acl)  # type: ignore[no-untyped-call]
     admin.close()
     app = write_app(tmp_path)

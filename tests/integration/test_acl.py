@@ -364,8 +364,8 @@ async def test_neither_user_reaches_another_queue_or_prefix(users: Users) -> Non
 
 
 async def test_the_optional_grants(users: Users) -> None:
-    """RedisContext writes need `context_writes=True`; `config_get=True` lets the worker's
-    maxmemory-policy check read the policy instead of warning."""
+    """RedisContext writes need `context_writes=True`; the worker's maxmemory-policy check
+    needs no `config_get=True`: denied CONFIG, it reads the policy from INFO memory."""
     ctx = RedisContext(users.client_url, "r1", key_prefix=KEY_PREFIX)
     with pytest.raises(_core.RedisCommandError, match="no permissions to run the 'multi'"):
         await ctx.set("k", 1)
@@ -378,7 +378,8 @@ async def test_the_optional_grants(users: Users) -> None:
     assert await ctx.to_dict() == {}
 
     worker = open_connection(users.worker_url)
-    assert (await check_server(worker)).maxmemory_policy is None
+    facts = await check_server(worker)
+    assert (facts.maxmemory_policy, facts.warnings) == ("noeviction", ())
     rules = worker_acl(QUEUE, KEY_PREFIX, QUEUE_PREFIX, config_get=True)
     users.admin.execute_command(*setuser_args(WORKER, PASSWORD, rules))
     facts = await check_server(worker)

@@ -26,7 +26,7 @@ async def test_noeviction_passes_and_reports_the_version(redis_url: str) -> None
     assert facts.warnings == ()
 
 
-async def test_config_denied_by_acl_warns_and_goes_on(redis_url: str) -> None:
+async def test_config_denied_by_acl_reads_the_policy_from_info(redis_url: str) -> None:
     import redis
 
     admin = redis.Redis.from_url(redis_url)
@@ -34,6 +34,28 @@ async def test_config_denied_by_acl_warns_and_goes_on(redis_url: str) -> None:
         "worker", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-config"]
     )
     host_port = redis_url.removeprefix("redis://").removesuffix("/0")
-    facts = await check_server(open_connection(f"redis://worker:pw@{host_port}/0"))
+    conn = open_connection(f"redis://worker:pw@{host_port}/0")
+    facts = await check_server(conn)
+    assert (facts.maxmemory_policy, facts.warnings) == ("noeviction", ())
+    admin.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        with pytest.raises(UnsafeRedisError, match="allkeys-lru"):
+            await check_server(conn)
+    finally:
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.close()
+
+
+async def test_config_and_info_denied_warns_and_goes_on(redis_url: str) -> None:
+    import redis
+
+    admin = redis.Redis.from_url(redis_url)
+    admin.acl_setuser(
+        "blind", enabled=True, passwords=["+pw"], keys=["*"],
+        commands=["+@all", "-config", "-info"],
+    )  # fmt: skip
+    admin.close()
+    host_port = redis_url.removeprefix("redis://").removesuffix("/0")
+    facts = await check_server(open_connection(f"redis://blind:pw@{host_port}/0"))
     assert facts.maxmemory_policy is None
     assert any("cannot read maxmemory-policy" in w for w in facts.warnings)

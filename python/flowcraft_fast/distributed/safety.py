@@ -31,21 +31,32 @@ class ServerFacts:
     warnings: tuple[str, ...] = ()
 
 
+_WARNED: set[str] = set()
+"""Servers whose policy could not be read, already warned about (the check repeats)."""
+
+
 async def check_server(conn: _core.RedisConnection) -> ServerFacts:
     """Raise UnsafeRedisError for an evicting or too old server; connection errors propagate."""
     warnings: list[str] = []
     try:
         policy = await conn.config_get("maxmemory-policy")
     except _core.RedisCommandError as exc:
-        # Managed Redis often denies CONFIG (ACL) or renames it: we cannot tell, so say so
-        # loudly and go on rather than refuse a server that may well be configured right.
-        policy = None
-        warning = (
-            f"cannot read maxmemory-policy from Redis at {conn.server} ({_one_line(exc)}); "
-            f"make sure it is {SAFE_POLICY}, or workflow state may be evicted"
-        )
-        log.warning(warning)
-        warnings.append(warning)
+        # Managed Redis often denies CONFIG (ACL) or renames it; INFO memory tells the policy
+        # too (the worker's ACL rules allow INFO). Only when both fail do we say so, loudly
+        # and once per server, and go on rather than refuse a server that may be right.
+        try:
+            policy = (await conn.info("memory")).get("maxmemory_policy")
+        except _core.RedisCommandError:
+            policy = None
+        if policy is None:
+            warning = (
+                f"cannot read maxmemory-policy from Redis at {conn.server} ({_one_line(exc)}); "
+                f"make sure it is {SAFE_POLICY}, or workflow state may be evicted"
+            )
+            if conn.server not in _WARNED:
+                _WARNED.add(conn.server)
+                log.warning(warning)
+            warnings.append(warning)
     if policy is not None and policy != SAFE_POLICY:
         raise UnsafeRedisError(
             f"Redis at {conn.server} has maxmemory-policy {policy}, which can evict workflow "
