@@ -176,6 +176,36 @@ async def test_an_orphan_id_on_wait_is_removed_counted_and_logged(
     await healthy_run_completes(client)
 
 
+@pytest.mark.parametrize("where", ["wait", "delayed"])
+async def test_an_id_naming_a_queue_key_is_removed_and_the_key_left_alone(
+    served: tuple[BullMQAdapter, FlowClient, redis.Redis],
+    caplog: pytest.LogCaptureFixture,
+    where: str,
+) -> None:
+    """`wait`, `meta`, `x:lock` ... are not job ids: their "job hash" would be a key of the
+    queue (a list, the queue's meta hash, a lock string). Reading or failing them used to abort
+    the claim script on every call (a list) or write a failedReason into the queue's meta."""
+    adapter, client, r = served
+    caplog.set_level(logging.WARNING, logger="flowcraft_fast.worker")
+    await healthy_run_completes(client)
+    r.set(QP + "x:lock", "someone")
+    before = {k: r.dump(QP + k) for k in ("meta", "x:lock", "completed")}
+    ids = ["wait", "meta", "x:lock", "flowcraft"]
+    for bad in ids:
+        if where == "wait":
+            r.lpush(QP + "wait", bad)
+        else:
+            r.zadd(QP + "delayed", {bad: 0})  # due long ago
+    r.zadd(QP + "marker", {"0": 0})
+    await wait_until(lambda: adapter.worker.stats.rejected >= len(ids), 5, "the ids to go")
+    for bad in ids:
+        assert r.lpos(QP + "wait", bad) is None and r.lpos(QP + "active", bad) is None
+        assert r.zscore(QP + "delayed", bad) is None and r.zscore(QP + "failed", bad) is None
+    assert {k: r.dump(QP + k) for k in before} == before
+    assert sum("not a job id" in m for m in caplog.messages) == len(ids)
+    await healthy_run_completes(client)
+
+
 @pytest.mark.parametrize("data_ok", [True, False], ids=["runnable", "bad-data"])
 @pytest.mark.parametrize(
     ("field", "value"),

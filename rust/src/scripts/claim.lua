@@ -23,7 +23,8 @@
   listed in `rejected`: data missing, too large, too deep, not JSON, not an object, a field of
   the wrong type (named), a counter field (atm, attemptsMade, ats, stc, fce) that is not a whole
   number, a run that does not exist or already ended. An id on wait without a job hash is removed
-  and listed too. A copy of a job whose node already committed, in a run that is live or
+  and listed too, and so is one that is no job id (lib.lua `not_a_job_id`: a queue key name or
+  an id holding ':'; also when it comes due in delayed), without touching the key it names. A copy of a job whose node already committed, in a run that is live or
   completed, is settled as completed (its node ran, once; in a failed or cancelled run it may be
   the node that failed it: such a copy is rejected as the run's other jobs are). Nothing else
   changes.
@@ -33,16 +34,25 @@
 local now = now_ms()
 local qp = ARGV[1]
 
+local NOT_A_JOB = 'not a job id (names a key of the queue, holds ":" or is empty): removed '
+                  .. 'from the queue, nothing else touched'
+local rejected = {}
+
 -- promote due delayed jobs
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], 0, now * 4096 + 4095, 'LIMIT', 0, 1000)
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[3], id)
-  redis.call('LPUSH', KEYS[1], id)
-  redis.call('HSET', qp .. id, 'delay', 0)
+  if not_a_job_id(id) then
+    rejected[#rejected + 1] = id
+    rejected[#rejected + 1] = NOT_A_JOB
+  else
+    redis.call('LPUSH', KEYS[1], id)
+    redis.call('HSET', qp .. id, 'delay', 0)
+  end
 end
 
 local runs, run_list = {}, {}
-local out = {0, run_list}
+local out = {0, run_list, rejected}
 local nxt = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 if nxt[2] then out[1] = math.floor(tonumber(nxt[2]) / 4096) end
 
@@ -51,8 +61,6 @@ if redis.call('HEXISTS', KEYS[5], 'paused') == 1 then return out end
 local max = tonumber(ARGV[4])
 local max_bytes = tonumber(ARGV[7])
 local n = 0
-local rejected = {}
-out[3] = rejected
 -- A job that is not a runnable flowcraft job leaves active for failed at once, with the reason
 -- (BullMQ's failedReason), and the worker is told; nothing else changes.
 local function reject(id, jk, reason)
@@ -88,10 +96,16 @@ while n < max do
     if redis.call('ZCARD', KEYS[7]) == 0 then redis.call('DEL', qp .. 'pc') end
   end
   local jk = qp .. id
-  local f = redis.call('HMGET', jk, 'data', 'atm', 'attemptsMade', 'ats', 'opts', 'fci', 'fcr', 'fcw',
-                        'stc', 'fce')
   local data, reason, status, settled, bp = nil, nil, nil, false, nil
-  if not f[1] then
+  local f = not_a_job_id(id) and {err = 'reserved'}
+            or redis.pcall('HMGET', jk, 'data', 'atm', 'attemptsMade', 'ats', 'opts', 'fci',
+                           'fcr', 'fcw', 'stc', 'fce')
+  if f.err then
+    -- its "job hash" is another key of the queue (or of some other type): leave it alone
+    redis.call('LREM', KEYS[2], -1, id)
+    rejected[#rejected + 1] = id
+    rejected[#rejected + 1] = NOT_A_JOB
+  elseif not f[1] then
     if redis.call('EXISTS', jk) == 0 then
       -- an id pushed without a job hash: nothing to run or to fail; it leaves, and is reported
       redis.call('LREM', KEYS[2], -1, id)

@@ -40,6 +40,19 @@ local function valid_run_id(id)
 end
 
 -- A decoded JSON scalar as text ("3", "1.2", "abc"), or `default` for absent/null.
+-- BullMQ's queue-level key names (`<prefix>:<queue>:<name>`) and ours: an id on wait, delayed
+-- or prioritized that is one of them, or holds ':' (a job's own sub-keys: `<id>:lock` ...), or
+-- is empty, is not a job id: its "job hash" would be another key of the queue. Never touched.
+local QUEUE_KEY_NAMES = {
+  wait = true, paused = true, meta = true, id = true, delayed = true, active = true,
+  completed = true, failed = true, stalled = true, ['stalled-check'] = true, limiter = true,
+  prioritized = true, marker = true, events = true, pc = true, ['repeat'] = true,
+  metrics = true, de = true, flowcraft = true,
+}
+local function not_a_job_id(id)
+  return id == '' or QUEUE_KEY_NAMES[id] ~= nil or string.find(id, ':', 1, true) ~= nil
+end
+
 local function text_or(v, default)
   if v == nil or v == cjson.null then return default end
   if type(v) == 'number' and v == math.floor(v) then return string.format('%d', v) end
