@@ -5,6 +5,8 @@ The names below are the public API (SPEC section 4); everything else is internal
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from .builder import create_flow
 from .distributed.adapter import BullMQAdapter
 from .distributed.client import FlowClient
@@ -20,6 +22,12 @@ from .runtime import (
     WorkflowResult,
 )
 
+try:
+    # The version lives in Cargo.toml only; maturin writes it into the package metadata.
+    __version__ = _metadata.version("flowcraft-fast")
+except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
 __all__ = [
     "BaseNode",
     "BlueprintError",
@@ -32,6 +40,7 @@ __all__ = [
     "RedisContext",
     "RedisCoordinationStore",
     "WorkflowResult",
+    "__version__",
     "create_bullmq_reconciler",
     "create_flow",
 ]

@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help=f"TOML config file (env {CONFIG_ENV})",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     parser.add_argument(
         "--check",
         action="store_true",
@@ -117,6 +118,15 @@ def _check(config: DaemonConfig) -> int:
     )
     print(f"{PROG}: check passed" + (" with warnings" if facts.warnings else ""))
     return 0
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("flowcraft-fast")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
 
 
 def _fail(message: str, code: int) -> int:
