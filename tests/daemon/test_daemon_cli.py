@@ -71,7 +71,7 @@ def test_check_fails_on_a_closed_port(tmp_path: Path) -> None:
 def test_start_fails_on_a_closed_port_with_one_line(tmp_path: Path) -> None:
     app = write_app(tmp_path)
     url = f"redis://127.0.0.1:{free_port()}/0"
-    result = _run(["--app", app], tmp_path, REDIS_URL=url, FLOWCRAFT_REDIS_RETRY_DEADLINE="0.5")
+    result = _run(["--app", app], tmp_path, REDIS_URL=url, FLOWCRAFT_REDIS_WAIT="0")
     assert result.returncode == 1
     assert "cannot connect to Redis" in _one_line(result.stderr)
 

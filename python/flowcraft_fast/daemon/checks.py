@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["RedisFacts", "StartupError", "check_redis", "redact_url"]
+__all__ = ["RedisFacts", "RedisUnreachableError", "StartupError", "check_redis", "redact_url"]
 
 log = logging.getLogger("flowcraft_fast.daemon")
 
@@ -19,6 +19,11 @@ CONNECT_TIMEOUT = 5.0
 
 class StartupError(Exception):
     """The daemon cannot start safely; the message is one line meant for the operator."""
+
+
+class RedisUnreachableError(StartupError):
+    """Redis did not answer (refused, timed out, not resolvable): worth waiting for at boot,
+    unlike an unsafe server, which stays unsafe."""
 
 
 @dataclass(frozen=True)
@@ -30,26 +35,33 @@ class RedisFacts:
     warnings: tuple[str, ...] = ()
 
 
-async def check_redis(url: str) -> RedisFacts:
-    """Raise StartupError when Redis at `url` is unreachable or may evict keys."""
+async def check_redis(url: str, *, retry_deadline: float | None = None) -> RedisFacts:
+    """Raise StartupError when Redis at `url` is unreachable (RedisUnreachableError) or may
+    evict keys. `retry_deadline`: how long the first PING retries (default: the connection's,
+    $FLOWCRAFT_REDIS_RETRY_DEADLINE else 30 s; the boot wait passes 0 and retries itself)."""
     where = redact_url(url)
-    await _ping(url, where)
+    await _ping(url, where, retry_deadline)
     return await _inspect(url, where)
 
 
-async def _ping(url: str, where: str) -> None:
+async def _ping(url: str, where: str, retry_deadline: float | None = None) -> None:
     from .. import _core
     from ..distributed.connection import open_connection
 
     try:
         conn = open_connection(
-            url, connect_timeout=CONNECT_TIMEOUT, response_timeout=CONNECT_TIMEOUT
+            url,
+            connect_timeout=CONNECT_TIMEOUT,
+            response_timeout=CONNECT_TIMEOUT,
+            retry_deadline=retry_deadline,
         )
         await conn.ping()
     except _core.RedisConnectionError as exc:
         # The core's message already names the (redacted) server and the cause.
-        raise StartupError(_one_line(exc)) from None
-    except (_core.RedisCommandError, OSError, ValueError) as exc:
+        raise RedisUnreachableError(_one_line(exc)) from None
+    except OSError as exc:
+        raise RedisUnreachableError(f"cannot reach Redis at {where}: {_one_line(exc)}") from None
+    except (_core.RedisCommandError, ValueError) as exc:
         raise StartupError(f"cannot reach Redis at {where}: {_one_line(exc)}") from None
 
 

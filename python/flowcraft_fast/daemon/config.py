@@ -60,6 +60,7 @@ class DaemonConfig:
     retry_deadline: float = 30.0
     key_prefix: str = ""
     queue_prefix: str | None = None
+    redis_wait: float | None = None
 
 
 # ------------------------------------------------------------------ value parsers
@@ -253,6 +254,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("queue_prefix", "--queue-prefix", ("FLOWCRAFT_QUEUE_PREFIX",), _prefix,
            "BullMQ's key prefix for the queue's keys (default bull, or <key-prefix>bull "
            "when --key-prefix is set)", "PREFIX"),
+    Option("redis_wait", "--redis-wait", ("FLOWCRAFT_REDIS_WAIT",), _seconds(allow_zero=True),
+           "seconds to wait at start for a Redis that does not answer, retrying with backoff "
+           "(1, 2, 4 ... 30 s) and logging each try; 0: fail at once (default: wait until it "
+           "answers or a stop signal arrives; --check never waits)", "SECONDS"),
 )  # fmt: skip
 
 _BY_TOML_KEY = {key: option for option in OPTIONS for key in option.toml_keys}

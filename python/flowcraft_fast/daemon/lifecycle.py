@@ -18,7 +18,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .checks import StartupError, check_redis, redact_url
+from .checks import RedisFacts, RedisUnreachableError, StartupError, check_redis, redact_url
 from .config import DaemonConfig, default_worker_name
 from .metrics import MetricsServer, adapter_metrics
 from .notify import Notifier, watchdog_interval
@@ -26,7 +26,7 @@ from .notify import Notifier, watchdog_interval
 if TYPE_CHECKING:
     from ..runtime import FlowRuntime
 
-__all__ = ["StopSignals", "run_async", "run_worker"]
+__all__ = ["StopSignals", "run_async", "run_worker", "wait_for_redis"]
 
 log = logging.getLogger("flowcraft_fast.daemon")
 
@@ -34,6 +34,8 @@ T = TypeVar("T")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 CLOSE_GRACE = 5.0  # beyond --drain-timeout, for an adapter that enforces the timeout itself
+BOOT_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # seconds between boot tries; the last repeats
+EXTEND_MARGIN = 30.0  # EXTEND_TIMEOUT_USEC covers the next step plus this much
 
 
 class StopSignals:
@@ -104,7 +106,7 @@ async def run_worker(
     metrics: MetricsServer | None = None
     try:
         notifier.status(f"connecting to Redis at {where}")
-        facts = await unless_stopped(check_redis(config.redis_url), stop.requested)
+        facts = await wait_for_redis(config, notifier, stop.requested)
         if facts is None:
             return 0
         adapter = _make_adapter(config, runtime)
@@ -127,7 +129,11 @@ async def run_worker(
 
         name = signal.Signals(stop.signum or signal.SIGTERM).name
         state.update(up=0, draining=1)
-        notifier.stopping(f"draining (up to {config.drain_timeout:g}s) after {name}")
+        # A drain longer than the unit's TimeoutStopSec would be cut short by SIGKILL.
+        notifier.stopping(
+            f"draining (up to {config.drain_timeout:g}s) after {name}",
+            extend_seconds=config.drain_timeout + CLOSE_GRACE + EXTEND_MARGIN,
+        )
         log.info("%s: draining in-flight work (up to %gs)", name, config.drain_timeout)
         await _cancel(reconcile)
         drained = await _drain(adapter, config.drain_timeout)
@@ -143,6 +149,47 @@ async def run_worker(
             await metrics.close()
         await _cancel(watchdog)
         stop.uninstall()
+
+
+async def wait_for_redis(
+    config: DaemonConfig, notifier: Notifier, stop: asyncio.Event
+) -> RedisFacts | None:
+    """Redis's facts once it answers; None when a stop is requested first.
+
+    A Redis that does not answer is tried again after 1, 2, 4 ... 30 s (each try logged, the
+    status and EXTEND_TIMEOUT_USEC sent so systemd's start timeout does not fire), for ever or
+    until `--redis-wait` seconds have passed: a unit started before Redis converges. An unsafe
+    Redis (evicting) fails at once: waiting would not change it.
+    """
+    where = redact_url(config.redis_url)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await unless_stopped(check_redis(config.redis_url, retry_deadline=0), stop)
+        except RedisUnreachableError as exc:
+            delay = BOOT_BACKOFF[min(attempt, len(BOOT_BACKOFF)) - 1]
+            if config.redis_wait is not None:
+                left = config.redis_wait - (loop.time() - started)
+                if left <= 0:
+                    raise
+                delay = min(delay, left)
+            reason = str(exc)
+            log.warning(
+                "Redis at %s not reachable (%s); retrying in %g s (attempt %d)",
+                where, reason, delay, attempt,
+            )  # fmt: skip
+            notifier.extend_timeout(
+                delay + EXTEND_MARGIN,
+                f"waiting for Redis at {where} (attempt {attempt}, next in {delay:g} s)",
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            log.info("stop requested while waiting for Redis")
+            return None
 
 
 def _make_adapter(config: DaemonConfig, runtime: FlowRuntime) -> Any:

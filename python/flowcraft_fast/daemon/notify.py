@@ -64,8 +64,21 @@ class Notifier:
     def watchdog(self) -> bool:
         return self.send(WATCHDOG="1")
 
-    def stopping(self, status: str) -> bool:
-        return self.send(STOPPING="1", STATUS=status)
+    def extend_timeout(self, seconds: float, status: str | None = None) -> bool:
+        """EXTEND_TIMEOUT_USEC: the start (before READY) or stop (after STOPPING) may take
+        `seconds` more from now; systemd's TimeoutStartSec/TimeoutStopSec would otherwise
+        kill a daemon still waiting for Redis or still draining."""
+        fields = {"EXTEND_TIMEOUT_USEC": str(max(1, round(seconds * 1_000_000)))}
+        if status:
+            fields["STATUS"] = status
+        return self.send(**fields)
+
+    def stopping(self, status: str, extend_seconds: float | None = None) -> bool:
+        """STOPPING=1, and EXTEND_TIMEOUT_USEC when the drain may outlast TimeoutStopSec."""
+        fields = {"STOPPING": "1", "STATUS": status}
+        if extend_seconds is not None:
+            fields["EXTEND_TIMEOUT_USEC"] = str(max(1, round(extend_seconds * 1_000_000)))
+        return self.send(**fields)
 
     def close(self) -> None:
         if self._socket is not None:

@@ -23,9 +23,9 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 
-from .checks import StartupError, check_redis
+from .checks import StartupError
 from .config import DaemonConfig, default_worker_name, to_cli_args
-from .lifecycle import StopSignals, unless_stopped
+from .lifecycle import StopSignals, wait_for_redis
 from .notify import Notifier, watchdog_interval
 
 __all__ = ["Supervisor"]
@@ -71,9 +71,7 @@ class Supervisor:
             self.notifier.status("checking Redis")
             try:
                 # Fail once, with one line, rather than N children in a restart loop.
-                facts = await unless_stopped(
-                    check_redis(self.config.redis_url), self._stop.requested
-                )
+                facts = await wait_for_redis(self.config, self.notifier, self._stop.requested)
                 if facts is None:
                     return 0
             except StartupError as exc:
@@ -189,7 +187,10 @@ class Supervisor:
 
     async def _stop_children(self) -> None:
         name = signal.Signals(self._stop.signum or signal.SIGTERM).name
-        self.notifier.stopping(f"draining {len(self.children)} workers after {name}")
+        self.notifier.stopping(
+            f"draining {len(self.children)} workers after {name}",
+            extend_seconds=self.config.drain_timeout + STOP_GRACE + 30.0,
+        )
         log.info("%s: stopping %d workers", name, len(self.children))
         alive = [c.process for c in self.children if c.process and c.process.returncode is None]
         for process in alive:
