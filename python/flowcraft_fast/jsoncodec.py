@@ -36,9 +36,17 @@ def dumps(value: Any, *, what: str = "value", max_bytes: int = MAX_VALUE_BYTES) 
         raise type(exc)(f"{what} is not JSON-serialisable: {exc}") from None
     except RecursionError:
         raise JSONLimitError(f"{what} is nested too deeply to store") from None
-    if len(text) > max_bytes:
-        raise JSONLimitError(f"{what} is {len(text)} bytes of JSON, over the limit of {max_bytes}")
+    # A character is 1 to 4 bytes: a text of at most max/4 characters is under the limit.
+    if len(text) * 4 > max_bytes and (size := utf8_size(text)) > max_bytes:
+        raise JSONLimitError(f"{what} is {size} bytes of JSON, over the limit of {max_bytes}")
     return text
+
+
+def utf8_size(text: str | bytes) -> int:
+    """Bytes of `text` in UTF-8, what Redis stores (an ASCII text: its length, no encoding)."""
+    if isinstance(text, bytes) or text.isascii():
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 class EncodeOnce:
@@ -60,8 +68,8 @@ class EncodeOnce:
 
 def loads(text: str | bytes, *, what: str = "value", max_bytes: int = MAX_VALUE_BYTES) -> Any:
     """Decode JSON text written by flowcraft-fast or another client (TypeScript Flowcraft)."""
-    if len(text) > max_bytes:
-        raise JSONLimitError(f"{what} is {len(text)} bytes of JSON, over the limit of {max_bytes}")
+    if len(text) * 4 > max_bytes and (size := utf8_size(text)) > max_bytes:
+        raise JSONLimitError(f"{what} is {size} bytes of JSON, over the limit of {max_bytes}")
     if isinstance(text, bytes):
         text = text.decode("utf-8")
     try:
