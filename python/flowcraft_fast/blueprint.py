@@ -9,6 +9,7 @@ so a run never meets a syntax error.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from collections.abc import Mapping
@@ -132,6 +133,43 @@ class Blueprint:
         if self.metadata:
             out["metadata"] = _thaw(self.metadata)
         return out
+
+
+NODE_KEYS: tuple[str, ...] = ("id", "uses", "params", "inputs", "config")
+EDGE_KEYS: tuple[str, ...] = ("source", "target", "action", "condition", "transform")
+CONFIG_KEYS: tuple[str, ...] = ("maxRetries", "retryDelay", "timeout", "fallback", "joinStrategy")
+
+
+def unknown_keys(raw: Mapping[str, Any]) -> list[str]:
+    """Keys of nodes, edges and node configs that flowcraft-fast does not read, one message
+    each naming where and the closest known key. `load_blueprint` ignores such keys (blueprints
+    may carry tool-specific extras); `flowcraft-fast validate` reports them, because a typo
+    such as `condtion` silently makes an edge unconditional."""
+    problems: list[str] = []
+    where = f"blueprint '{raw.get('id')}'"
+
+    def check(item: Any, known: tuple[str, ...], at: str) -> None:
+        if not isinstance(item, Mapping):
+            return
+        for key in item:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                expected = ", ".join(known)
+                problems.append(f"{at}: unknown key '{key}'{hint}; known keys: {expected}")
+
+    nodes = raw.get("nodes")
+    for index, node in enumerate(nodes if isinstance(nodes, list) else []):
+        node_at = f"{where}: node '{node.get('id')}'" if isinstance(node, Mapping) else ""
+        check(node, NODE_KEYS, node_at or f"{where}: nodes[{index}]")
+        if isinstance(node, Mapping):
+            check(node.get("config"), CONFIG_KEYS, f"{node_at} config")
+    edges = raw.get("edges")
+    for index, edge in enumerate(edges if isinstance(edges, list) else []):
+        if isinstance(edge, Mapping):
+            at = f"{where}: edge {index} ({edge.get('source')!r} -> {edge.get('target')!r})"
+            check(edge, EDGE_KEYS, at)
+    return problems
 
 
 def load_blueprint(

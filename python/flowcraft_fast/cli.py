@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _core
-from .blueprint import Blueprint, load_blueprint
+from .blueprint import Blueprint, load_blueprint, unknown_keys
 from .errors import BlueprintError, FlowcraftError
 from .mermaid import to_mermaid
 
@@ -88,8 +88,9 @@ def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
-def read_blueprint_file(path: str) -> Blueprint:
-    """Load and validate the blueprint JSON at ``path`` (``-`` for stdin).
+def read_blueprint_file(path: str, *, strict: bool = False) -> Blueprint:
+    """Load and validate the blueprint JSON at ``path`` (``-`` for stdin); ``strict`` also
+    refuses keys of nodes, edges and configs that flowcraft-fast does not read.
 
     Raises `CliError` with a one-line message naming the file on any failure.
     """
@@ -115,9 +116,14 @@ def read_blueprint_file(path: str) -> Blueprint:
     except RecursionError:
         raise CliError(f"{name}: JSON is nested too deeply") from None
     try:
-        return load_blueprint(data)
+        bp = load_blueprint(data)
     except BlueprintError as exc:
         raise CliError(f"{name}: {exc}") from None
+    problems = unknown_keys(data) if strict else []
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CliError(f"{name}: {problems[0]}{more}; --lenient accepts unknown keys")
+    return bp
 
 
 def _json_value(text: str) -> Any:
@@ -175,7 +181,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     status = 0
     for path in args.files:
         try:
-            bp = read_blueprint_file(path)
+            bp = read_blueprint_file(path, strict=not args.lenient)
         except CliError as exc:
             _error(str(exc))
             status = 1
@@ -721,6 +727,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="blueprint JSON file, or - for stdin")
+    p.add_argument(
+        "--lenient",
+        action="store_true",
+        help="accept keys flowcraft-fast does not read in nodes, edges and config (e.g. "
+        "tool-specific extras); by default they are errors, naming the closest known key",
+    )
 
     p = sub.add_parser(
         "graph",
