@@ -19,8 +19,12 @@ worker, outside scripts
     time, zrangebyscore,  the reconciler's survey of the unfinished-runs index (survey.rs)
     hmget, zrem
     subscribe             the queue's stops channel (stops.rs)
+    client|setname        naming its connections the way BullMQ does (workers.rs), so BullMQ
+                          tools list the worker
+    zrange                `flowcraft-fast inspect`/`runs` as the worker user: the live workers
+                          and the runs indexes (workers.rs, reads.rs)
 worker, inside scripts: see WORKER_SCRIPTS (claim, commit, retry, renew, stalled, adopt,
-    reconcile); test_acl.py checks every `redis.call` of them is granted.
+    reconcile, beat); test_acl.py checks every `redis.call` of them is granted.
 client (FlowClient, RedisContext reads)
     evalsha, script|load  start, cancel, resume scripts (their commands: CLIENT_SCRIPTS)
     hget                  the published blueprint; RedisContext.get
@@ -30,11 +34,12 @@ client (FlowClient, RedisContext reads)
     subscribe, unsubscribe  `wait` (waits.rs: one subscriber connection, a channel per run)
 
 Denied on purpose: CONFIG (the worker's maxmemory-policy check reads INFO memory instead;
-CONFIG GET would also show every other setting), CLIENT (redis-rs sends CLIENT SETINFO when it
-connects and ignores the reply; Redis 6.2 and 7.2+ log the denial, 7.0 answers "unknown
-subcommand"), SELECT (only sent for a database other than 0: add `+select` then), SCAN (only the
-reconciler's `mode="scan"` uses it: `scan=True`; SCAN lists every key name of the database,
-whatever the key patterns), MULTI/EXEC/HMSET for RedisContext writes (`context_writes=True`).
+CONFIG GET would also show every other setting), CLIENT but SETNAME (redis-rs sends CLIENT
+SETINFO when it connects and ignores the reply; Redis 6.2 and 7.2+ log the denial, 7.0
+answers "unknown subcommand"), SELECT (only sent for a database other than 0: add `+select`
+then), SCAN (only the reconciler's `mode="scan"` uses it: `scan=True`; SCAN lists every key
+name of the database, whatever the key patterns), MULTI/EXEC/HMSET for RedisContext writes
+(`context_writes=True`).
 """
 
 from __future__ import annotations
@@ -46,12 +51,12 @@ from urllib.parse import quote, urlsplit, urlunsplit
 RUN_KEY_SHAPES = ("workflow:state:", "workflow:run:", "workflow:joins:", "workflow:status:")
 """rust/src/keys.rs: the four keys of a run, each behind the deployment's key prefix."""
 
-WORKER_SCRIPTS = ("claim", "commit", "retry", "renew", "stalled", "adopt", "reconcile")
+WORKER_SCRIPTS = ("claim", "commit", "retry", "renew", "stalled", "adopt", "reconcile", "beat")
 CLIENT_SCRIPTS = ("start", "cancel", "resume")
 
 WORKER_DIRECT = (
     "ping", "info", "evalsha", "script|load", "bzpopmin", "zadd", "hmset", "hgetall", "get",
-    "time", "zrangebyscore", "hmget", "zrem", "subscribe",
+    "time", "zrangebyscore", "hmget", "zrem", "subscribe", "client|setname", "zrange",
 )  # fmt: skip
 """What a worker sends outside scripts (see the module docstring)."""
 
@@ -59,7 +64,7 @@ WORKER_IN_SCRIPTS = (
     "time", "hset", "hsetnx", "hget", "hmget", "hgetall", "hexists", "hincrby", "hdel",
     "exists", "del", "get", "set", "pexpire", "expire", "lpush", "rpush", "rpoplpush", "lrem",
     "llen", "lrange", "zadd", "zrem", "zrange", "zrangebyscore", "zpopmin", "zcard", "zcount",
-    "zscore", "zremrangebyrank", "xadd", "publish",
+    "zscore", "zremrangebyrank", "zremrangebyscore", "xadd", "publish", "incr",
 )  # fmt: skip
 """What WORKER_SCRIPTS run (test_acl.py reads them: exactly these)."""
 
@@ -71,7 +76,7 @@ CLIENT_DIRECT = (
 
 CLIENT_IN_SCRIPTS = (
     "time", "exists", "hget", "hset", "hdel", "hincrby", "del", "set", "expire", "lpush", "zadd",
-    "zrem", "publish",
+    "zrem", "publish", "incr", "rpush",
 )  # fmt: skip
 """What CLIENT_SCRIPTS run (test_acl.py reads them: exactly these)."""
 
@@ -149,17 +154,22 @@ def client_acl(
 ) -> list[str]:
     """The rules of a client user of `queue`: FlowClient and RedisContext's reads.
 
-    Of the queue's keys it gets only those a client touches: `wait` and `marker` (start,
-    resume), the published blueprints, the unfinished-runs index, and the job hashes it creates
+    Of the queue's keys it gets only those a client touches: `wait`, `prioritized` and its
+    counter `pc`, and `marker` (start, resume), the published blueprints, the unfinished-runs
+    index and the singleton runs next to it, and the job hashes it creates
     (FlowClient's job ids always contain a `.`; BullMQ's own keys never do, so `active`,
     `delayed`, `completed`, `failed`, `meta`, `events`... stay out of its reach)."""
     _check(queue, key_prefix, queue_prefix)
     base = glob_escape(queue_base(queue, queue_prefix))
     keys = [
         f"~{base}wait",
+        f"~{base}prioritized",
+        f"~{base}pc",
         f"~{base}marker",
         f"~{base}flowcraft:blueprints",
         f"~{base}flowcraft:runs",
+        f"~{base}flowcraft:runs:ended",
+        f"~{base}flowcraft:runs:singletons",
         f"~{base}*.*",
         *run_key_patterns(key_prefix),
     ]

@@ -51,3 +51,12 @@ def redis_factory() -> Iterator[Callable[..., RedisServer]]:
     finally:
         for server in started:
             server.close()
+
+
+@pytest.fixture
+def spans() -> Iterator[object]:
+    """An OpenTelemetry SDK provider set globally for the test, its spans kept in memory
+    (tests/otel.py; the test is skipped when the otel extra is not installed)."""
+    from tests.otel import captured_spans
+
+    yield from captured_spans()

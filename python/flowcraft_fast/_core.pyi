@@ -123,8 +123,9 @@ class CommitReply:
     def version(self) -> int:
         """The run's state version after the commit (-1 when not reported)."""
 
-_ClaimedRuns = dict[str, tuple[str, dict[str, str], int]]
-"""run id -> (run status, run state fields as JSON text, state version), once per run."""
+_ClaimedRuns = dict[str, tuple[str, dict[str, str], int, str | None]]
+"""run id -> (run status, run state fields as JSON text, state version, the W3C traceparent its
+client stored at start or None), once per run."""
 
 _ClaimReply = tuple[int, _ClaimedRuns, list[ClaimedJob], list[tuple[str, str]]]
 """(next delayed job due time in ms or 0, runs, jobs)."""
@@ -169,6 +170,9 @@ class _StartRequest(Protocol):
     version: str
     sets: list[tuple[str, str]]
     jobs: list[tuple[str, str, str, str]]
+    traceparent: str
+    priority: int
+    singleton: str
 
 @final
 class Queue:
@@ -195,7 +199,20 @@ class Queue:
     def track(self, job_id: str, token: str, run_id: str) -> None: ...
     def untrack(self, job_id: str, token: str) -> None: ...
     def lease_events(self) -> list[tuple[str, str, str]]: ...
-    def lease_stats(self) -> tuple[int, int]: ...
+    def stop_waiting(self) -> None:
+        """The worker stops: a wait still blocked in Redis gives back the marker it takes."""
+    def lease_stats(self) -> tuple[int, int, int]:
+        """(tracked jobs, renew calls made, renew calls that failed)."""
+    async def beat(
+        self, worker_id: str, fields: list[tuple[str, str]], ttl_ms: int, served: list[str]
+    ) -> tuple[list[str], bool]:
+        """Write this worker's heartbeat record (expiring after `ttl_ms`) and name its
+        connections the way BullMQ does; (served blueprint ids the queue lacks, whether Redis
+        accepted the connection name)."""
+    async def leave(self, worker_id: str) -> None:
+        """Remove this worker's heartbeat record."""
+    async def live_workers(self) -> list[dict[str, str]]:
+        """The heartbeat records of the queue's live workers, least recent beat first."""
     async def commit(
         self,
         batch: Sequence[_CommitRequest],
@@ -234,6 +251,17 @@ class Queue:
     async def publish_blueprints(self, items: list[tuple[str, str]]) -> None: ...
     async def get_blueprint(self, blueprint_id: str) -> str | None: ...
     async def counts(self) -> dict[str, int]: ...
+    async def list_runs(
+        self,
+        ended: bool,
+        since_ms: int | None = None,
+        before_ms: int | None = None,
+        offset: int = 0,
+        count: int = 100,
+    ) -> list[tuple[str, int, dict[str, str]]]:
+        """A listing page of runs, highest score first: ended runs (scored by their end, ms)
+        or unfinished ones (scored by their last progress); (run id, score, the run meta's
+        status, blueprintId, blueprintVersion, startedAt, endedAt, pending when present)."""
 
 def script_source(name: str) -> str:
     """The Lua source of a queue script exactly as Redis runs it (`lib.lua` prepended), or of

@@ -541,6 +541,7 @@ async def _runs_in_flight(client: FlowClient, limit: int) -> tuple[list[dict[str
                     "run_id": run_id,
                     "status": status,
                     "blueprint_id": meta.get("blueprintId"),
+                    "blueprint_version": meta.get("blueprintVersion") or None,
                     "started_at_ms": started,
                     "age_seconds": None if started is None else max(0, now_ms - started) / 1000,
                     "last_progress_ms": last_progress,
@@ -566,13 +567,20 @@ def _duration(seconds: float | None) -> str:
 def cmd_inspect(args: argparse.Namespace) -> int:
     async def body() -> int:
         client = _client(args)
+        from .distributed.workers import live_workers, serving
+
         counts = await client.queue.counts()
+        workers = await live_workers(client.queue)
         runs, truncated = await _runs_in_flight(client, args.limit)
+        for r in runs:
+            bp = r["blueprint_id"]
+            r["served"] = bp is not None and bool(serving(workers, bp, r["blueprint_version"]))
         if args.json:
             report = {
                 "queue": args.queue,
                 "redis_url": redact_url(args.redis_url),
                 "counts": counts,
+                "workers": [w.to_json() for w in workers],
                 "runs": runs,
                 "truncated": truncated,
             }
@@ -582,10 +590,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         order = ("wait", "active", "delayed", "completed", "failed")
         keys = [k for k in order if k in counts] + sorted(k for k in counts if k not in order)
         print("jobs: " + ", ".join(f"{k} {counts[k]}" for k in keys))
+        _print_workers(workers)
         more = f" (showing the first {len(runs)}; --limit to see more)" if truncated else ""
         print(f"runs in flight: {len(runs)}{'+' if truncated else ''}{more}")
         if runs:
-            rows = [("RUN", "STATUS", "BLUEPRINT", "AGE", "IDLE", "PENDING")]
+            rows = [("RUN", "STATUS", "BLUEPRINT", "AGE", "IDLE", "PENDING", "")]
             for r in runs:
                 pending = r["pending_jobs"]
                 rows.append(
@@ -596,13 +605,74 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                         _duration(r["age_seconds"]),
                         _duration(r["idle_seconds"]),
                         "?" if pending is None else str(pending),
+                        "" if r["served"] else "no live worker serves its blueprint",
                     )
                 )
-            widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-            for row in rows:
-                print(
-                    "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            _print_table(rows)
+        return EXIT_OK
+
+    return _run_async(args, body)
+
+
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _print_workers(workers: list[Any]) -> None:
+    """The live workers (their heartbeat records, distributed/workers.py), one row each."""
+    print(f"live workers: {len(workers)}")
+    if not workers:
+        return
+    now_ms = int(time.time() * 1000)
+    rows = [("WORKER", "HOST", "PID", "VERSION", "IN FLIGHT", "UP", "LAST BEAT", "BLUEPRINTS")]
+    for w in workers:
+        served = ", ".join(f"{b}@{v}" if v else b for b, v in sorted(w.blueprints.items()))
+        rows.append(
+            (
+                w.name or w.id,
+                w.host,
+                str(w.pid),
+                w.version,
+                f"{w.in_flight}/{w.concurrency}",
+                _duration(max(0, now_ms - w.started_ms) / 1000),
+                _duration(max(0, now_ms - w.last_beat_ms) / 1000) + " ago",
+                served or "-",
+            )
+        )
+    _print_table(rows)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .runs_listing import RunFilter, recent_runs
+
+    async def body() -> int:
+        client = _client(args)
+        f = RunFilter(frozenset(args.status or ()), args.blueprint, args.since_ms, args.limit)
+        runs, more = await recent_runs(client.queue, f)
+        if args.json:
+            print(json.dumps({"queue": args.queue, "runs": runs, "truncated": more}, indent=2))
+            return EXIT_OK
+        if not runs:
+            print(f"no runs on queue {args.queue} match")
+            return EXIT_OK
+        rows = [("RUN", "STATUS", "BLUEPRINT", "STARTED", "DURATION")]
+        for r in runs:
+            version = r["blueprint_version"]
+            blueprint = (r["blueprint_id"] or "?") + (f"@{version}" if version else "")
+            rows.append(
+                (
+                    r["run_id"],
+                    r["status"],
+                    blueprint,
+                    (r["started_at"] or "?").replace("+00:00", "Z"),
+                    _duration(r["duration_seconds"]),
                 )
+            )
+        _print_table(rows)
+        if more:
+            print(f"(the {len(runs)} most recent; --limit to see more)")
         return EXIT_OK
 
     return _run_async(args, body)
@@ -656,6 +726,7 @@ HANDLERS: dict[str, Handler] = {
     "cancel": cmd_cancel,
     "inspect": cmd_inspect,
     "reconcile": cmd_reconcile,
+    "runs": cmd_runs,
 }
 """Subcommand -> handler. Replace an entry to implement a subcommand."""
 
@@ -876,7 +947,57 @@ def build_parser() -> argparse.ArgumentParser:
             "the runs' keys instead, finding live runs the index lost (slower)"
         ),
     )
+    _add_operator_commands(sub, conn)
     return parser
+
+
+def _since_value(text: str) -> int:
+    from .runs_listing import parse_since
+
+    try:
+        return parse_since(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_operator_commands(sub: Any, conn: argparse.ArgumentParser) -> None:
+    """`runs`: recent runs, from the indexes of unfinished and ended runs."""
+    from .runs_listing import STATUSES
+
+    p = sub.add_parser(
+        "runs",
+        parents=[conn],
+        help="list recent runs",
+        description=(
+            "List the queue's recent runs, most recent activity first (a live run's last "
+            "progress, an ended run's end): runs in flight and ended runs whose state has not "
+            "expired (at most the last 10,000 ended)."
+        ),
+    )
+    p.add_argument(
+        "--status",
+        action="append",
+        choices=STATUSES,
+        help="only runs with this status (repeat for several)",
+    )
+    p.add_argument("--blueprint", metavar="ID", help="only runs of this blueprint")
+    p.add_argument(
+        "--since",
+        dest="since_ms",
+        metavar="WHEN",
+        type=_since_value,
+        default=None,
+        help="only runs active since WHEN: a duration back from now (15m, 2h, 1d) or an ISO "
+        "8601 time",
+    )
+    p.add_argument(
+        "--limit",
+        metavar="N",
+        type=_positive_int,
+        default=50,
+        help="list at most N runs (default: 50)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 //! takes the slots they free), send jobs back for a retry, renew leases, wait for work. Each is
 //! one Redis round trip (a pipeline of script calls) however many jobs it carries.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
@@ -68,6 +69,7 @@ impl Inner {
             self.runs.status(&c.run_id),
             q.active_runs(),
             q.key("meta"),
+            q.ended_runs(),
         ];
         let mut args = vec![
             q.base().to_string(),
@@ -245,11 +247,37 @@ pub async fn renew(
 /// Block on the dedicated connection until the marker says work may be ready.
 pub async fn wait_for_work(inner: Arc<Inner>, timeout_s: f64) -> PyResult<bool> {
     let mut m = inner.blocking.manager().await?;
+    let rename = {
+        let mut wanted = inner
+            .blocking_name
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let name = wanted.0.clone().filter(|_| wanted.1);
+        wanted.1 = false;
+        name
+    };
+    if let Some(name) = rename {
+        // Named here, before the wait, not from the beat: a command queued behind a BZPOPMIN
+        // would keep a closed worker's connection (and its wait, which may take the marker of
+        // the next one) open for up to the wait's timeout. A refusal (ACL) is reported by the
+        // main connection's name.
+        let _ = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(name)
+            .query_async::<()>(&mut m)
+            .await;
+    }
     let reply: Value = redis::cmd("BZPOPMIN")
         .arg(inner.q.key("marker"))
         .arg(timeout_s.max(0.001))
         .query_async(&mut m)
         .await
         .map_err(|e| inner.blocking.error(&e))?;
-    Ok(!matches!(reply, Value::Nil))
+    let woken = !matches!(reply, Value::Nil);
+    if woken && inner.stopped_waiting.load(Ordering::Relaxed) {
+        // nobody will claim for this wake-up: hand the marker to the queue's other workers
+        let mut main = inner.conn.manager().await?;
+        let _: Result<(), _> = main.zadd(inner.q.key("marker"), "0", 0).await;
+    }
+    Ok(woken)
 }

@@ -64,12 +64,16 @@ impl RunKeys {
 #[derive(Clone, Debug)]
 pub struct QueueKeys {
     base: String,
+    prefix: String,
+    name: String,
 }
 
 impl QueueKeys {
     pub fn new(prefix: &str, queue: &str) -> Self {
         Self {
             base: join(&[prefix, ":", queue, ":"]),
+            prefix: prefix.to_string(),
+            name: queue.to_string(),
         }
     }
     /// `<prefix>:<queue>:`, the prefix scripts build job keys from.
@@ -99,6 +103,18 @@ impl QueueKeys {
     pub fn active_runs(&self) -> String {
         self.key("flowcraft:runs")
     }
+    /// Sorted set of this queue's ended runs, scored by their end (ms): written by the script
+    /// that ends a run (lib.lua `end_run`), bounded by `trim_ended` (runs whose keys expired
+    /// leave it, and past 10,000 the oldest); what `flowcraft-fast runs` and the dashboard list.
+    pub fn ended_runs(&self) -> String {
+        self.key("flowcraft:runs:ended")
+    }
+
+    /// The queue's singleton runs (hash: singleton key -> run id), `client.start(...,
+    /// singleton_key=K)`. lib.lua's `end_run` derives it from `active_runs` (+ ":singletons").
+    pub fn singletons(&self) -> String {
+        self.key("flowcraft:runs:singletons")
+    }
 }
 
 /// Exposed so Python code and tests build keys the same way instead of spelling them again.
@@ -112,9 +128,87 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
+/// Live workers (workers.rs): each worker process's heartbeat record, and the index of them.
+impl QueueKeys {
+    /// Sorted set of the queue's worker ids, scored by their last heartbeat (Redis time, ms).
+    pub fn workers(&self) -> String {
+        self.key("flowcraft:workers")
+    }
+    /// One worker's heartbeat record: a hash (host, pid, version, blueprints served, in-flight,
+    /// started, lastBeat...) that expires unless the worker beats again.
+    pub fn worker(&self, worker_id: &str) -> String {
+        join(&[&self.base, "flowcraft:worker:", worker_id])
+    }
+
+    /// The names a worker gives its Redis connections (CLIENT SETNAME) so that BullMQ tools
+    /// list it: their `Queue.getWorkers` reads CLIENT LIST and keeps the clients named
+    /// `<name>` or `<name>:w:<worker name>`, where `<name>` is, for BullMQ on Node (bull-board,
+    /// Taskforce; bullmq 5.x `QueueBase.clientName`) `<prefix>:<queue name in base64>`, and for
+    /// the Python `bullmq` package (3.x `RedisBackend.clientName`) `<prefix>:<queue name>`.
+    /// A connection has one name, so a worker names its main connection the Node way and its
+    /// blocking connection the Python way: each tool lists each worker process once. None for
+    /// a name Redis would refuse (it allows only printable ASCII without spaces).
+    pub fn client_names(&self, worker_id: &str) -> (Option<String>, Option<String>) {
+        let valid = |name: String| name.bytes().all(|b| b.is_ascii_graphic()).then_some(name);
+        let node = join(&[
+            &self.prefix,
+            ":",
+            &base64(self.name.as_bytes()),
+            ":w:",
+            worker_id,
+        ]);
+        let python = join(&[&self.prefix, ":", &self.name, ":w:", worker_id]);
+        (valid(node), valid(python))
+    }
+}
+
+/// Standard base64 with padding (what Node's `Buffer.toString('base64')` gives).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{state_key, QueueKeys, RunKeys};
+    use super::{base64, state_key, QueueKeys, RunKeys};
+
+    #[test]
+    fn base64_matches_the_standard_alphabet_with_padding() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"flowcraft-queue"), "Zmxvd2NyYWZ0LXF1ZXVl");
+        assert_eq!(base64("é?>".as_bytes()), "w6k/Pg==");
+    }
+
+    #[test]
+    fn worker_keys_and_client_names() {
+        let q = QueueKeys::new("bull", "flows");
+        assert_eq!(q.workers(), "bull:flows:flowcraft:workers");
+        assert_eq!(q.worker("w1@ab"), "bull:flows:flowcraft:worker:w1@ab");
+        let (node, python) = q.client_names("w1@ab");
+        assert_eq!(node.as_deref(), Some("bull:Zmxvd3M=:w:w1@ab"));
+        assert_eq!(python.as_deref(), Some("bull:flows:w:w1@ab"));
+        let spaced = QueueKeys::new("bull", "my flows");
+        let (node, python) = spaced.client_names("w");
+        assert_eq!(node.as_deref(), Some("bull:bXkgZmxvd3M=:w:w"));
+        assert_eq!(python, None);
+    }
 
     #[test]
     fn state_key_matches_flowcraft_layout() {
@@ -128,6 +222,7 @@ mod tests {
         assert_eq!(q.key("wait"), "bull:flows:wait");
         assert_eq!(q.job("7"), "bull:flows:7");
         assert_eq!(q.lock("7"), "bull:flows:7:lock");
+        assert_eq!(q.ended_runs(), "bull:flows:flowcraft:runs:ended");
         let r = RunKeys::new("");
         assert_eq!(r.status("x"), "workflow:status:x");
         assert_eq!(r.meta("x"), "workflow:run:x");

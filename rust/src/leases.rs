@@ -25,6 +25,8 @@ pub struct Leases {
     events: Mutex<Vec<(String, String, String)>>,
     task: Mutex<Option<JoinHandle<()>>>,
     pub renew_calls: AtomicU64,
+    /// Renew calls that failed (Redis unreachable, or it answered an error).
+    pub renew_errors: AtomicU64,
 }
 
 impl Leases {
@@ -94,13 +96,16 @@ impl Leases {
                     args.extend([id.clone(), token.clone(), run.clone()]);
                 }
                 let Ok(mut m) = conn.manager().await else {
+                    leases.renew_errors.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
                 leases.renew_calls.fetch_add(1, Ordering::Relaxed);
                 let Ok(Value::Array(replies)) =
                     eval_one(&mut m, &scripts.renew, Call { keys: vec![], args }).await
                 else {
-                    continue; // Redis unreachable: try again next beat, the lease may survive
+                    // Redis unreachable: try again next beat, the lease may survive
+                    leases.renew_errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
                 };
                 let mut stop = Vec::new();
                 for ((id, token, _), reply) in jobs.into_iter().zip(replies) {

@@ -21,6 +21,7 @@ mod stops; // listening for runs that ended early
 mod survey; // which unfinished runs the reconciler must repair
 mod vocabulary; // run statuses and field names
 mod waits; // waiting for run results on one shared subscription
+mod workers; // live workers: heartbeat records and connection names BullMQ tools list
 
 /// The `flowcraft_fast._core` extension module.
 #[pymodule]

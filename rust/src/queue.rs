@@ -17,7 +17,7 @@ use crate::runs::Resume;
 use crate::scripts::{eval_many, eval_one, Call, Scripts};
 use crate::stops::Stops;
 use crate::waits::Waits;
-use crate::{hot_path, reads, runs, survey};
+use crate::{hot_path, reads, runs, survey, workers};
 
 pub struct Inner {
     pub conn: Connection,
@@ -35,6 +35,12 @@ pub struct Inner {
     pub stops: Arc<Stops>,
     /// The shared subscription every `wait_status` of this queue uses.
     pub waits: Waits,
+    /// The name the blocking connection should carry (workers.rs), and whether it must be
+    /// (re)sent before the next wait for work (set by each beat: a reconnect loses the name).
+    pub blocking_name: std::sync::Mutex<(Option<String>, bool)>,
+    /// Set when the worker stops waiting for work (`stop_waiting`): a wait still blocked in
+    /// Redis that takes a marker then gives it back (hot_path.rs).
+    pub stopped_waiting: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -124,6 +130,8 @@ impl Queue {
                 leases: Arc::new(Leases::default()),
                 stops: Arc::new(Stops::default()),
                 waits: Waits::default(),
+                blocking_name: std::sync::Mutex::new((None, false)),
+                stopped_waiting: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -194,6 +202,14 @@ impl Queue {
         self.spawn(py, |i| hot_path::wait_for_work(i, timeout_s))
     }
 
+    /// The worker stops: a `wait_for_work` still blocked in Redis (its caller gone) that is
+    /// woken by a marker raises it again, so the marker wakes a live worker, not a closed one.
+    fn stop_waiting(&self) {
+        self.inner
+            .stopped_waiting
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     // ---------------------------------------------------------------- leases (local)
 
     /// Start renewing the leases of tracked jobs every `renew_ms` (0: `lease_ms / 3`), in Rust.
@@ -246,13 +262,45 @@ impl Queue {
         self.inner.leases.take_events()
     }
 
-    /// (tracked jobs, renew calls made)
-    fn lease_stats(&self) -> (usize, u64) {
+    /// (tracked jobs, renew calls made, renew calls that failed: Redis unreachable or an error)
+    fn lease_stats(&self) -> (usize, u64, u64) {
         let l = &self.inner.leases;
         (
             l.held(),
             l.renew_calls.load(std::sync::atomic::Ordering::Relaxed),
+            l.renew_errors.load(std::sync::atomic::Ordering::Relaxed),
         )
+    }
+
+    // ---------------------------------------------------------------- live workers
+
+    /// Write this worker's heartbeat record (`fields`; expires after `ttl_ms` unless beaten
+    /// again) and name its connections the way BullMQ does (workers.rs). Returns (the ids of
+    /// `served` blueprints the queue has not published, whether Redis accepted the name).
+    fn beat<'py>(
+        &self,
+        py: Python<'py>,
+        worker_id: String,
+        fields: Vec<(String, String)>,
+        ttl_ms: u64,
+        served: Vec<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if ttl_ms == 0 {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "ttl_ms must be > 0 (leave() removes a record)",
+            ));
+        }
+        self.spawn(py, |i| workers::beat(i, worker_id, fields, ttl_ms, served))
+    }
+
+    /// Remove this worker's heartbeat record at once (it stops).
+    fn leave<'py>(&self, py: Python<'py>, worker_id: String) -> PyResult<Bound<'py, PyAny>> {
+        self.spawn(py, |i| workers::leave(i, worker_id))
+    }
+
+    /// The heartbeat records of the queue's live workers, least recent beat first.
+    fn live_workers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.spawn(py, workers::live_workers)
     }
 
     // ---------------------------------------------------------------- run administration
@@ -429,6 +477,24 @@ impl Queue {
     /// Job counts by state, read the way BullMQ reads them.
     fn counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.spawn(py, reads::counts)
+    }
+
+    /// A listing page of runs, highest score first: ended runs (`ended`, scored by their end)
+    /// or unfinished ones (scored by their last progress), scores from `since_ms` to
+    /// `before_ms`, `count` from `offset`; (run id, score ms, meta's listed fields) each.
+    #[pyo3(signature = (ended, since_ms=None, before_ms=None, offset=0, count=100))]
+    fn list_runs<'py>(
+        &self,
+        py: Python<'py>,
+        ended: bool,
+        since_ms: Option<i64>,
+        before_ms: Option<i64>,
+        offset: usize,
+        count: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.spawn(py, move |i| {
+            reads::list_runs(i, ended, since_ms, before_ms, offset, count)
+        })
     }
 }
 

@@ -65,20 +65,97 @@ pub async fn get_blueprint(inner: Arc<Inner>, blueprint_id: String) -> PyResult<
 pub async fn counts(inner: Arc<Inner>) -> PyResult<HashMap<&'static str, i64>> {
     let q = &inner.q;
     let mut m = inner.conn.manager().await?;
-    let (wait, active, delayed, completed, failed): (i64, i64, i64, i64, i64) = redis::pipe()
-        .llen(q.key("wait"))
-        .llen(q.key("active"))
-        .zcard(q.key("delayed"))
-        .zcard(q.key("completed"))
-        .zcard(q.key("failed"))
-        .query_async(&mut m)
-        .await
-        .map_err(|e| inner.conn.error(&e))?;
+    let (wait, active, delayed, prioritized, completed, failed): (i64, i64, i64, i64, i64, i64) =
+        redis::pipe()
+            .llen(q.key("wait"))
+            .llen(q.key("active"))
+            .zcard(q.key("delayed"))
+            .zcard(q.key("prioritized"))
+            .zcard(q.key("completed"))
+            .zcard(q.key("failed"))
+            .query_async(&mut m)
+            .await
+            .map_err(|e| inner.conn.error(&e))?;
     Ok(HashMap::from([
         ("wait", wait),
         ("active", active),
         ("delayed", delayed),
+        ("prioritized", prioritized),
         ("completed", completed),
         ("failed", failed),
     ]))
+}
+
+/// The run meta fields a listing shows.
+const LISTED_FIELDS: [&str; 6] = [
+    "status",
+    "blueprintId",
+    "blueprintVersion",
+    "startedAt",
+    "endedAt",
+    "pending",
+];
+
+/// A listing page of runs (`flowcraft-fast runs`, the dashboard): from the ended-runs index
+/// (`ended`: scored by the end, ms) or the unfinished-runs index (scored by the last progress),
+/// highest score first, scores from `since_ms` to `before_ms` (None: no bound), `count` from
+/// `offset`; each (run id, score, its meta's listed fields). Two round trips: the page, then
+/// one pipeline of HMGETs. A run whose keys expired has no fields (the caller skips it).
+pub async fn list_runs(
+    inner: Arc<Inner>,
+    ended: bool,
+    since_ms: Option<i64>,
+    before_ms: Option<i64>,
+    offset: usize,
+    count: usize,
+) -> PyResult<Vec<(String, i64, HashMap<String, String>)>> {
+    let mut m = inner.conn.manager().await?;
+    let index = if ended {
+        inner.q.ended_runs()
+    } else {
+        inner.q.active_runs()
+    };
+    let max = before_ms.map_or_else(|| "+inf".to_string(), |b| b.to_string());
+    let min = since_ms.map_or_else(|| "-inf".to_string(), |s| s.to_string());
+    // ZRANGE ... BYSCORE REV (Redis 6.2), not ZREVRANGEBYSCORE: the worker's ACL rules already
+    // grant ZRANGE, so an operator may list runs as the worker user (docs/security.md)
+    let page: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(&index)
+        .arg(max)
+        .arg(min)
+        .arg("BYSCORE")
+        .arg("REV")
+        .arg("WITHSCORES")
+        .arg("LIMIT")
+        .arg(offset)
+        .arg(count)
+        .query_async(&mut m)
+        .await
+        .map_err(|e| inner.conn.error(&e))?;
+    if page.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for (run_id, _) in &page {
+        pipe.cmd("HMGET")
+            .arg(inner.runs.meta(run_id))
+            .arg(&LISTED_FIELDS[..]);
+    }
+    let metas: Vec<Vec<Option<String>>> = pipe
+        .query_async(&mut m)
+        .await
+        .map_err(|e| inner.conn.error(&e))?;
+    #[allow(clippy::cast_possible_truncation)]
+    Ok(page
+        .into_iter()
+        .zip(metas)
+        .map(|((run_id, score), values)| {
+            let fields = LISTED_FIELDS
+                .iter()
+                .zip(values)
+                .filter_map(|(name, v)| v.map(|v| ((*name).to_string(), v)))
+                .collect();
+            (run_id, score as i64, fields)
+        })
+        .collect())
 }

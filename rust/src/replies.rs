@@ -63,8 +63,8 @@ impl ClaimedJob {
 }
 
 /// The runs of claimed jobs, each once: run id -> (status, state fields as JSON text, state
-/// version).
-pub type ClaimedRuns = HashMap<String, (String, HashMap<String, String>, i64)>;
+/// version, the W3C traceparent its client stored at start).
+pub type ClaimedRuns = HashMap<String, (String, HashMap<String, String>, i64, Option<String>)>;
 
 /// What one claim returns: (next delayed job due time in ms or 0, runs, jobs, jobs it failed at
 /// once as (id, reason): see claim.lua).
@@ -128,6 +128,12 @@ pub struct StartRequest {
     pub sets: Vec<(String, String)>,
     /// One (job id, node key, data, opts) per start node.
     pub jobs: Vec<(String, String, String, String)>,
+    /// The W3C traceparent of the client's start span ("" for none), kept in the run's meta.
+    pub traceparent: String,
+    /// BullMQ priority carried by every job of the run (0: none; lower runs first).
+    pub priority: u32,
+    /// The run's singleton key ("" for none): see start.lua.
+    pub singleton: String,
 }
 
 /// What one commit did: `code` "ok", "dup", "terminal", "lost" or "error"; for "ok", `detail`
@@ -222,11 +228,12 @@ pub fn parse_claim(reply: &Value) -> PyResult<ClaimReply> {
     let next = items.first().map_or(0, int);
     let mut runs = HashMap::new();
     if let Some(Value::Array(flat)) = items.get(1) {
-        for run in flat.chunks(4) {
-            if let [id, status, state, version] = run {
+        for run in flat.chunks(5) {
+            if let [id, status, state, version, traceparent] = run {
                 let id = text(id).ok_or_else(|| bad_reply("claim", reply))?;
                 let state = parse_state(state).ok_or_else(|| bad_reply("claim", reply))?;
-                runs.insert(id, (text(status).unwrap_or_default(), state, int(version)));
+                let status = text(status).unwrap_or_default();
+                runs.insert(id, (status, state, int(version), text(traceparent)));
             }
         }
     }
@@ -396,15 +403,18 @@ mod tests {
     }
 
     /// A claim reply's shape ({next, runs, rejected, job...}) with arbitrary pieces: runs as
-    /// flat quadruples, jobs of 0-17 fields (the scripts send 15), leaves anywhere.
+    /// flat quintuples, jobs of 0-17 fields (the scripts send 15), leaves anywhere.
     fn claim_shaped() -> impl Strategy<Value = Value> {
         let run = (
             leaf(),
             leaf(),
             prop_oneof![value(), vec(leaf(), 0..8).prop_map(array)],
             leaf(),
+            leaf(),
         )
-            .prop_map(|(id, status, state, version)| vec![id, status, state, version]);
+            .prop_map(|(id, status, state, version, traceparent)| {
+                vec![id, status, state, version, traceparent]
+            });
         let runs = vec(run, 0..3).prop_map(|runs| array(runs.concat()));
         let job = vec(prop_oneof![3 => leaf(), 1 => value()], 0..18).prop_map(array);
         (
@@ -541,6 +551,12 @@ mod tests {
                 bulk("running"),
                 array(vec![bulk("a"), bulk("1"), bulk("inputs:b"), bulk("\"x\"")]),
                 Value::Int(7),
+                bulk("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+                bulk("r2"),
+                bulk("awaiting"),
+                array(vec![]),
+                Value::Int(0),
+                Value::Nil,
             ]),
             array(vec![bulk("bad:1"), bulk("job data is not valid JSON")]),
             job_reply(15),
@@ -548,11 +564,17 @@ mod tests {
         ]);
         let (next, runs, jobs, rejected) = parse_claim(&reply).expect("a well-formed claim");
         assert_eq!(next, 1_700_000_000_123);
-        let (status, state, version) = &runs["r"];
+        let (status, state, version, traceparent) = &runs["r"];
         assert_eq!(status, "running");
         assert_eq!(state.len(), 2);
         assert_eq!(state["inputs:b"], "\"x\"");
         assert_eq!(*version, 7);
+        assert_eq!(
+            traceparent.as_deref(),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        );
+        assert_eq!(runs["r2"].0, "awaiting");
+        assert_eq!(runs["r2"].3, None);
         assert_eq!(
             rejected,
             vec![(

@@ -20,11 +20,13 @@ fn start_call(inner: &Inner, r: StartRequest) -> Call {
         q.key("wait"),
         q.key("marker"),
         q.blueprints(),
+        q.singletons(),
     ];
     let mut args = vec![
         r.run_id,
         r.blueprint_id,
         r.version,
+        r.traceparent,
         r.sets.len().to_string(),
     ];
     for (k, v) in r.sets {
@@ -35,6 +37,8 @@ fn start_call(inner: &Inner, r: StartRequest) -> Call {
         keys.push(q.job(&id));
         args.extend([id, key, data, opts]);
     }
+    args.push(r.priority.to_string());
+    args.push(r.singleton);
     // This start's token, kept in the run's meta: sent again after a lost reply, the call
     // finds its own token and answers "ok" instead of "exists" (see start.lua and `retry`).
     args.push(crate::retry::token());
@@ -64,6 +68,7 @@ pub async fn cancel_run(inner: Arc<Inner>, run_id: String, payload: String) -> P
             r.joins(&run_id),
             r.status(&run_id),
             inner.q.active_runs(),
+            inner.q.ended_runs(),
         ],
         args: vec![
             run_id.clone(),

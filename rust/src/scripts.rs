@@ -24,7 +24,7 @@ macro_rules! script_source {
 }
 
 /// (name, source) of every script, for `Scripts::new` and `script_source`.
-const SOURCES: [(&str, &str); 10] = [
+const SOURCES: [(&str, &str); 11] = [
     ("claim", script_source!("claim")),
     ("commit", script_source!("commit")),
     ("retry", script_source!("retry")),
@@ -35,6 +35,7 @@ const SOURCES: [(&str, &str); 10] = [
     ("resume", script_source!("resume")),
     ("reconcile", script_source!("reconcile")),
     ("adopt", script_source!("adopt")),
+    ("beat", script_source!("beat")),
 ];
 
 pub struct Scripts {
@@ -48,6 +49,7 @@ pub struct Scripts {
     pub resume: Script,
     pub reconcile: Script,
     pub adopt: Script,
+    pub beat: Script,
 }
 
 fn source(name: &str) -> Option<&'static str> {
@@ -71,6 +73,7 @@ impl Scripts {
             resume: script("resume"),
             reconcile: script("reconcile"),
             adopt: script("adopt"),
+            beat: script("beat"),
         }
     }
 }

@@ -517,3 +517,51 @@ async def test_our_job_ids_are_never_all_digits_nor_contain_colons(
             assert job_hashes == set(ids)
     finally:
         r.close()
+
+
+# ------------------------------------------------ 4. a BullMQ tool retrying a flowcraft job
+
+
+async def test_a_bullmq_retry_of_a_committed_or_ended_job_is_refused_with_a_reason(
+    redis_url: str,
+) -> None:
+    """bull-board's "retry" moves a job back to wait. A completed node's job must not run its
+    node a second time (nor end `completed` with a null result while nothing ran), and a job of
+    a failed run must not run in a run that ended: each fails at once, with the reason."""
+    queue = "q-bull-retry"
+    rt = runtime(CHAIN)
+    client = FlowClient(redis_url, queue_name=queue)
+    async with bull_queue(queue, redis_url) as bq, adapter_running(rt, redis_url, queue):
+        run_id = await client.start("chain", {"x": 1})
+        assert (await client.wait(run_id, timeout=WAIT_S)).status == "completed"
+        done = job_id(run_id, "a", ())
+        job = await bq.getJob(done)
+        assert job is not None and await job.getState() == "completed"
+        await job.retry("completed")
+
+        async def failed() -> Any:
+            return await bq.getJobState(done) == "failed"
+
+        await eventually(failed, "the retried job to be refused")
+        refused = await bq.getJob(done)
+        assert "already ran and committed as this job" in refused.failedReason
+        assert (await client.result(run_id)).context["b"] == 11  # the run is as it was
+        assert await client.status(run_id) == "completed"
+
+    doomed = blueprint("doomed-retry", [{"id": "a", "uses": "boom"}], [])
+    rt = runtime(doomed)
+    async with bull_queue(queue, redis_url) as bq, adapter_running(rt, redis_url, queue):
+        run_id = await client.start("doomed-retry", {})
+        assert (await client.wait(run_id, timeout=WAIT_S)).status == "failed"
+        jid = job_id(run_id, "a", ())
+        job = await bq.getJob(jid)
+        assert job is not None and await job.getState() == "failed"
+        await job.retry("failed")
+
+        async def refused_again() -> Any:
+            j = await bq.getJob(jid)
+            return await j.getState() == "failed" and "already ended" in (j.failedReason or "")
+
+        await eventually(refused_again, "the retried job of the failed run to be refused")
+        assert "run " + run_id + " already ended (failed)" in (await bq.getJob(jid)).failedReason
+        assert await client.status(run_id) == "failed"

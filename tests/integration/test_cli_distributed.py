@@ -466,6 +466,49 @@ async def test_inspect_json_and_table(
     assert row.split()[1:3] == ["awaiting", "approval"]
 
 
+async def test_runs_lists_recent_runs_with_filters(
+    app: App, worker: BullMQAdapter, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = FlowClient(redis_url, queue_name=QUEUE)
+    done = await client.start("chain", {})
+    assert (await client.wait(done, timeout=30)).status == "completed"
+    failed = await client.start("boom", {})
+    assert (await client.wait(failed, timeout=30)).status == "failed"
+    waiting = await client.start("approval", {})
+    assert (await client.wait(waiting, timeout=30)).status == "awaiting"
+
+    assert await cli_main("runs", *conn(redis_url), "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    listed = [r["run_id"] for r in report["runs"]]
+    # newest activity first: the awaiting run's last progress, then the two ends
+    assert listed[:3] == [waiting, failed, done], listed
+    by_id = {r["run_id"]: r for r in report["runs"]}
+    assert by_id[failed]["status"] == "failed" and by_id[failed]["ended_at"] is not None
+    assert by_id[waiting]["ended_at"] is None and by_id[waiting]["pending_jobs"] is not None
+    assert by_id[done]["blueprint_id"] == "chain" and by_id[done]["duration_seconds"] >= 0
+
+    assert await cli_main("runs", *conn(redis_url), "--json", "--status", "failed") == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert failed in [r["run_id"] for r in runs] and {r["status"] for r in runs} == {"failed"}
+    assert await cli_main("runs", *conn(redis_url), "--json", "--blueprint", "chain") == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert done in [r["run_id"] for r in runs] and {r["blueprint_id"] for r in runs} == {"chain"}
+    assert await cli_main("runs", *conn(redis_url), "--json", "--limit", "1") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["run_id"] for r in report["runs"]] == [waiting] and report["truncated"] is True
+    assert await cli_main("runs", *conn(redis_url), "--json", "--since", "2099-01-01") == 0
+    assert json.loads(capsys.readouterr().out)["runs"] == []
+
+    assert await cli_main("runs", *conn(redis_url), "--limit", "3") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["RUN", "STATUS", "BLUEPRINT", "STARTED", "DURATION"]
+    assert [line.split()[:3] for line in out[1:4]] == [
+        [waiting, "awaiting", "approval"], [failed, "failed", "boom"], [done, "completed", "chain"]
+    ]  # fmt: skip
+    assert await cli_main("runs", *conn(redis_url), "--since", "yesterday") == 2
+    assert "expected a duration" in capsys.readouterr().err
+
+
 async def test_inspect_limit_truncates(
     app: App, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -23,7 +23,6 @@ from flowcraft_fast import (
     NodeContext,
     RedisCoordinationStore,
 )
-from flowcraft_fast.errors import FlowcraftError
 from waiting import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
@@ -103,15 +102,16 @@ async def test_start_many_starts_every_run_and_refuses_bad_input(redis_url: str)
             await client.start_many([("one", {"n": 1}), ("one", {"x": {1, 2}})])
         assert r.llen(f"bull:{QUEUE}:wait") == 0 and r.zcard(f"bull:{QUEUE}:completed") == before
 
-        # an existing id is named; the other runs start
-        with pytest.raises(FlowcraftError, match="already exist"):
-            await client.start_many(
-                [
-                    ("one", {"n": 5}, ids[0]),
-                    {"blueprint_id": "one", "initial_context": {"n": 6}, "run_id": "fresh-1"},
-                ]
-            )
+        # an existing id starts nothing and is answered as it is (idempotent); the others start
+        started = await client.start_many(
+            [
+                ("one", {"n": 5}, ids[0]),
+                {"blueprint_id": "one", "initial_context": {"n": 6}, "run_id": "fresh-1"},
+            ]
+        )
+        assert started == [ids[0], "fresh-1"]
         assert (await client.wait("fresh-1", timeout=30)).context["a"] == 6
+        assert (await client.result(ids[0])).context["a"] == 0
         with pytest.raises(ValueError, match="distinct"):
             await client.start_many([("one", {}, "a"), ("one", {}, "a")])
         with pytest.raises(ValueError, match="run #1: a mapping needs 'blueprint_id'"):

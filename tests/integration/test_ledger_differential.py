@@ -122,6 +122,7 @@ class LuaLedger:
             f"workflow:status:{self.run}",
             f"{self.qp}flowcraft:runs",
             f"{self.qp}meta",
+            f"{self.qp}flowcraft:runs:ended",
         ]
         args: list[Any] = [
             self.qp, job, token, f"0|{c.committer}", "ok", "null", 3600, -1, -1, self.run, "",

@@ -39,7 +39,6 @@ from flowcraft_fast import (
 from flowcraft_fast._core import RedisCommandError, RedisConnectionError
 from flowcraft_fast.devserver import RedisServer
 from flowcraft_fast.distributed.connection import RETRY_DEADLINE_ENV, resolve_retry_deadline
-from flowcraft_fast.errors import FlowcraftError
 from waiting import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(240)]
@@ -196,9 +195,10 @@ async def test_starts_and_runs_complete_across_a_loading_restart(redis_factory: 
             assert RUNS[(run_id, "s3")] >= 1
         # the restart did make Redis answer LOADING: the test exercised what it claims to
         assert loading_replies > 0, "no call met LOADING: the restart proved nothing"
-        # and a run started with an id already used is still refused
-        with pytest.raises(FlowcraftError, match="already exists"):
-            await client.start("chain", {"x": 1}, run_id="during-0")
+        # and a run started with an id already used is not started again (idempotent)
+        ended = r.hget("workflow:run:during-0", "endedAt")
+        assert await client.start("chain", {"x": 1}, run_id="during-0") == "during-0"
+        assert r.hget("workflow:run:during-0", "endedAt") == ended
 
 
 # ---------------------------------------------------------------------------- BUSY
@@ -439,9 +439,10 @@ async def test_a_start_cancel_or_resume_whose_reply_was_lost_succeeds_once(
         assert r.hget("workflow:run:lost", "startToken")
         assert (await client.wait("lost", timeout=WAIT_S)).status == "awaiting"
         assert RUNS[("lost", "s1")] == 1  # one run, started once
-        # someone else's start with the same id is still told it exists
-        with pytest.raises(FlowcraftError, match="already exists"):
-            await FlowClient(redis_url, queue_name=QUEUE).start("approval", {}, run_id="lost")
+        # someone else's start with the same id starts nothing (idempotent) and gets the id
+        other = FlowClient(redis_url, queue_name=QUEUE)
+        assert await other.start("approval", {}, run_id="lost") == "lost"
+        assert RUNS[("lost", "s1")] == 1
 
         proxy.armed = 1
         await asyncio.wait_for(client.resume("lost", "w", output=5), 60)

@@ -40,7 +40,6 @@ from flowcraft_fast import (
     RedisCoordinationStore,
 )
 from flowcraft_fast.distributed import node_job as node_job_module
-from flowcraft_fast.errors import FlowcraftError
 from waiting import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
@@ -548,12 +547,12 @@ async def test_run_ids_are_checked_and_unique_and_job_ids_have_no_colon(redis_ur
                 await client.start("plain", run_id=bad)
         assert not r.exists("workflow:run:bad:id")
         run_id = await client.start("plain", {"k": 1}, run_id="dup-{1}_x")
-        with pytest.raises(FlowcraftError, match="already exists"):
-            await client.start("plain", {"k": 2}, run_id="dup-{1}_x")
+        # idempotent: the same id again starts nothing and answers the id
+        assert await client.start("plain", {"k": 2}, run_id="dup-{1}_x") == run_id
         assert (await client.wait(run_id, timeout=WAIT_S)).status == "completed"
         assert json.loads(r.hget(f"workflow:state:{run_id}", "k")) == 1  # not overwritten
-        with pytest.raises(FlowcraftError, match="already exists"):
-            await client.start("plain", run_id=run_id)  # also once it ended
+        assert await client.start("plain", run_id=run_id) == run_id  # also once it ended
+        assert await client.status(run_id) == "completed"
         ids_run = await client.start("ids")
         result = await client.wait(ids_run, timeout=WAIT_S)
         assert result.status == "completed"

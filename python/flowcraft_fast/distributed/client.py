@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import jsoncodec
 from ..blueprint import Blueprint, load_blueprint
@@ -20,6 +20,7 @@ from ..runtime.vocabulary import (
     node_key,
     split_node_key,
 )
+from ..tracing import end_start_span, start_spans
 from .jobs import check_run_id, job_data, job_id, job_opts
 from .store import RedisCoordinationStore
 from .wire import StartRequest
@@ -30,18 +31,56 @@ RunToStart = (
     | Mapping[str, Any]
 )
 """A run for `FlowClient.start_many`: (blueprint id, initial context[, run id]) or a mapping
-with those keys (`blueprint_id`, `initial_context`, `run_id`)."""
+with the keys `blueprint_id`, `initial_context`, `run_id`, `priority`, `singleton_key` (all
+but the first optional)."""
+
+SINGLETON_HELD = "singleton:"
+"""start.lua's answer when a live run holds the singleton key: the prefix of that run's id."""
+MAX_PRIORITY = 2_097_152
+"""BullMQ's largest job priority (2^21)."""
+MAX_SINGLETON_KEY = 512
+"""Characters in a singleton key, at most."""
+_SPEC_KEYS = {"blueprint_id", "initial_context", "run_id", "priority", "singleton_key"}
 
 
-def _run_spec(index: int, run: Any) -> tuple[str, Mapping[str, Any] | None, str | None]:
+class _RunSpec(NamedTuple):
+    blueprint_id: str
+    context: Mapping[str, Any] | None
+    run_id: str | None
+    priority: int
+    singleton: str
+
+
+def check_priority(priority: object, where: str = "priority") -> int:
+    """BullMQ's priority: an int 0 (none) .. 2,097,152; lower runs first."""
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"{where} must be an int, not {type(priority).__name__}")
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise ValueError(f"{where} must be 0 (none) .. {MAX_PRIORITY:,}, not {priority}")
+    return priority
+
+
+def check_singleton_key(key: object, where: str = "singleton_key") -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"{where} must be a string, not {type(key).__name__}")
+    if not key or len(key) > MAX_SINGLETON_KEY:
+        raise ValueError(f"{where} must be 1-{MAX_SINGLETON_KEY} characters, not {len(key)}")
+    return key
+
+
+def _run_spec(index: int, run: Any) -> _RunSpec:
+    priority: object = 0
+    singleton: object = None
     if isinstance(run, Mapping):
-        unknown = set(run) - {"blueprint_id", "initial_context", "run_id"}
+        unknown = set(run) - _SPEC_KEYS
         if unknown or "blueprint_id" not in run:
             raise ValueError(
                 f"run #{index}: a mapping needs 'blueprint_id' (and optionally "
-                f"'initial_context', 'run_id'); got keys {sorted(map(str, run))}"
+                f"'initial_context', 'run_id', 'priority', 'singleton_key'); got keys "
+                f"{sorted(map(str, run))}"
             )
         bp_id, ctx, run_id = run["blueprint_id"], run.get("initial_context"), run.get("run_id")
+        priority, singleton = run.get("priority", 0), run.get("singleton_key")
     elif isinstance(run, tuple) and len(run) in (2, 3):
         bp_id, ctx, run_id = run[0], run[1], run[2] if len(run) == 3 else None
     else:
@@ -55,7 +94,13 @@ def _run_spec(index: int, run: Any) -> tuple[str, Mapping[str, Any] | None, str 
         raise TypeError(
             f"run #{index}: initial context must be a mapping, not {type(ctx).__name__}"
         )
-    return bp_id, ctx, check_run_id(run_id) if run_id is not None else None
+    return _RunSpec(
+        bp_id,
+        ctx,
+        check_run_id(run_id) if run_id is not None else None,
+        check_priority(priority, f"run #{index}: priority"),
+        "" if singleton is None else check_singleton_key(singleton, f"run #{index}: singleton_key"),
+    )
 
 
 def _initial_sets(
@@ -66,6 +111,23 @@ def _initial_sets(
         (str(k), jsoncodec.dumps(v, what=f"{where}initial context key {k!r}"))
         for k, v in (context or {}).items()
     ]
+
+
+async def _start_runs(queue: Any, requests: list[StartRequest]) -> list[str]:
+    """start.lua for `requests`; when someone traces, each under a `start` span whose W3C
+    traceparent the run keeps (its trace begins here, see `tracing`)."""
+    spans = start_spans(requests)
+    if spans is None:
+        return list(await queue.start_runs(requests))
+    try:
+        outcomes: list[str] = await queue.start_runs(requests)
+    except BaseException as exc:
+        for span in spans:
+            end_start_span(span, exc)
+        raise
+    for span, outcome in zip(spans, outcomes, strict=False):
+        end_start_span(span, outcome)
+    return outcomes
 
 
 class RunNotFound(FlowcraftError, LookupError):
@@ -118,13 +180,30 @@ class FlowClient:
         blueprint_id: str,
         initial_context: Mapping[str, Any] | None = None,
         run_id: str | None = None,
+        *,
+        priority: int = 0,
+        singleton_key: str | None = None,
     ) -> str:
         """Create a run and enqueue its start nodes in one atomic step; returns the run id.
+
+        Idempotent by `run_id`: when a run with that id exists (live or ended, until its keys
+        expire), nothing is started and the id is returned. `priority` (BullMQ's: 1 first,
+        2,097,152 last, 0 none; jobs without one are served before prioritized jobs) is carried
+        by every job of the run. With `singleton_key`, nothing is started while a live run of
+        this queue holds the same key: its id is returned instead; the key is free again when
+        that run ends.
 
         The blueprint is cached; the start script checks that the workers still serve the
         cached version (one round trip), and a changed blueprint is fetched again.
         """
-        return (await self.start_many([(blueprint_id, initial_context, run_id)]))[0]
+        run: dict[str, Any] = {
+            "blueprint_id": blueprint_id,
+            "initial_context": initial_context,
+            "run_id": run_id,
+            "priority": priority,
+            "singleton_key": singleton_key,
+        }
+        return (await self.start_many([run]))[0]
 
     async def start_many(self, runs: Iterable[RunToStart]) -> list[str]:
         """Start many runs in one round trip (each run atomic on its own); returns their ids,
@@ -132,43 +211,46 @@ class FlowClient:
         initial_context, run_id)`, or a mapping with the keys `blueprint_id`,
         `initial_context` and `run_id` (the last two optional).
 
-        Everything is checked first: a context that JSON cannot carry or a bad run id raises
-        (naming the run's index) and nothing is started. Runs whose id already exists are not
-        started; the others are, and then FlowcraftError names the existing ones. A start sent
+        Everything is checked first: a context that JSON cannot carry, a bad run id, priority
+        or singleton key raises (naming the run's index) and nothing is started. A run whose id
+        already exists is not started (its id is returned: starts are idempotent by run id),
+        nor one whose singleton key a live run holds (that run's id is returned). A start sent
         again because its reply was lost (Redis restarting) is recognised as this call's own
-        (each start carries a token): it is started once and reported started, not existing.
+        (each start carries a token): it is started once.
         """
         specs = [_run_spec(index, run) for index, run in enumerate(runs)]
         many = len(specs) > 1
-        ids = [run_id or uuid.uuid4().hex for _, _, run_id in specs]
+        ids = [spec.run_id or uuid.uuid4().hex for spec in specs]
         if len(set(ids)) != len(ids):
             raise ValueError("run ids must be distinct")
-        sets = [_initial_sets(ctx, index, many) for index, (_, ctx, _) in enumerate(specs)]
+        sets = [_initial_sets(spec.context, index, many) for index, spec in enumerate(specs)]
         bps: dict[str, Blueprint] = {}
-        for bp_id in dict.fromkeys(bp_id for bp_id, _, _ in specs):
+        for bp_id in dict.fromkeys(spec.blueprint_id for spec in specs):
             cached = self._blueprints.get(bp_id)
             bps[bp_id] = cached[1] if cached is not None else await self.blueprint(bp_id)
-        pending, existing = list(range(len(specs))), []
+        pending = list(range(len(specs)))
         for _ in range(3):
             requests = []
             for i in pending:
-                bp = bps[specs[i][0]]
+                spec, bp = specs[i], bps[specs[i].blueprint_id]
                 jobs = self._start_jobs(bp, ids[i])
-                requests.append(StartRequest(ids[i], bp.id, bp.version or "", sets[i], jobs))
-            outcomes = await self.queue.start_runs(requests) if requests else []
-            existing += [ids[i] for i, o in zip(pending, outcomes, strict=True) if o == "exists"]
-            pending = [
-                i for i, o in zip(pending, outcomes, strict=True) if o not in ("ok", "exists")
-            ]
-            if not pending:
-                if existing:
-                    raise FlowcraftError(
-                        f"a run with id {existing[0]!r} already exists"
-                        if len(existing) == 1
-                        else f"runs with these ids already exist (not started): {existing}"
+                requests.append(
+                    StartRequest(
+                        ids[i], bp.id, bp.version or "", sets[i], jobs, spec.priority,
+                        spec.singleton,
                     )
+                )  # fmt: skip
+            outcomes = await _start_runs(self.queue, requests) if requests else []
+            retry = []
+            for i, outcome in zip(pending, outcomes, strict=True):
+                if outcome.startswith(SINGLETON_HELD):
+                    ids[i] = outcome.removeprefix(SINGLETON_HELD)
+                elif outcome not in ("ok", "exists"):
+                    retry.append(i)
+            pending = retry
+            if not pending:
                 return ids
-            for bp_id in dict.fromkeys(specs[i][0] for i in pending):
+            for bp_id in dict.fromkeys(specs[i].blueprint_id for i in pending):
                 bps[bp_id] = await self.blueprint(bp_id)  # unpublished raises; stale refetches
         raise FlowcraftError("the blueprints keep changing; try again")
 

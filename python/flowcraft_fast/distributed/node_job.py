@@ -29,6 +29,7 @@ from ..runtime.runtime import RuntimeOptions
 from ..runtime.step import FROM_CONTEXT, Activation, Finished, Parked, Retry, step
 from ..runtime.types import WorkflowError
 from ..runtime.vocabulary import DYNAMIC_PREFIX, INPUTS_PREFIX, LIVE_STATUSES, SKIP, node_key
+from ..tracing import job_trace
 from .jobs import job_data, job_id, job_opts
 from .lazy_state import LazyState
 from .wire import ArrivalRequest, CommitRequest
@@ -96,6 +97,8 @@ class ClaimedRun:
     """State fields as JSON text (each node decodes what it reads)."""
     version: int = -1
     """The state version `raw` is (see commit.lua); -1: unknown."""
+    traceparent: str | None = None
+    """The W3C trace context its client stored at start (see `tracing`)."""
     dynamic_keys: list[str] = field(init=False)
     """The fields recording dynamic nodes, found once per claim rather than once per job."""
 
@@ -108,7 +111,7 @@ class ClaimedRun:
         raw.update(request.sets)
         for field_name in request.deletes:
             raw.pop(field_name, None)
-        return ClaimedRun(self.status, raw, version)
+        return ClaimedRun(self.status, raw, version, self.traceparent)
 
 
 async def adopt(
@@ -246,7 +249,8 @@ async def run_job(
             edge_value = snapshot.get(f"{INPUTS_PREFIX}{node_id}")
         transformed = node_id in graph.static.transformed_targets
         resume = {"output": resolve_input(node, context.view(), edge_value, transformed)}
-    events = EventEmitter(options.event_bus, run_id, bp_id, options.logger)
+    trace = job_trace(run.traceparent, run_id, bp_id, wanted, jid)
+    events = EventEmitter(options.event_bus, run_id, bp_id, options.logger, trace)
     act = Activation(node_id, iteration, edge_value, job.attempts_made + 1, resume)
     if job.stalls > max_stalls:
         message = (

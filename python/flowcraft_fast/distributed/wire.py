@@ -71,3 +71,10 @@ class StartRequest:
     """The initial context: (key, JSON text) pairs."""
     jobs: list[tuple[str, str, str, str]]
     """One (job id, node key, data, opts) per start node."""
+    priority: int = 0
+    """BullMQ priority carried by every job of the run (0: none; lower runs first)."""
+    singleton: str = ""
+    """The run's singleton key ("" for none)."""
+    traceparent: str = ""
+    """The W3C traceparent of the client's start span ("" when nobody traces): kept once in
+    the run's meta, handed to workers with the run by every claim (see `tracing`)."""

@@ -34,6 +34,7 @@ from .jobs import VERSION_FIELD
 from .node_job import ClaimedRun, RetryRequest, adopt, reject_commit, run_job
 from .safety import UnsafeRedisError
 from .wire import CommitRequest
+from .workers import heartbeat_ttl, own_record
 
 _Retry = RetryRequest
 
@@ -161,6 +162,8 @@ class Worker:
         self._commit_ready = asyncio.Event()
         self._event_tasks: set[asyncio.Task[None]] = set()
         self._next_due_ms = 0
+        self._started_ms = int(time.time() * 1000)
+        self._unnamed_warned = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -185,6 +188,7 @@ class Worker:
     async def close(self, timeout: float | None = None) -> None:
         """Stop claiming, let in-flight nodes finish and commit (within `timeout`), stop."""
         self._closing = True
+        self.queue.stop_waiting()
         claim = self._tasks[0] if self._tasks else None
         if claim is not None:
             claim.cancel()
@@ -204,6 +208,8 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        with contextlib.suppress(ConnectionError, _core.RedisCommandError):
+            await self.queue.leave(self.token_prefix)  # out of the live workers at once
 
     @property
     def in_flight(self) -> int:
@@ -260,7 +266,9 @@ class Worker:
         return 5.0
 
     def _launch_all(
-        self, runs: dict[str, tuple[str, dict[str, str], int]], jobs: list[_core.ClaimedJob]
+        self,
+        runs: dict[str, tuple[str, dict[str, str], int, str | None]],
+        jobs: list[_core.ClaimedJob],
     ) -> None:
         """Start a claim's jobs, each with its run's state as the claim read it."""
         claimed = {run_id: ClaimedRun(*run) for run_id, run in runs.items()}
@@ -479,7 +487,7 @@ class Worker:
                 # the run as it is now: sent back when this worker's snapshot was stale, else
                 # the snapshot plus this commit's writes
                 if reply.state is not None:
-                    run = ClaimedRun(RUNNING, reply.state, reply.version)
+                    run = ClaimedRun(RUNNING, reply.state, reply.version, flight.run.traceparent)
                 else:
                     run = flight.run.after(request, reply.version)
                 self.stats.continued += len(reply.taken)
@@ -575,8 +583,7 @@ class Worker:
             if not first:
                 await asyncio.sleep(self.stalled_interval_s)
             with contextlib.suppress(ConnectionError, _core.RedisCommandError):
-                if not first:  # `start` has just published them
-                    await self.publish()
+                await self._beat()
                 if first and self.name is not None:
                     requeued = await self.queue.requeue_stalled(
                         0, f"{self.name}@", f"{self.token_prefix}:"
@@ -589,6 +596,32 @@ class Worker:
                         "stalled jobs: %d returned to the queue (their workers died)", len(requeued)
                     )
                 await self._check_server()
+
+    async def _beat(self) -> None:
+        """Renew this worker's heartbeat record (`workers.py`) and name its connections; publish
+        the blueprints again when the queue lacks one (Redis lost its data, a FLUSHALL): clients
+        must not be told that nobody serves a blueprint while this worker does."""
+        served = {bp.id: bp.version or "" for bp in self.options.blueprints.values()}
+        record = own_record(
+            self.token_prefix, self.queue_name, served, self.concurrency,
+            len(self._in_flight), self._started_ms, self.name,
+        )  # fmt: skip
+        ttl_ms = int(heartbeat_ttl(self.stalled_interval_s) * 1000)
+        missing, named = await self.queue.beat(
+            self.token_prefix, record.fields(), ttl_ms, list(served)
+        )
+        if missing:
+            self.log.warning(
+                "blueprints %s missing on the queue (Redis lost its data?): published again",
+                ", ".join(sorted(missing)),
+            )
+            await self.publish()
+        if not named and not self._unnamed_warned:
+            self._unnamed_warned = True
+            self.log.warning(
+                "Redis refused CLIENT SETNAME (ACL without +client|setname?): BullMQ tools will "
+                "not list this worker; flowcraft-fast inspect still does"
+            )
 
     async def _check_server(self) -> None:
         """Pause claiming while the server may evict workflow state; say so once, and once

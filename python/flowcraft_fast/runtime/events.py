@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..tracing import RunTrace
 
 
 class EventEmitter:
@@ -12,17 +15,27 @@ class EventEmitter:
     (`runId`) and the blueprint id (`blueprintId`).
 
     `emit` may be sync or async. A bus that raises is logged and otherwise ignored.
+    `trace` is the run's OpenTelemetry trace (None when nobody traces): the other observer of a
+    run, handed along with the bus to everything that runs nodes.
     """
 
-    __slots__ = ("_blueprint_id", "_bus", "_logger", "_run_id", "enabled")
+    __slots__ = ("_blueprint_id", "_bus", "_logger", "_run_id", "enabled", "trace")
 
-    def __init__(self, bus: Any, run_id: str, blueprint_id: str, logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        bus: Any,
+        run_id: str,
+        blueprint_id: str,
+        logger: logging.Logger,
+        trace: RunTrace | None = None,
+    ) -> None:
         self._bus = bus
         self._run_id = run_id
         self._blueprint_id = blueprint_id
         self._logger = logger
         self.enabled = bus is not None
         """Whether anyone listens (callers skip building events nobody receives)."""
+        self.trace = trace
 
     async def emit(self, event_type: str, **payload: Any) -> None:
         if self._bus is None:

@@ -123,7 +123,7 @@ async def execute_node(
                 return await _attempts(services, events, node, ctx, impl, numbers)
 
             result = await _with_middleware(services, ctx, node.id, core)
-        elif _plain_call(services, node, len(numbers)) is not None:
+        elif events.trace is None and _plain_call(services, node, len(numbers)) is not None:
             # the common case, without the layers it does not need: one attempt of an async
             # function node (exactly what `_attempts` would do for it)
             result = plain_result(node.id, await impl(ctx))
@@ -156,9 +156,10 @@ def direct_impl(
     attempts: Sequence[int] | None,
 ) -> Any | None:
     """The implementation to await as it is when nothing wraps the run of `node` (no event
-    observers, no middleware, one attempt, no timeout, an async function): `execute_node`
-    reduced to the call, which the step function then makes itself. None otherwise."""
-    if events.enabled or services.middleware:
+    observers, no trace, no middleware, one attempt, no timeout, an async function):
+    `execute_node` reduced to the call, which the step function then makes itself. None
+    otherwise."""
+    if events.enabled or events.trace is not None or services.middleware:
         return None
     n_attempts = len(attempts) if attempts is not None else node.config.max_retries
     return _plain_call(services, node, n_attempts)
@@ -259,15 +260,21 @@ async def _retrying(
     """Run `attempt` once per attempt number until one succeeds; re-raise the last error.
 
     A failed attempt's context writes are rolled back before the next one (a buffered context
-    commits only with the node), as when each attempt is a job of its own.
+    commits only with the node), as when each attempt is a job of its own. When the run is
+    traced, each attempt is a span of its own.
     """
+    trace = events.trace
     last_index = len(numbers) - 1
     rollback = getattr(ctx.context, "rollback", None)
     mark = ctx.context.mark() if rollback is not None and last_index else None  # type: ignore[attr-defined]
     for index, number in enumerate(numbers):
         ctx.attempt = number
         try:
-            result = await attempt()
+            if trace is None:
+                result = await attempt()
+            else:
+                with trace.attempt(node.id, number):
+                    result = await attempt()
         except Exception as exc:
             if failures is not None:
                 failures.append(exc)

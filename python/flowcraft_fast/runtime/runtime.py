@@ -14,6 +14,7 @@ from typing import Any
 from ..blueprint import DEFAULT_LIMITS, Blueprint, BlueprintLimits, compile_checked, load_blueprint
 from ..errors import BlueprintError, FlowcraftError
 from ..expressions import Expression
+from ..tracing import RUN_STATUS, fail_span, run_span
 from .context import check_json_value
 from .events import EventEmitter
 from .executor import ExecutorServices, Sleep
@@ -165,13 +166,19 @@ class FlowRuntime:
         run_id = run_id or uuid.uuid4().hex
         graph = RunGraph(CompiledGraph.from_blueprint(bp))
         ledger = MemoryLedger()
-        events = EventEmitter(self.options.event_bus, run_id, bp.id, self.options.logger)
-        if events.enabled:
-            await events.emit("workflow:start")
-        scheduler = self._scheduler(graph, ledger, data, run_id, events, concurrency, cancel)
-        scheduler.seed_start_nodes()
-        status = await scheduler.drive()
-        return await self._finish(status, graph, ledger, data, scheduler.errors, run_id, events)
+        with run_span(run_id, bp.id, bp.version) as traced:
+            events = EventEmitter(
+                self.options.event_bus, run_id, bp.id, self.options.logger,
+                traced[1] if traced else None,
+            )  # fmt: skip
+            if events.enabled:
+                await events.emit("workflow:start")
+            scheduler = self._scheduler(graph, ledger, data, run_id, events, concurrency, cancel)
+            scheduler.seed_start_nodes()
+            status = await scheduler.drive()
+            if traced:
+                _end_run_span(traced[0], status, scheduler.errors)
+            return await self._finish(status, graph, ledger, data, scheduler.errors, run_id, events)
 
     async def resume(
         self,
@@ -213,13 +220,19 @@ class FlowRuntime:
             raise ResumeError(f"Cannot resume: node '{target}' is not in an awaiting state")
         graph = run_graph(bp, data)
         run_id = str(raw_ledger.get("runId") or uuid.uuid4().hex)
-        events = EventEmitter(self.options.event_bus, run_id, bp.id, self.options.logger)
-        if events.enabled:
-            await events.emit("workflow:resume", nodeId=target)
-        scheduler = self._scheduler(graph, ledger, data, run_id, events, concurrency, cancel)
-        scheduler.resume_at(key, dict(resume_data or {}))
-        status = await scheduler.drive()
-        return await self._finish(status, graph, ledger, data, scheduler.errors, run_id, events)
+        with run_span(run_id, bp.id, bp.version, "resume") as traced:
+            events = EventEmitter(
+                self.options.event_bus, run_id, bp.id, self.options.logger,
+                traced[1] if traced else None,
+            )  # fmt: skip
+            if events.enabled:
+                await events.emit("workflow:resume", nodeId=target)
+            scheduler = self._scheduler(graph, ledger, data, run_id, events, concurrency, cancel)
+            scheduler.resume_at(key, dict(resume_data or {}))
+            status = await scheduler.drive()
+            if traced:
+                _end_run_span(traced[0], status, scheduler.errors)
+            return await self._finish(status, graph, ledger, data, scheduler.errors, run_id, events)
 
     def _scheduler(
         self,
@@ -279,6 +292,13 @@ class FlowRuntime:
             errors=list(errors),
             run_id=run_id,
         )
+
+
+def _end_run_span(span: Any, status: RunStatus, errors: Sequence[WorkflowError]) -> None:
+    """The run's status on its span; a run that did not complete is an error there."""
+    span.set_attribute(RUN_STATUS, status)
+    if status in ("failed", "stalled"):
+        fail_span(span, "; ".join(f"{e.node_id}: {e.type}: {e.message}" for e in errors) or status)
 
 
 def _dumps(value: dict[str, Any], logger: logging.Logger) -> str:

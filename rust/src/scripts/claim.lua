@@ -8,10 +8,11 @@
   ARGV[7] the largest job data accepted, in bytes
 
   First promotes due delayed jobs (BullMQ score: due_ms * 4096 + seq). Returns
-  {next_delayed_ms, {run_id, run_status, state_flat, state_version, ...},
+  {next_delayed_ms, {run_id, run_status, state_flat, state_version, traceparent, ...},
    {rejected id, reason, ...}, job1, job2, ...}:
   each run's state once (with its version, see commit.lua), however many of its jobs were
-  claimed; each job is
+  claimed (`traceparent`: the W3C trace context its client stored at start, or false; see
+  python/flowcraft_fast/tracing.py); each job is
   {id, token, data, attempts_made, attempts_started, opts, input, run_id, resume, slept,
    node id, iteration text, blueprint id (its run's when the data names none), blueprint
    version, stalls} (read from the data, decoded here; `stalls`: how often the job's lease
@@ -46,8 +47,8 @@ for _, id in ipairs(due) do
     rejected[#rejected + 1] = id
     rejected[#rejected + 1] = NOT_A_JOB
   else
-    redis.call('LPUSH', KEYS[1], id)
     redis.call('HSET', qp .. id, 'delay', 0)
+    enqueue(KEYS[1], id, redis.call('HGET', qp .. id, 'priority'))
   end
 end
 
@@ -153,20 +154,32 @@ while n < max do
       elseif redis.call('HEXISTS', KEYS[9], bp) == 0 then
         reason = 'blueprint ' .. cjson.encode(bp) .. ' not found (no worker on this queue '
                  .. 'publishes it)'
-      elseif (is_live(status) or status == 'completed')
-             and redis.call('HEXISTS', ARGV[6] .. data['runId'],
-                            DONE .. text_or(data['iteration'], '0') .. '|' .. data['nodeId']) == 1 then
-        -- a copy of a job whose node already committed (re-delivery): settle it, run nothing
-        redis.call('LREM', KEYS[2], 0, id)
-        redis.call('ZADD', KEYS[8], now, id)
-        redis.call('HSET', jk, 'finishedOn', now)
-        if redis.call('HEXISTS', jk, 'returnvalue') == 0 then
-          redis.call('HSET', jk, 'returnvalue', 'null')
+      else
+        -- which job committed the node, if one did (commit.lua's done: marker holds its id)
+        local done_by = (is_live(status) or status == 'completed')
+                        and redis.call('HGET', ARGV[6] .. data['runId'],
+                                       DONE .. text_or(data['iteration'], '0') .. '|'
+                                       .. data['nodeId'])
+        if done_by == id then
+          -- this very job committed the node and is back: a BullMQ tool retried it (bull-board's
+          -- retry of a completed job). Its effects happened once; running it again would not be
+          -- a retry of it but a second run of the node.
+          reason = 'node ' .. data['nodeId'] .. ' of run ' .. data['runId'] .. ' already ran '
+                   .. 'and committed as this job (run ' .. status .. '); a retry does not run '
+                   .. 'a committed node again: start a new run to run it again'
+        elseif done_by then
+          -- a copy of a job whose node already committed (re-delivery): settle it, run nothing
+          redis.call('LREM', KEYS[2], 0, id)
+          redis.call('ZADD', KEYS[8], now, id)
+          redis.call('HSET', jk, 'finishedOn', now)
+          if redis.call('HEXISTS', jk, 'returnvalue') == 0 then
+            redis.call('HSET', jk, 'returnvalue', 'null')
+          end
+          settled = true
+        elseif not is_live(status) then
+          reason = 'run ' .. data['runId'] .. ' already ended (' .. status .. '); node '
+                   .. data['nodeId'] .. ' not run'
         end
-        settled = true
-      elseif not is_live(status) then
-        reason = 'run ' .. data['runId'] .. ' already ended (' .. status .. '); node '
-                 .. data['nodeId'] .. ' not run'
       end
     end
     if reason then reject(id, jk, reason) end
@@ -183,7 +196,7 @@ while n < max do
     local ats = redis.call('HINCRBY', jk, 'ats', 1)
     local run_id = data['runId']
     if not runs[run_id] then
-      local meta = redis.call('HMGET', ARGV[6] .. run_id, 'status', STATE_VERSION)
+      local meta = redis.call('HMGET', ARGV[6] .. run_id, 'status', STATE_VERSION, 'traceparent')
       local status = meta[1] or ''
       local state = {}
       if is_live(status) or status == '' then  -- '': a run to adopt (see above)
@@ -194,6 +207,7 @@ while n < max do
       run_list[#run_list + 1] = status
       run_list[#run_list + 1] = state
       run_list[#run_list + 1] = tonumber(meta[2] or '0')
+      run_list[#run_list + 1] = meta[3]
     end
     local version = data['blueprintVersion']
     out[#out + 1] = {id, token, f[1], counter(f[2] or f[3]), ats, f[5] or '{}', f[6] or false,

@@ -3,7 +3,8 @@
   KEYS[1] job hash   KEYS[2] job lock   KEYS[3] active   KEYS[4] completed   KEYS[5] failed
   KEYS[6] wait   KEYS[7] marker   KEYS[8] events   KEYS[9] run state   KEYS[10] run meta
   KEYS[11] run joins   KEYS[12] run status   KEYS[13] active-runs index   KEYS[14] queue meta
-  KEYS[15..] one job hash per arrival, for the successor job it may create
+  KEYS[15] ended-runs index (a run this commit ends goes there: end_run, trim_ended in lib.lua)
+  KEYS[16..] one job hash per arrival, for the successor job it may create
 
   ARGV: queue prefix, job id, lease token, node key ("<iteration>|<nodeId>"), mode, result text,
         state ttl s, keep completed, keep failed, run id, status payload, claim follows ("1": a
@@ -91,14 +92,16 @@ end
 local function end_this_run(status, payload, stops)
   if payload == '' then payload = '{"status":"' .. status .. '"}' end
   end_run(KEYS[10], KEYS[12], {KEYS[9], KEYS[10], KEYS[11], KEYS[12]}, KEYS[13], run_id, status,
-          payload, ttl, now, stops)
+          payload, ttl, now, stops, KEYS[15])
+  trim_ended(KEYS[15], now, ttl)
 end
 
 if mode == 'reject' then
   finish(true, result)
   return {'ok', 'rejected'}
 end
-local run_status = redis.call('HGET', KEYS[10], 'status')
+local run_meta = redis.call('HMGET', KEYS[10], 'status', 'priority')
+local run_status, priority = run_meta[1], tonumber(run_meta[2] or '0') or 0
 if not is_live(run_status) then
   -- the run ended while the node ran: its result is discarded, so the job did not succeed
   finish(true, 'run ' .. run_id .. ' ended (' .. (run_status or 'expired')
@@ -209,17 +212,17 @@ for a = 1, n_arr do
   if fire then
     if n_listed ~= 1 or known > 1 then redis.call('HSET', KEYS[10], FIRED .. target, succ_id) end
     -- `fci`: the input the edges carry; "\1" makes it a skip token (a dead path passing through)
-    local succ_hash = KEYS[14 + a]
+    local succ_hash = KEYS[15 + a]
     if #taken < take then
       local succ_token = token_prefix .. ':' .. succ_id .. ':1'
-      create_job(succ_hash, succ_data, succ_opts, now, 1, 'fci', input, 'fce', 1,
+      create_job(succ_hash, succ_data, succ_opts, now, 1, priority, 'fci', input, 'fce', 1,
                  'processedOn', now)
       redis.call('SET', succ_hash .. ':lock', succ_token, 'PX', lease_ms)
       redis.call('LPUSH', KEYS[3], succ_id)
       taken[#taken + 1] = {a - 1, succ_token, input}
     else
-      create_job(succ_hash, succ_data, succ_opts, now, 0, 'fci', input)
-      redis.call('LPUSH', KEYS[6], succ_id)
+      create_job(succ_hash, succ_data, succ_opts, now, 0, priority, 'fci', input)
+      enqueue(KEYS[6], succ_id, priority)
       pushed = pushed + 1
     end
     fired_keys[#fired_keys + 1] = target

@@ -22,15 +22,41 @@ local function is_live(status)
 end
 
 -- End a run, once: its status and end time, the status payload clients read, the TTL of its
--- keys (from now on, never while it runs), out of the active-runs index, and a message to
--- whoever waits on it; when `stops` is a channel, workers running its nodes stop them.
-local function end_run(meta, status_key, keys, index, run_id, status, payload, ttl, now, stops)
+-- keys (from now on, never while it runs), out of the active-runs index and into the ended-runs
+-- index `ended` (scored by its end: what `flowcraft-fast runs` and the dashboard list; see
+-- trim_ended), and a message to whoever waits on it; when `stops` is a channel, workers running
+-- its nodes stop them.
+local function end_run(meta, status_key, keys, index, run_id, status, payload, ttl, now, stops,
+                       ended)
+  local singleton = redis.call('HGET', meta, 'singleton')
+  if singleton then
+    -- the queue's singleton runs sit next to its index of unfinished runs (keys.rs)
+    local singletons = index .. ':singletons'
+    if redis.call('HGET', singletons, singleton) == run_id then
+      redis.call('HDEL', singletons, singleton)
+    end
+  end
   redis.call('HSET', meta, 'status', status, 'endedAt', now)
   redis.call('SET', status_key, payload)
   for _, k in ipairs(keys) do redis.call('EXPIRE', k, ttl) end
   redis.call('ZREM', index, run_id)
+  redis.call('ZADD', ended, now, run_id)
   redis.call('PUBLISH', status_key, status)
   if stops then redis.call('PUBLISH', stops, run_id) end
+end
+
+-- The ended-runs index stays bounded: the runs whose keys expired (ended more than `ttl` s
+-- ago) leave it, a slice at a time, and past RECENT_RUNS entries the oldest go; the index
+-- itself expires `ttl` s after the last run ended. Called by the commit that ends a run (a
+-- cancel only adds: the next run a worker ends trims).
+local RECENT_RUNS = 10000
+local function trim_ended(ended, now, ttl)
+  local gone = redis.call('ZRANGEBYSCORE', ended, '-inf', now - ttl * 1000, 'LIMIT', 0, 100)
+  if #gone > 0 then redis.call('ZREM', ended, unpack(gone)) end
+  if redis.call('ZCARD', ended) > RECENT_RUNS + 100 then
+    redis.call('ZREMRANGEBYRANK', ended, 0, -(RECENT_RUNS + 1))
+  end
+  redis.call('PEXPIRE', ended, ttl * 1000)
 end
 
 -- A run id flowcraft-fast accepts: 1-128 letters, digits, '_', '-', '{', '}' (hash tags).
@@ -119,9 +145,32 @@ end
 -- Create a flowcraft job hash the way BullMQ's addJob does (name, data, opts, timestamps,
 -- counters); `ats` is 1 for a job created already claimed (a commit's local continuation), else
 -- 0; extra field/value pairs follow (`fci` the input its edges carried, `fcr` a resume payload).
-local function create_job(hash, data, opts, now, ats, ...)
+local function create_job(hash, data, opts, now, ats, priority, ...)
   redis.call('HSET', hash, 'name', 'executeNode', 'data', data, 'opts', opts, 'timestamp', now,
-             'delay', 0, 'priority', 0, 'atm', 0, 'ats', ats, ...)
+             'delay', 0, 'priority', priority, 'atm', 0, 'ats', ats, ...)
+end
+
+-- A run's priority (its meta's `priority`, set by start.lua; 0: none), which every job of the
+-- run carries (BullMQ's `priority` job field).
+local function run_priority(meta)
+  return tonumber(redis.call('HGET', meta, 'priority') or '0') or 0
+end
+
+-- Queue job `id` where BullMQ's moveToActive finds it: with a priority > 0 in the `prioritized`
+-- zset, scored as BullMQ scores it (priority * 2^32 + the queue's `pc` counter: lower first,
+-- FIFO within a priority; served after `wait`), else on `wait` (LPUSH; RPUSH when `first`: the
+-- next one taken). `wait` is the queue's wait key; `prioritized` and `pc` sit next to it.
+local function enqueue(wait, id, priority, first)
+  priority = tonumber(priority) or 0
+  if priority > 0 then
+    local qp = string.sub(wait, 1, #wait - 4)
+    local seq = redis.call('INCR', qp .. 'pc') % 4294967296
+    redis.call('ZADD', qp .. 'prioritized', priority * 4294967296 + seq, id)
+  elseif first then
+    redis.call('RPUSH', wait, id)
+  else
+    redis.call('LPUSH', wait, id)
+  end
 end
 
 -- ARGV[i] is a count n followed by n field/value pairs: HSET them into `hash`; returns the

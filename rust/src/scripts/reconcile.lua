@@ -37,12 +37,13 @@ for c = 0, n - 1 do
       fci, fcr, fcw = f[1] or '', f[2], f[3]
       target, target_hash = new, new_hash
     end
-    create_job(target_hash, data, opts, now, 0)
+    local priority = run_priority(KEYS[1])
+    create_job(target_hash, data, opts, now, 0, priority)
     if fci ~= '' then redis.call('HSET', target_hash, 'fci', fci) end
     if fcr then redis.call('HSET', target_hash, 'fcr', fcr) end
     if fcw then redis.call('HSET', target_hash, 'fcw', fcw) end
     redis.call('HSET', KEYS[1], FIRED .. key, target)
-    redis.call('LPUSH', KEYS[2], target)
+    enqueue(KEYS[2], target, priority)
     out[#out + 1] = key
   end
 end

@@ -16,9 +16,10 @@ if redis.call('HINCRBY', KEYS[1], 'awaiting', -1) <= 0 then
   redis.call('DEL', KEYS[2])
 end
 local now = now_ms()
-create_job(KEYS[5], ARGV[4], ARGV[5], now, 0, 'fcr', ARGV[6])
+local priority = run_priority(KEYS[1])
+create_job(KEYS[5], ARGV[4], ARGV[5], now, 0, priority, 'fcr', ARGV[6])
 redis.call('HSET', KEYS[1], FIRED .. ARGV[2], ARGV[3])
-redis.call('LPUSH', KEYS[3], ARGV[3])
+enqueue(KEYS[3], ARGV[3], priority)
 redis.call('ZADD', KEYS[4], 0, '0')
 redis.call('ZADD', KEYS[6], now, ARGV[1])
 return 'ok'

@@ -39,7 +39,7 @@ if delay > 0 then
                'delay', due)
   end
 else
-  redis.call('RPUSH', KEYS[5], id)
+  enqueue(KEYS[5], id, redis.call('HGET', KEYS[1], 'priority'), true)
   redis.call('ZADD', KEYS[6], 0, '0')
 end
 return 'ok'

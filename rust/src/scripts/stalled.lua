@@ -39,7 +39,7 @@ for _, id in ipairs(slice) do
     removed = removed + redis.call('LREM', KEYS[1], 0, id)
     if redis.call('EXISTS', jk) == 1 then
       redis.call('HINCRBY', jk, 'stc', 1)
-      redis.call('RPUSH', KEYS[2], id)
+      enqueue(KEYS[2], id, redis.call('HGET', jk, 'priority'), true)
       requeued[#requeued + 1] = id
     end
   end
