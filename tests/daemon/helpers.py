@@ -18,7 +18,7 @@ from pathlib import Path
 DAEMON = [sys.executable, "-m", "flowcraft_fast.daemon"]
 
 # Settings a developer's shell (or a systemd test host) might export; the daemon must not see them.
-_SCRUB_PREFIXES = ("FLOWCRAFT_", "WATCHDOG_")
+_SCRUB_PREFIXES = ("FLOWCRAFT_", "WATCHDOG_", "OTEL_")
 _SCRUB = {"REDIS_URL", "NOTIFY_SOCKET", "JOURNAL_STREAM", "PYTHONPATH"}
 
 TINY_APP = textwrap.dedent(

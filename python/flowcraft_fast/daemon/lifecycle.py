@@ -22,6 +22,7 @@ from .checks import RedisFacts, RedisUnreachableError, StartupError, check_redis
 from .config import DaemonConfig, default_worker_name
 from .metrics import MetricsServer, adapter_metrics
 from .notify import Notifier, watchdog_interval
+from .otel import configure_tracing
 
 if TYPE_CHECKING:
     from ..runtime import FlowRuntime
@@ -104,6 +105,7 @@ async def run_worker(
     watchdog = asyncio.create_task(_watchdog(notifier, interval)) if interval else None
     reconcile: asyncio.Task[None] | None = None
     metrics: MetricsServer | None = None
+    end_tracing = configure_tracing()
     try:
         notifier.status(f"connecting to Redis at {where}")
         facts = await wait_for_redis(config, notifier, stop.requested)
@@ -148,6 +150,8 @@ async def run_worker(
         if metrics is not None:
             await metrics.close()
         await _cancel(watchdog)
+        if end_tracing is not None:
+            end_tracing()  # the spans still batched are exported before the process exits
         stop.uninstall()
 
 
