@@ -33,6 +33,9 @@ import flowcraft_fast, flowcraft_fast._core as core
 assert "site-packages" in flowcraft_fast.__file__, flowcraft_fast.__file__
 assert flowcraft_fast.__version__ == core.__version__, (flowcraft_fast.__version__, core.__version__)
 print("import ok:", flowcraft_fast.__file__, flowcraft_fast.__version__)
+from flowcraft_fast.dashboard.page import PAGE  # package data: the dashboard's page
+assert "<svg" in PAGE or "svg" in PAGE, "dashboard page.html missing from the wheel"
+print("dashboard page ok:", len(PAGE), "characters")
 PY
 "$bin/flowcraft-fastd" --version
 "$bin/flowcraft-fast" --version

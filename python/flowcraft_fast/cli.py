@@ -678,6 +678,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return _run_async(args, body)
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard.server import serve_dashboard
+
+    try:
+        _client(args)  # a malformed URL or queue name fails here, with its reason
+        return serve_dashboard(lambda: _client(args), args)
+    except UsageError as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
+
+
 def cmd_reconcile(args: argparse.Namespace) -> int:
     try:
         runtime = _load_app(args.app)
@@ -727,6 +738,7 @@ HANDLERS: dict[str, Handler] = {
     "inspect": cmd_inspect,
     "reconcile": cmd_reconcile,
     "runs": cmd_runs,
+    "dashboard": cmd_dashboard,
 }
 """Subcommand -> handler. Replace an entry to implement a subcommand."""
 
@@ -948,6 +960,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_operator_commands(sub, conn)
+    _add_dashboard(sub, conn)
     return parser
 
 
@@ -998,6 +1011,39 @@ def _add_operator_commands(sub: Any, conn: argparse.ArgumentParser) -> None:
         help="list at most N runs (default: 50)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def _add_dashboard(sub: Any, conn: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "dashboard",
+        parents=[conn],
+        help="serve a web page showing the queue, its workers, runs and their graphs",
+        description=(
+            "Serve the operator dashboard: the queue's job counts, live workers, runs in "
+            "flight and recent runs, and a page per run drawing its blueprint graph with each "
+            "node's state and error; a JSON API under /api/ (/api/queues, /api/runs, "
+            "/api/runs/RUN). Read-only unless --allow-actions. Stop it with Ctrl-C or SIGTERM."
+        ),
+    )
+    p.add_argument(
+        "--bind",
+        metavar="ADDR",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1; the page has no login: bind another "
+        "address only behind an authenticating proxy)",
+    )
+    p.add_argument(
+        "--port",
+        metavar="P",
+        type=int,
+        default=8642,
+        help="port to listen on (default: 8642; 0: any free port, printed at start)",
+    )
+    p.add_argument(
+        "--allow-actions",
+        action="store_true",
+        help="allow cancelling and resuming runs from the page; refused (403) otherwise",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

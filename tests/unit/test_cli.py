@@ -18,7 +18,7 @@ GOOD = {
     "edges": [{"source": "A", "target": "B"}, {"source": "B", "target": "C"}],
 }
 
-DISTRIBUTED = ["run", "status", "resume", "cancel", "inspect", "reconcile", "runs"]
+DISTRIBUTED = ["run", "status", "resume", "cancel", "inspect", "reconcile", "runs", "dashboard"]
 ALL_COMMANDS = ["validate", "graph", *DISTRIBUTED]
 
 
