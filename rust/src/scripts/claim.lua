@@ -160,10 +160,11 @@ while n < max do
                         and redis.call('HGET', ARGV[6] .. data['runId'],
                                        DONE .. text_or(data['iteration'], '0') .. '|'
                                        .. data['nodeId'])
-        if done_by == id then
-          -- this very job committed the node and is back: a BullMQ tool retried it (bull-board's
-          -- retry of a completed job). Its effects happened once; running it again would not be
-          -- a retry of it but a second run of the node.
+        if done_by == id and redis.call('HEXISTS', jk, 'finishedOn') == 0 then
+          -- this very job committed the node and is back without its finishedOn: a BullMQ tool
+          -- retried it (bull-board's retry of a completed job: reprocessJob drops finishedOn;
+          -- a mere re-delivery of the id keeps it and is settled below). Its effects happened
+          -- once; running it again would not be a retry of it but a second run of the node.
           reason = 'node ' .. data['nodeId'] .. ' of run ' .. data['runId'] .. ' already ran '
                    .. 'and committed as this job (run ' .. status .. '); a retry does not run '
                    .. 'a committed node again: start a new run to run it again'
