@@ -24,7 +24,7 @@ worker, outside scripts
     zrange                `flowcraft-fast inspect`/`runs` as the worker user: the live workers
                           and the runs indexes (workers.rs, reads.rs)
 worker, inside scripts: see WORKER_SCRIPTS (claim, commit, retry, renew, stalled, adopt,
-    reconcile, beat); test_acl.py checks every `redis.call` of them is granted.
+    reconcile, beat, limit); test_acl.py checks every `redis.call` of them is granted.
 client (FlowClient, RedisContext reads)
     evalsha, script|load  start, cancel, resume scripts (their commands: CLIENT_SCRIPTS)
     hget                  the published blueprint; RedisContext.get
@@ -51,7 +51,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 RUN_KEY_SHAPES = ("workflow:state:", "workflow:run:", "workflow:joins:", "workflow:status:")
 """rust/src/keys.rs: the four keys of a run, each behind the deployment's key prefix."""
 
-WORKER_SCRIPTS = ("claim", "commit", "retry", "renew", "stalled", "adopt", "reconcile", "beat")
+WORKER_SCRIPTS = (
+    "claim", "commit", "retry", "renew", "stalled", "adopt", "reconcile", "beat", "limit",
+)  # fmt: skip
 CLIENT_SCRIPTS = ("start", "cancel", "resume")
 
 WORKER_DIRECT = (
@@ -64,7 +66,8 @@ WORKER_IN_SCRIPTS = (
     "time", "hset", "hsetnx", "hget", "hmget", "hgetall", "hexists", "hincrby", "hdel",
     "exists", "del", "get", "set", "pexpire", "expire", "lpush", "rpush", "rpoplpush", "lrem",
     "llen", "lrange", "zadd", "zrem", "zrange", "zrangebyscore", "zpopmin", "zcard", "zcount",
-    "zscore", "zremrangebyrank", "zremrangebyscore", "xadd", "publish", "incr",
+    "zscore", "zremrangebyrank", "zremrangebyscore", "xadd", "publish", "incr", "decr", "lpop",
+    "sadd", "srem", "srandmember",
 )  # fmt: skip
 """What WORKER_SCRIPTS run (test_acl.py reads them: exactly these)."""
 

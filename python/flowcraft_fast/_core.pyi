@@ -211,6 +211,22 @@ class Queue:
         accepted the connection name)."""
     async def leave(self, worker_id: str) -> None:
         """Remove this worker's heartbeat record."""
+    async def admit(
+        self,
+        job_id: str,
+        token: str,
+        concurrency: tuple[str, str, int],
+        rate: tuple[str, str, int, int],
+    ) -> tuple[str, int]:
+        """limit.lua's verdict for a claimed job of a limited node: ("ok" | "parked" | "delay" |
+        "lost", delay ms); `concurrency` (digest, name, limit), `rate` (digest, name, max,
+        window ms), an empty digest for a limit not set."""
+    async def release_limits(self, digests: list[str]) -> None:
+        """Fill the free slots of these concurrency groups from their waiters."""
+    async def sweep_limits(self, max_groups: int) -> int:
+        """Promote the waiters of up to `max_groups` groups whose holders died."""
+    async def limit_stats(self) -> list[tuple[str, int, int, int]]:
+        """The concurrency groups: (name, limit, holding, waiting)."""
     async def live_workers(self) -> list[dict[str, str]]:
         """The heartbeat records of the queue's live workers, least recent beat first."""
     async def commit(

@@ -39,6 +39,37 @@ DEFAULT_LIMITS = BlueprintLimits()
 
 
 @dataclass(frozen=True, slots=True)
+class ConcurrencyLimit:
+    """`config.concurrency`: at most `limit` jobs with the same key value run at once, across
+    the fleet (SPEC section 10; enforced by runtime/limits.py in memory, limit.lua distributed)."""
+
+    key: Expression
+    """Sees `input` and `context`; a string literal makes one global group."""
+    limit: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key.source, "limit": self.limit}
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """`config.rateLimit`: at most `max` starts per `per_ms` window per key value."""
+
+    key: Expression | None
+    """None: one group for the node (its blueprint id and node id)."""
+    max: int
+    per_ms: int
+    per_source: Any = None
+    """`per` as written (for to_json)."""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"max": self.max, "per": self.per_source}
+        if self.key is not None:
+            out["key"] = self.key.source
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """Resilience and join behaviour of one node (`config` in the JSON)."""
 
@@ -51,9 +82,15 @@ class NodeConfig:
     fallback: str | None = None
     """Id of the node that runs when the last attempt failed."""
     join_strategy: JoinStrategy = "all"
+    concurrency: ConcurrencyLimit | None = None
+    rate_limit: RateLimit | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        if self.concurrency is not None:
+            out["concurrency"] = self.concurrency.to_json()
+        if self.rate_limit is not None:
+            out["rateLimit"] = self.rate_limit.to_json()
         if self.max_retries != 1:
             out["maxRetries"] = self.max_retries
         if self.retry_delay_ms:
@@ -137,7 +174,9 @@ class Blueprint:
 
 NODE_KEYS: tuple[str, ...] = ("id", "uses", "params", "inputs", "config")
 EDGE_KEYS: tuple[str, ...] = ("source", "target", "action", "condition", "transform")
-CONFIG_KEYS: tuple[str, ...] = ("maxRetries", "retryDelay", "timeout", "fallback", "joinStrategy")
+CONFIG_KEYS: tuple[str, ...] = (
+    "maxRetries", "retryDelay", "timeout", "fallback", "joinStrategy", "concurrency", "rateLimit",
+)  # fmt: skip
 
 
 def unknown_keys(raw: Mapping[str, Any]) -> list[str]:
@@ -339,7 +378,7 @@ def _load_node(raw: Any, index: int, where: str, limits: BlueprintLimits) -> Nod
             inputs = MappingProxyType(dict(inputs))
         elif not isinstance(inputs, str):
             raise BlueprintError(f"{at}: 'inputs' must be a string or a mapping")
-    config = _load_config(raw.get("config") or {}, at)
+    config = _load_config(raw.get("config") or {}, at, limits)
     return NodeDefinition(
         id=node_id, uses=uses, params=_freeze(params), inputs=inputs, config=config
     )
@@ -352,7 +391,7 @@ def load_node(
     return _load_node(raw, 0, where, limits)
 
 
-def _load_config(raw: Any, at: str) -> NodeConfig:
+def _load_config(raw: Any, at: str, limits: BlueprintLimits) -> NodeConfig:
     if not isinstance(raw, Mapping):
         raise BlueprintError(f"{at}: 'config' must be a mapping")
     max_retries = raw.get("maxRetries", 1)
@@ -380,7 +419,58 @@ def _load_config(raw: Any, at: str) -> NodeConfig:
         timeout_ms=None if timeout is None else float(timeout),
         fallback=fallback,
         join_strategy=join,
+        concurrency=_concurrency(raw.get("concurrency"), at, limits),
+        rate_limit=_rate_limit(raw.get("rateLimit"), at, limits),
     )
+
+
+MAX_LIMIT = 1_000_000
+"""The largest concurrency limit and rate limit `max` accepted."""
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
+        raise BlueprintError(f"{what} must be an integer from 1 to {MAX_LIMIT}, got {value!r}")
+    return value
+
+
+def _limit_mapping(raw: Any, what: str, known: tuple[str, ...]) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise BlueprintError(f"{what} must be a mapping, got {raw!r}")
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise BlueprintError(f"{what}: unknown key {unknown[0]!r} (known: {', '.join(known)})")
+    return raw
+
+
+def _concurrency(raw: Any, at: str, limits: BlueprintLimits) -> ConcurrencyLimit | None:
+    if raw is None:
+        return None
+    what = f"{at}: config.concurrency"
+    raw = _limit_mapping(raw, what, ("key", "limit"))
+    key = _expression(raw.get("key"), f"{what}.key", limits)
+    if key is None:
+        raise BlueprintError(f"{what} needs a key (an expression; a string literal for one group)")
+    return ConcurrencyLimit(key, _count(raw.get("limit"), f"{what}.limit"))
+
+
+def _rate_limit(raw: Any, at: str, limits: BlueprintLimits) -> RateLimit | None:
+    if raw is None:
+        return None
+    from .nodes.sleep import parse_duration_ms
+
+    what = f"{at}: config.rateLimit"
+    raw = _limit_mapping(raw, what, ("key", "max", "per"))
+    key = _expression(raw.get("key"), f"{what}.key", limits)
+    try:
+        per = parse_duration_ms(raw.get("per"))
+    except ValueError as exc:
+        raise BlueprintError(
+            f"{what}.per: {str(exc).replace('sleep duration', 'a window')}"
+        ) from None
+    if not 1 <= per <= 86_400_000:
+        raise BlueprintError(f"{what}.per must be from 1 ms to 1 day, got {raw.get('per')!r}")
+    return RateLimit(key, _count(raw.get("max"), f"{what}.max"), int(per), raw.get("per"))
 
 
 def _non_negative(value: Any, what: str) -> float:

@@ -571,6 +571,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
         counts = await client.queue.counts()
         workers = await live_workers(client.queue)
+        limits = [
+            {"group": name, "limit": limit, "running": running, "waiting": waiting}
+            for name, limit, running, waiting in sorted(await client.queue.limit_stats())
+        ]
         runs, truncated = await _runs_in_flight(client, args.limit)
         for r in runs:
             bp = r["blueprint_id"]
@@ -581,6 +585,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 "redis_url": redact_url(args.redis_url),
                 "counts": counts,
                 "workers": [w.to_json() for w in workers],
+                "limits": limits,
                 "runs": runs,
                 "truncated": truncated,
             }
@@ -591,6 +596,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         keys = [k for k in order if k in counts] + sorted(k for k in counts if k not in order)
         print("jobs: " + ", ".join(f"{k} {counts[k]}" for k in keys))
         _print_workers(workers)
+        if limits:
+            print(f"concurrency groups: {len(limits)}")
+            _print_table(
+                [("GROUP", "LIMIT", "RUNNING", "WAITING")]
+                + [(str(g["group"]), str(g["limit"]), str(g["running"]), str(g["waiting"]))
+                   for g in limits]
+            )  # fmt: skip
         more = f" (showing the first {len(runs)}; --limit to see more)" if truncated else ""
         print(f"runs in flight: {len(runs)}{'+' if truncated else ''}{more}")
         if runs:

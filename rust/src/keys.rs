@@ -117,6 +117,31 @@ impl QueueKeys {
     }
 }
 
+/// Flow control (limits.rs, scripts/limit.lua): per group (a digest of its name, see
+/// python/flowcraft_fast/runtime/limits.py) a holders zset and a waiting list; per queue the
+/// groups' names and limits, and the set of groups with waiters. limit.lua's sweep derives the
+/// two group keys from the digest the same way (`group_keys`).
+impl QueueKeys {
+    pub fn limit_holders(&self, digest: &str) -> String {
+        join(&[&self.base, "flowcraft:limit:", digest])
+    }
+    pub fn limit_waiting(&self, digest: &str) -> String {
+        join(&[&self.base, "flowcraft:limit:", digest, ":waiting"])
+    }
+    /// Hash: group digest -> "<limit>\x1f<name>" (a rate group: "r<max>/<ms>\x1f<name>").
+    pub fn limits(&self) -> String {
+        self.key("flowcraft:limits")
+    }
+    /// Set of the concurrency groups with waiting jobs (the stalled loop's sweep).
+    pub fn limits_waiting(&self) -> String {
+        self.key("flowcraft:limits:waiting")
+    }
+    /// A rate group's counter base: `<base>:<window index>` counts a window's starts.
+    pub fn rate(&self, digest: &str) -> String {
+        join(&[&self.base, "flowcraft:rate:", digest])
+    }
+}
+
 /// Exposed so Python code and tests build keys the same way instead of spelling them again.
 #[pyfunction(name = "state_key")]
 fn py_state_key(prefix: &str, run_id: &str) -> String {
@@ -223,6 +248,12 @@ mod tests {
         assert_eq!(q.job("7"), "bull:flows:7");
         assert_eq!(q.lock("7"), "bull:flows:7:lock");
         assert_eq!(q.ended_runs(), "bull:flows:flowcraft:runs:ended");
+        assert_eq!(q.limit_holders("ab12"), "bull:flows:flowcraft:limit:ab12");
+        assert_eq!(
+            q.limit_waiting("ab12"),
+            "bull:flows:flowcraft:limit:ab12:waiting"
+        );
+        assert_eq!(q.rate("ab12"), "bull:flows:flowcraft:rate:ab12");
         let r = RunKeys::new("");
         assert_eq!(r.status("x"), "workflow:status:x");
         assert_eq!(r.meta("x"), "workflow:run:x");

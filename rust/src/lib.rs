@@ -9,6 +9,7 @@ mod errors; // the exceptions Python sees
 mod hot_path; // claim, commit, retry, renew: one round trip per batch
 mod keys; // every Redis key shape
 mod leases; // lease renewal in a tokio task
+mod limits; // flow control: per-key concurrency and rate limits
 mod queue; // the Queue class (thin wrappers over hot_path, runs, reads)
 mod reads; // reads of runs and of the queue
 mod replies; // what crosses to Python, and parsing script replies into it

@@ -17,7 +17,7 @@ use crate::runs::Resume;
 use crate::scripts::{eval_many, eval_one, Call, Scripts};
 use crate::stops::Stops;
 use crate::waits::Waits;
-use crate::{hot_path, reads, runs, survey, workers};
+use crate::{hot_path, limits, reads, runs, survey, workers};
 
 pub struct Inner {
     pub conn: Connection,
@@ -301,6 +301,47 @@ impl Queue {
     /// The heartbeat records of the queue's live workers, least recent beat first.
     fn live_workers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.spawn(py, workers::live_workers)
+    }
+
+    // ---------------------------------------------------------------- flow control
+
+    /// Admit a claimed job of a limited node (limits.rs, limit.lua): ("ok" | "parked" |
+    /// "delay" | "lost", delay ms). `concurrency` is (digest, name, limit), `rate` (digest,
+    /// name, max, window ms); an empty digest for a limit the node does not set.
+    fn admit<'py>(
+        &self,
+        py: Python<'py>,
+        job_id: String,
+        token: String,
+        concurrency: (String, String, u32),
+        rate: (String, String, u32, u64),
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let a = limits::Admission {
+            job_id,
+            token,
+            concurrency,
+            rate,
+        };
+        self.spawn(py, |i| limits::admit(i, a))
+    }
+
+    /// Fill the free slots of these concurrency groups (digests) from their waiters.
+    fn release_limits<'py>(
+        &self,
+        py: Python<'py>,
+        digests: Vec<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.spawn(py, |i| limits::release(i, digests))
+    }
+
+    /// Promote waiters of up to `max_groups` groups whose holders died; groups looked at.
+    fn sweep_limits<'py>(&self, py: Python<'py>, max_groups: u32) -> PyResult<Bound<'py, PyAny>> {
+        self.spawn(py, move |i| limits::sweep(i, max_groups))
+    }
+
+    /// The concurrency groups: (name, limit, holding, waiting) each.
+    fn limit_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.spawn(py, limits::stats)
     }
 
     // ---------------------------------------------------------------- run administration

@@ -24,7 +24,7 @@ macro_rules! script_source {
 }
 
 /// (name, source) of every script, for `Scripts::new` and `script_source`.
-const SOURCES: [(&str, &str); 11] = [
+const SOURCES: [(&str, &str); 12] = [
     ("claim", script_source!("claim")),
     ("commit", script_source!("commit")),
     ("retry", script_source!("retry")),
@@ -36,6 +36,7 @@ const SOURCES: [(&str, &str); 11] = [
     ("reconcile", script_source!("reconcile")),
     ("adopt", script_source!("adopt")),
     ("beat", script_source!("beat")),
+    ("limit", script_source!("limit")),
 ];
 
 pub struct Scripts {
@@ -50,6 +51,7 @@ pub struct Scripts {
     pub reconcile: Script,
     pub adopt: Script,
     pub beat: Script,
+    pub limit: Script,
 }
 
 fn source(name: &str) -> Option<&'static str> {
@@ -74,6 +76,7 @@ impl Scripts {
             reconcile: script("reconcile"),
             adopt: script("adopt"),
             beat: script("beat"),
+            limit: script("limit"),
         }
     }
 }

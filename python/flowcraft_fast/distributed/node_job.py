@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +25,18 @@ from ..runtime.events import EventEmitter
 from ..runtime.graph import CompiledGraph, RunGraph, run_graph
 from ..runtime.inputs import resolve_input
 from ..runtime.ledger import SKIPPED
+from ..runtime.limits import Groups, LimitKeyError, groups, limited
 from ..runtime.runtime import RuntimeOptions
-from ..runtime.step import FROM_CONTEXT, Activation, Finished, Parked, Retry, step
+from ..runtime.step import (
+    FROM_CONTEXT,
+    Activation,
+    Finished,
+    Parked,
+    Retry,
+    activation_input,
+    counts_against_limits,
+    step,
+)
 from ..runtime.types import WorkflowError
 from ..runtime.vocabulary import DYNAMIC_PREFIX, INPUTS_PREFIX, LIVE_STATUSES, SKIP, node_key
 from ..tracing import job_trace
@@ -40,6 +50,9 @@ VERSION_RETRY_LIMIT = 12
 (every 5 s, for a minute) before its run fails with the reason."""
 
 RetryRequest = tuple[str, str, int, str, str, str]
+
+Admit = Callable[[Groups], Awaitable[tuple[str, int]]]
+"""Asks Redis whether a job of a limited node may start now (the worker's `_admit`)."""
 """(job id, token, delay ms, reason, why: "attempt" | "sleep" | "defer", stacktrace entry or "";
 see retry.lua)"""
 
@@ -166,10 +179,13 @@ async def run_job(
     cancelled: asyncio.Event,
     log: logging.Logger,
     max_stalls: int = 1,
-) -> CommitRequest | RetryRequest:
+    admit: Admit | None = None,
+) -> CommitRequest | RetryRequest | None:
     """Turn the job into an activation, run it through the engine's step, and say what to
     commit (or when to retry). A job that stalled more than `max_stalls` times (its workers
-    died running it) does not run again: its node fails with a StalledJobError."""
+    died running it) does not run again: its node fails with a StalledJobError. A job of a
+    node with flow limits runs only once `admit` lets it (limit.lua): None when the job now
+    waits in its group (nothing to send), a deferral when its rate window is full."""
     jid, run_id, node_id, bp_id = job.id, job.run_id, job.node_id, job.blueprint_id
     key = job.node_key
 
@@ -259,6 +275,17 @@ async def run_job(
         )
         log.error("job %s: %s", jid, message)
         act.failed = WorkflowError(node_id, message, "StalledJobError")
+    if admit is not None and limited(node) and counts_against_limits(act):
+        try:
+            node_input = activation_input(graph, node, act.edge_value, context)[1]
+            g = groups(node, bp_id, node_input, context.view(), options.evaluate)
+        except LimitKeyError as exc:
+            return fail(str(exc), [WorkflowError(node_id, str(exc), "LimitKeyError")])
+        verdict, delay_ms = await admit(g)
+        if verdict == "delay":
+            return (jid, job.token, max(1, delay_ms), "rate limited", "defer", "")
+        if verdict != "ok":  # parked in its group (or its lease is gone): nothing to send
+            return None
     outcome = await step(
         options, graph, act, context, events,
         run_id=run_id, cancelled=cancelled, attempts=[act.attempt],

@@ -28,6 +28,7 @@ from .. import _core, jsoncodec
 from ..runtime.eager import Resumed
 from ..runtime.events import EventEmitter
 from ..runtime.executor import NodeOutcome
+from ..runtime.limits import Groups
 from ..runtime.runtime import RuntimeOptions
 from ..runtime.vocabulary import RUNNING
 from .jobs import VERSION_FIELD
@@ -35,6 +36,9 @@ from .node_job import ClaimedRun, RetryRequest, adopt, reject_commit, run_job
 from .safety import UnsafeRedisError
 from .wire import CommitRequest
 from .workers import heartbeat_ttl, own_record
+
+SWEEP_GROUPS = 200
+"""Concurrency groups with waiters looked at per stalled pass (their dead holders' slots)."""
 
 _Retry = RetryRequest
 
@@ -51,6 +55,9 @@ class _InFlight:
     """The nodes' `ctx.cancelled`: set when their run ended elsewhere (failed, cancelled)."""
     committing: bool = False
     """The node finished and its commit (or retry) is on its way: no longer stoppable."""
+    held_limit: str | None = None
+    """The concurrency group (digest) whose slot the job holds: freed for a waiter once the
+    job leaves this worker (limit.lua)."""
 
     @property
     def job_id(self) -> str:
@@ -85,6 +92,8 @@ class WorkerStats:
     rejected: int = 0
     """Jobs failed at once because they cannot run (bad payload, no such run/node), each logged
     with its reason; orphan ids (no job hash) removed from the queue are counted too."""
+    parked: int = 0
+    """Jobs over a concurrency limit, moved to their group's waiting list (limit.lua)."""
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
 
 
@@ -163,6 +172,8 @@ class Worker:
         self._event_tasks: set[asyncio.Task[None]] = set()
         self._next_due_ms = 0
         self._started_ms = int(time.time() * 1000)
+        self._to_release: set[str] = set()
+        self._release_task: asyncio.Task[None] | None = None
         self._unnamed_warned = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -338,8 +349,9 @@ class Worker:
                 if early is not None:
                     return early
             return await run_job(
-                self.options, flight.job, flight.run, flight.cancelled, self.log, self.max_stalls
-            )
+                self.options, flight.job, flight.run, flight.cancelled, self.log, self.max_stalls,
+                lambda g: self._admit(flight, g),
+            )  # fmt: skip
         except asyncio.CancelledError:
             return self._stopped(flight)
         except Exception:
@@ -347,6 +359,22 @@ class Worker:
                 "job %s: unexpected worker error (the job will be retried)", flight.job_id
             )
             return None
+
+    async def _admit(self, flight: _InFlight, g: Groups) -> tuple[str, int]:
+        """limit.lua's verdict for a job of a limited node (see `run_job`)."""
+        c_digest = "" if g.concurrency is None else Groups.digest(g.concurrency)
+        r_digest = "" if g.rate is None else Groups.digest(g.rate)
+        verdict, delay_ms = await self.queue.admit(
+            flight.job_id,
+            flight.token,
+            (c_digest, g.concurrency or "", g.limit),
+            (r_digest, g.rate or "", g.rate_max, g.rate_per_ms),
+        )
+        if verdict == "ok" and c_digest:
+            flight.held_limit = c_digest
+        elif verdict == "parked":
+            self.stats.parked += 1
+        return verdict, delay_ms
 
     def _stopped(self, flight: _InFlight) -> CommitRequest | None:
         """A node stopped on purpose: its run ended elsewhere (settle the job), or its lease was
@@ -372,11 +400,29 @@ class Worker:
         # A later claim of the same job (a re-delivered copy) may have replaced this one: its
         # lease must keep being renewed, so only this claim is untracked.
         self.queue.untrack(flight.job_id, flight.token)
+        if flight.held_limit is not None:
+            self._to_release.add(flight.held_limit)
+            flight.held_limit = None
+            if self._release_task is None:
+                self._release_task = asyncio.get_running_loop().create_task(self._release())
         if self._in_flight.get(flight.job_id) is flight:
             del self._in_flight[flight.job_id]
         self._slot_freed.set()
         if not self._in_flight:
             self._idle.set()
+
+    async def _release(self) -> None:
+        """Fill the slots this worker's jobs freed from their groups' waiters, the frees of one
+        loop turn in one call. A failure is left to the stalled loop's sweep."""
+        try:
+            await asyncio.sleep(0)
+            while self._to_release:
+                digests = sorted(self._to_release)
+                self._to_release.clear()
+                with contextlib.suppress(ConnectionError, _core.RedisCommandError):
+                    await self.queue.release_limits(digests)
+        finally:
+            self._release_task = None
 
     def _settle(
         self, flight: _InFlight, request: CommitRequest, reply: _core.CommitReply | BaseException
@@ -584,6 +630,7 @@ class Worker:
                 await asyncio.sleep(self.stalled_interval_s)
             with contextlib.suppress(ConnectionError, _core.RedisCommandError):
                 await self._beat()
+                await self.queue.sweep_limits(SWEEP_GROUPS)
                 if first and self.name is not None:
                     requeued = await self.queue.requeue_stalled(
                         0, f"{self.name}@", f"{self.token_prefix}:"

@@ -20,6 +20,7 @@ from .events import EventEmitter
 from .executor import ExecutorServices, Sleep
 from .graph import LOOP_CONTROLLER, CompiledGraph, RunGraph, run_graph
 from .ledger import MemoryLedger
+from .limits import MemoryLimits
 from .retry import RandomSource
 from .routing import Evaluate, builtin_evaluate
 from .scheduler import RunScheduler
@@ -51,6 +52,8 @@ class RuntimeOptions:
     executor: ExecutorServices = field(default_factory=lambda: ExecutorServices(registry={}))
     evaluate: Evaluate = builtin_evaluate
     """How conditions, transforms and loop conditions are evaluated."""
+    flow_limits: MemoryLimits = field(default_factory=MemoryLimits)
+    """The concurrency slots and rate windows of this runtime's in-memory runs (limits.py)."""
 
 
 class FlowRuntime:

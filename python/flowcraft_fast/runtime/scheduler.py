@@ -13,16 +13,28 @@ import asyncio
 import contextvars
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..blueprint import NodeDefinition
 from ..errors import FlowcraftError
 from .buffered import BufferedContext
 from .eager import Resumed
 from .events import EventEmitter
 from .graph import RunGraph
 from .ledger import MemoryLedger
-from .step import Activation, Failed, Finished, Outcome, Parked, Retry, step
+from .limits import LimitKeyError, groups, limited
+from .step import (
+    Activation,
+    Failed,
+    Finished,
+    Outcome,
+    Parked,
+    Retry,
+    activation_input,
+    counts_against_limits,
+    step,
+)
 from .types import RunStatus, WorkflowError
 from .vocabulary import split_node_key
 
@@ -164,6 +176,9 @@ class RunScheduler:
                 coro = step(
                     options, graph, act, context, events, run_id=run_id, cancelled=cancelled
                 )
+                node = graph.static.nodes.get(act.node_id)
+                if node is not None and limited(node) and counts_against_limits(act):
+                    coro = _within_limits(options, graph, node, act, context, coro)
                 try:
                     first = run_in.run(coro.send, None)
                 except StopIteration as stop:
@@ -245,3 +260,26 @@ class RunScheduler:
 
 YIELD_EVERY = 64
 """Eager steps a driver runs back to back before it lets the event loop run other tasks."""
+
+
+async def _within_limits(
+    options: RuntimeOptions,
+    graph: RunGraph,
+    node: NodeDefinition,
+    act: Activation,
+    context: BufferedContext,
+    coro: Coroutine[Any, Any, Outcome],
+) -> Outcome:
+    """`coro` (the node's step) once the node's concurrency slot and rate window allow it
+    (limits.py: in memory, the runtime's limits hold across its runs in this process)."""
+    try:
+        node_input = activation_input(graph, node, act.edge_value, context)[1]
+        g = groups(node, graph.static.blueprint.id, node_input, context.view(), options.evaluate)
+    except LimitKeyError as exc:
+        coro.close()
+        return Failed([WorkflowError(node.id, str(exc), "LimitKeyError")])
+    await options.flow_limits.acquire(g)
+    try:
+        return await coro
+    finally:
+        await options.flow_limits.release(g)

@@ -111,6 +111,25 @@ class Failed:
 Outcome = Finished | Retry | Parked | Failed
 
 
+def counts_against_limits(act: Activation) -> bool:
+    """Whether running `act` starts the node's own code, so counts against its concurrency and
+    rate limits (limits.py): not a skip passing through, a resume, or a failure's fallback."""
+    return act.edge_value is not SKIPPED and act.resumed is None and act.failed is None
+
+
+def activation_input(
+    graph: RunGraph, node: NodeDefinition, edge_value: Any, context: BufferedContext
+) -> tuple[Any, Any]:
+    """(what the edges carried, the node's input): a start node's value comes from the
+    context; a node declaring `inputs` reads them (`resolve_input`)."""
+    if edge_value is FROM_CONTEXT:
+        edge_value = context.view().get(f"{INPUTS_PREFIX}{node.id}")
+    if node.inputs is None:  # most nodes: what the edges carry (`resolve_input`'s first rule)
+        return edge_value, edge_value
+    transformed = node.id in graph.static.transformed_targets
+    return edge_value, resolve_input(node, context.view(), edge_value, transformed)
+
+
 async def step(
     options: RuntimeOptions,
     graph: RunGraph,
@@ -131,17 +150,8 @@ async def step(
         targets = dict.fromkeys(e.target for e in graph.outgoing(node_id))
         decision = RoutingDecision((), tuple((node_id, t) for t in targets), ())
         return Finished(node_id, (), None, decision, _arrivals(graph, act.iteration, decision))
-    static = graph.static
-    node = static.nodes.get(node_id) or graph.node(node_id)
-    edge_value = act.edge_value
-    if edge_value is FROM_CONTEXT:
-        edge_value = context.view().get(f"{INPUTS_PREFIX}{node_id}")
-    if node.inputs is None:  # most nodes: what the edges carry (`resolve_input`'s first rule)
-        node_input = edge_value
-    else:
-        node_input = resolve_input(
-            node, context.view(), edge_value, node_id in static.transformed_targets
-        )
+    node = graph.static.nodes.get(node_id) or graph.node(node_id)
+    _, node_input = activation_input(graph, node, act.edge_value, context)
     if act.failed is not None:
         return await _fall_back(
             options, graph, act, node, node_input, act.failed, context, events, run_id, cancelled

@@ -1,0 +1,114 @@
+--[[ limit: per-key concurrency and rate limits (SPEC section 10; runtime/limits.py names the
+  groups, rust/src/limits.rs the keys).
+
+  A concurrency group is a sorted set of its holders (job ids): score 0 for a job that acquired
+  a slot (it holds it while its lease `<job>:lock` exists: a commit, a retry, a lapsed lease of a
+  dead worker all free it), or a time (ms) until which a slot is reserved for a waiter just sent
+  back to the queue. Jobs over the limit wait in the group's list, out of the queue: they hold
+  no worker and nobody polls. `promote` fills free slots from that list (FIFO per group; groups
+  are independent, so a busy key never delays another key's jobs) and sends the jobs back to
+  the queue with their reservation. A rate group counts starts per window of Redis time.
+
+  ARGV[1] mode: "admit" | "release" | "sweep"   ARGV[2] queue key prefix   ARGV[3] reserve ms
+  admit:   KEYS[1] holders  KEYS[2] waiting  KEYS[3] limits hash  KEYS[4] groups-waiting set
+           KEYS[5] job lock  KEYS[6] active  KEYS[7] rate counter base  KEYS[8] wait
+           KEYS[9] marker
+           ARGV[4] job id  ARGV[5] lease token  ARGV[6] concurrency digest ("" none)
+           ARGV[7] its name  ARGV[8] limit  ARGV[9] rate digest ("" none)  ARGV[10] its name
+           ARGV[11] max starts  ARGV[12] window ms
+           Returns {"ok", 0}, {"parked", 0} (waiting in the group), {"delay", ms} (the next
+           window; the caller defers the job that long), {"lost", 0} (not its lease).
+  release: KEYS: limits hash, groups-waiting set, wait, marker, then (holders, waiting) per
+           group; ARGV[4..]: the groups' digests. Promotes waiters into free slots.
+  sweep:   KEYS: limits hash, groups-waiting set, wait, marker; ARGV[4] at most this many
+           groups with waiters. Promotes waiters whose holders died. Returns groups looked at.
+]]
+local mode, qp, reserve = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now = now_ms()
+
+-- drop holders whose lease is gone and whose reservation (if any) has passed
+local function prune(holders)
+  local flat = redis.call('ZRANGE', holders, 0, -1, 'WITHSCORES')
+  for i = 1, #flat, 2 do
+    local id, until_ms = flat[i], tonumber(flat[i + 1])
+    if until_ms <= now and redis.call('EXISTS', qp .. id .. ':lock') == 0 then
+      redis.call('ZREM', holders, id)
+    end
+  end
+end
+
+-- the limits hash: digest -> "<limit>\31<name>" (a rate group: "r<max>/<ms>\31<name>")
+local function limit_of(limits, digest)
+  local raw = redis.call('HGET', limits, digest)
+  if not raw then return 0 end
+  return tonumber(string.match(raw, '^(%d+)\31')) or 0
+end
+
+local function promote(holders, waiting, digest, limit, index, wait, marker)
+  prune(holders)
+  while redis.call('ZCARD', holders) < limit do
+    local id = redis.call('LPOP', waiting)
+    if not id then break end
+    if redis.call('EXISTS', qp .. id) == 1 then
+      redis.call('ZADD', holders, now + reserve, id)
+      enqueue(wait, id, redis.call('HGET', qp .. id, 'priority'), true)
+      redis.call('ZADD', marker, 0, '0')
+    end
+  end
+  if redis.call('LLEN', waiting) == 0 then redis.call('SREM', index, digest) end
+end
+
+local function group_keys(digest)
+  return qp .. 'flowcraft:limit:' .. digest, qp .. 'flowcraft:limit:' .. digest .. ':waiting'
+end
+
+if mode == 'admit' then
+  local id, token = ARGV[4], ARGV[5]
+  if redis.call('GET', KEYS[5]) ~= token then return {'lost', 0} end
+  local held = false
+  if ARGV[6] ~= '' then
+    local limit = tonumber(ARGV[8])
+    redis.call('HSET', KEYS[3], ARGV[6], limit .. '\31' .. ARGV[7])
+    prune(KEYS[1])
+    if redis.call('ZSCORE', KEYS[1], id) or redis.call('ZCARD', KEYS[1]) < limit then
+      redis.call('ZADD', KEYS[1], 0, id)
+      held = true
+    else
+      redis.call('DEL', KEYS[5])
+      redis.call('LREM', KEYS[6], 0, id)
+      redis.call('RPUSH', KEYS[2], id)
+      redis.call('SADD', KEYS[4], ARGV[6])
+      return {'parked', 0}
+    end
+  end
+  if ARGV[9] ~= '' then
+    local per = tonumber(ARGV[12])
+    local window = math.floor(now / per)
+    local counter = KEYS[7] .. ':' .. window
+    redis.call('HSET', KEYS[3], ARGV[9], 'r' .. ARGV[11] .. '/' .. per .. '\31' .. ARGV[10])
+    if redis.call('INCR', counter) > tonumber(ARGV[11]) then
+      redis.call('DECR', counter)
+      redis.call('PEXPIRE', counter, per * 2)
+      if held then
+        redis.call('ZREM', KEYS[1], id)
+        promote(KEYS[1], KEYS[2], ARGV[6], tonumber(ARGV[8]), KEYS[4], KEYS[8], KEYS[9])
+      end
+      return {'delay', (window + 1) * per - now}
+    end
+    redis.call('PEXPIRE', counter, per * 2)
+  end
+  return {'ok', 0}
+elseif mode == 'release' then
+  for j = 4, #ARGV do
+    local holders, waiting = KEYS[5 + (j - 4) * 2], KEYS[6 + (j - 4) * 2]
+    promote(holders, waiting, ARGV[j], limit_of(KEYS[1], ARGV[j]), KEYS[2], KEYS[3], KEYS[4])
+  end
+  return 'ok'
+else  -- sweep
+  local digests = redis.call('SRANDMEMBER', KEYS[2], tonumber(ARGV[4]))
+  for _, digest in ipairs(digests) do
+    local holders, waiting = group_keys(digest)
+    promote(holders, waiting, digest, limit_of(KEYS[1], digest), KEYS[2], KEYS[3], KEYS[4])
+  end
+  return #digests
+end
