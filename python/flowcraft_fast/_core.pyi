@@ -211,18 +211,16 @@ class Queue:
         accepted the connection name)."""
     async def leave(self, worker_id: str) -> None:
         """Remove this worker's heartbeat record."""
-    async def admit(
-        self,
-        job_id: str,
-        token: str,
-        concurrency: tuple[str, str, int],
-        rate: tuple[str, str, int, int],
-    ) -> tuple[str, int]:
-        """limit.lua's verdict for a claimed job of a limited node: ("ok" | "parked" | "delay" |
-        "lost", delay ms); `concurrency` (digest, name, limit), `rate` (digest, name, max,
-        window ms), an empty digest for a limit not set."""
-    async def release_limits(self, digests: list[str]) -> None:
-        """Fill the free slots of these concurrency groups from their waiters."""
+    async def admit_many(
+        self, batch: Sequence[tuple[str, str, tuple[str, str, int], tuple[str, str, int, int]]]
+    ) -> list[tuple[str, int]]:
+        """limit.lua's verdicts for claimed jobs of limited nodes, one round trip: ("ok" |
+        "parked" | "delay" | "lost" | "error: ...", delay ms) each; a job is (job id, token,
+        (digest, name, limit), (digest, name, max, window ms)), an empty digest for a limit
+        not set."""
+    async def release_limits(self, groups: list[tuple[str, list[str]]]) -> None:
+        """Free the slots of jobs that left this worker ((digest, job ids) per group) and fill
+        the groups' free slots from their waiters."""
     async def sweep_limits(self, max_groups: int) -> int:
         """Promote the waiters of up to `max_groups` groups whose holders died."""
     async def limit_stats(self) -> list[tuple[str, int, int, int]]:

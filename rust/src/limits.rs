@@ -10,7 +10,7 @@ use redis::Value;
 
 use crate::queue::Inner;
 use crate::replies::text;
-use crate::scripts::Call;
+use crate::scripts::{eval_many, Call};
 
 /// How long a slot stays reserved for a waiter sent back to the queue (ms): it is claimed and
 /// admitted within that, or the slot is free for others again.
@@ -25,8 +25,18 @@ pub struct Admission {
     pub rate: (String, String, u32, u64),
 }
 
-/// `admit` (see limit.lua): ("ok" | "parked" | "delay" | "lost", delay ms).
-pub async fn admit(inner: Arc<Inner>, a: Admission) -> PyResult<(String, i64)> {
+/// `admit` (see limit.lua) for many jobs in one round trip (a pipeline of script calls, in
+/// order): ("ok" | "parked" | "delay" | "lost", delay ms) each.
+pub async fn admit_many(inner: Arc<Inner>, batch: Vec<Admission>) -> PyResult<Vec<(String, i64)>> {
+    let calls: Vec<Call> = batch.into_iter().map(|a| admit_call(&inner, a)).collect();
+    let mut m = inner.conn.manager().await?;
+    let replies = eval_many(&mut m, &inner.scripts.limit, &calls)
+        .await
+        .map_err(|e| inner.conn.error(&e))?;
+    Ok(replies.iter().map(verdict).collect())
+}
+
+fn admit_call(inner: &Inner, a: Admission) -> Call {
     let q = &inner.q;
     let (c_digest, c_name, limit) = a.concurrency;
     let (r_digest, r_name, max, per_ms) = a.rate;
@@ -55,26 +65,28 @@ pub async fn admit(inner: Arc<Inner>, a: Admission) -> PyResult<(String, i64)> {
         max.to_string(),
         per_ms.to_string(),
     ];
-    let reply = inner
-        .eval(&inner.scripts.limit, Call { keys, args })
-        .await?;
+    Call { keys, args }
+}
+
+/// One admit reply; an error or an unexpected reply becomes ("error: ...", 0): that job is
+/// left to its lease (it returns to the queue), the others go on.
+fn verdict(reply: &Value) -> (String, i64) {
     match reply {
-        Value::Array(items) if items.len() == 2 => Ok((
+        Value::Array(items) if items.len() == 2 => (
             text(&items[0]).unwrap_or_default(),
             match &items[1] {
                 Value::Int(n) => *n,
                 other => text(other).and_then(|t| t.parse().ok()).unwrap_or(0),
             },
-        )),
-        other => Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
-            "limit.lua admit: unexpected reply {other:?}"
-        ))),
+        ),
+        other => (format!("error: {other:?}"), 0),
     }
 }
 
-/// Fill the free slots of these concurrency groups from their waiters (after commits).
-pub async fn release(inner: Arc<Inner>, digests: Vec<String>) -> PyResult<()> {
-    if digests.is_empty() {
+/// Free the slots of jobs that left this worker (per group: digest, job ids) and fill free
+/// slots from the groups' waiters.
+pub async fn release(inner: Arc<Inner>, groups: Vec<(String, Vec<String>)>) -> PyResult<()> {
+    if groups.is_empty() {
         return Ok(());
     }
     let q = &inner.q;
@@ -84,15 +96,17 @@ pub async fn release(inner: Arc<Inner>, digests: Vec<String>) -> PyResult<()> {
         q.key("wait"),
         q.key("marker"),
     ];
-    for d in &digests {
-        keys.extend([q.limit_holders(d), q.limit_waiting(d)]);
-    }
     let mut args = vec![
         "release".to_string(),
         q.base().to_string(),
         RESERVE_MS.to_string(),
     ];
-    args.extend(digests);
+    for (digest, jobs) in groups {
+        keys.extend([q.limit_holders(&digest), q.limit_waiting(&digest)]);
+        args.push(digest);
+        args.push(jobs.len().to_string());
+        args.extend(jobs);
+    }
     inner
         .eval(&inner.scripts.limit, Call { keys, args })
         .await?;

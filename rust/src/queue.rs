@@ -305,33 +305,41 @@ impl Queue {
 
     // ---------------------------------------------------------------- flow control
 
-    /// Admit a claimed job of a limited node (limits.rs, limit.lua): ("ok" | "parked" |
-    /// "delay" | "lost", delay ms). `concurrency` is (digest, name, limit), `rate` (digest,
-    /// name, max, window ms); an empty digest for a limit the node does not set.
-    fn admit<'py>(
+    /// Admit claimed jobs of limited nodes, all in one round trip (limits.rs, limit.lua):
+    /// ("ok" | "parked" | "delay" | "lost" | "error: ...", delay ms) each. A job is (job id,
+    /// token, (digest, name, limit), (digest, name, max, window ms)); an empty digest for a
+    /// limit the node does not set.
+    #[allow(clippy::type_complexity)]
+    fn admit_many<'py>(
         &self,
         py: Python<'py>,
-        job_id: String,
-        token: String,
-        concurrency: (String, String, u32),
-        rate: (String, String, u32, u64),
+        batch: Vec<(
+            String,
+            String,
+            (String, String, u32),
+            (String, String, u32, u64),
+        )>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let a = limits::Admission {
-            job_id,
-            token,
-            concurrency,
-            rate,
-        };
-        self.spawn(py, |i| limits::admit(i, a))
+        let batch = batch
+            .into_iter()
+            .map(|(job_id, token, concurrency, rate)| limits::Admission {
+                job_id,
+                token,
+                concurrency,
+                rate,
+            })
+            .collect();
+        self.spawn(py, |i| limits::admit_many(i, batch))
     }
 
-    /// Fill the free slots of these concurrency groups (digests) from their waiters.
+    /// Free the slots of jobs that left this worker (digest, job ids per group) and fill the
+    /// groups' free slots from their waiters.
     fn release_limits<'py>(
         &self,
         py: Python<'py>,
-        digests: Vec<String>,
+        groups: Vec<(String, Vec<String>)>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(py, |i| limits::release(i, digests))
+        self.spawn(py, |i| limits::release(i, groups))
     }
 
     /// Promote waiters of up to `max_groups` groups whose holders died; groups looked at.

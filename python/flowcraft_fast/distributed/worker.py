@@ -172,7 +172,9 @@ class Worker:
         self._event_tasks: set[asyncio.Task[None]] = set()
         self._next_due_ms = 0
         self._started_ms = int(time.time() * 1000)
-        self._to_release: set[str] = set()
+        self._to_release: dict[str, list[str]] = {}
+        """Concurrency group digest -> the jobs that left this worker holding a slot of it."""
+        self._admissions: list[tuple[Any, asyncio.Future[tuple[str, int]]]] = []
         self._release_task: asyncio.Task[None] | None = None
         self._unnamed_warned = False
 
@@ -361,20 +363,41 @@ class Worker:
             return None
 
     async def _admit(self, flight: _InFlight, g: Groups) -> tuple[str, int]:
-        """limit.lua's verdict for a job of a limited node (see `run_job`)."""
+        """limit.lua's verdict for a job of a limited node (see `run_job`); the admissions of
+        one loop turn go to Redis in one round trip."""
         c_digest = "" if g.concurrency is None else Groups.digest(g.concurrency)
         r_digest = "" if g.rate is None else Groups.digest(g.rate)
-        verdict, delay_ms = await self.queue.admit(
+        request = (
             flight.job_id,
             flight.token,
             (c_digest, g.concurrency or "", g.limit),
             (r_digest, g.rate or "", g.rate_max, g.rate_per_ms),
         )
+        answer: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+        self._admissions.append((request, answer))
+        if len(self._admissions) == 1:
+            asyncio.get_running_loop().create_task(self._send_admissions())
+        verdict, delay_ms = await answer
         if verdict == "ok" and c_digest:
             flight.held_limit = c_digest
         elif verdict == "parked":
             self.stats.parked += 1
+        elif verdict.startswith("error"):
+            self.log.warning(
+                "job %s: admission failed (%s); it returns with its lease", flight.job_id, verdict
+            )
         return verdict, delay_ms
+
+    async def _send_admissions(self) -> None:
+        await asyncio.sleep(0)  # the admissions of this loop turn
+        batch, self._admissions = self._admissions, []
+        try:
+            verdicts = await self.queue.admit_many([request for request, _ in batch])
+        except Exception as exc:  # Redis unreachable, or a bug: no admission waits forever
+            verdicts = [(f"error: {exc}", 0)] * len(batch)
+        for (_, answer), verdict in zip(batch, verdicts, strict=True):
+            if not answer.done():
+                answer.set_result(verdict)
 
     def _stopped(self, flight: _InFlight) -> CommitRequest | None:
         """A node stopped on purpose: its run ended elsewhere (settle the job), or its lease was
@@ -401,7 +424,7 @@ class Worker:
         # lease must keep being renewed, so only this claim is untracked.
         self.queue.untrack(flight.job_id, flight.token)
         if flight.held_limit is not None:
-            self._to_release.add(flight.held_limit)
+            self._to_release.setdefault(flight.held_limit, []).append(flight.job_id)
             flight.held_limit = None
             if self._release_task is None:
                 self._release_task = asyncio.get_running_loop().create_task(self._release())
@@ -412,15 +435,15 @@ class Worker:
             self._idle.set()
 
     async def _release(self) -> None:
-        """Fill the slots this worker's jobs freed from their groups' waiters, the frees of one
-        loop turn in one call. A failure is left to the stalled loop's sweep."""
+        """Free the slots of the jobs that left this worker and fill them from their groups'
+        waiters, one call per loop turn. A failure is left to the sweep (a full group prunes
+        holders whose lease is gone)."""
         try:
             await asyncio.sleep(0)
             while self._to_release:
-                digests = sorted(self._to_release)
-                self._to_release.clear()
+                groups, self._to_release = list(self._to_release.items()), {}
                 with contextlib.suppress(ConnectionError, _core.RedisCommandError):
-                    await self.queue.release_limits(digests)
+                    await self.queue.release_limits(groups)
         finally:
             self._release_task = None
 

@@ -19,7 +19,9 @@
            Returns {"ok", 0}, {"parked", 0} (waiting in the group), {"delay", ms} (the next
            window; the caller defers the job that long), {"lost", 0} (not its lease).
   release: KEYS: limits hash, groups-waiting set, wait, marker, then (holders, waiting) per
-           group; ARGV[4..]: the groups' digests. Promotes waiters into free slots.
+           group; ARGV[4..]: per group its digest, a count n and n job ids that left the
+           worker that admitted them: each leaves the holders unless its lease exists again (a
+           later claim of it holds the slot now); then waiters are promoted into free slots.
   sweep:   KEYS: limits hash, groups-waiting set, wait, marker; ARGV[4] at most this many
            groups with waiters. Promotes waiters whose holders died. Returns groups looked at.
 ]]
@@ -45,6 +47,10 @@ local function limit_of(limits, digest)
 end
 
 local function promote(holders, waiting, digest, limit, index, wait, marker)
+  if redis.call('LLEN', waiting) == 0 then
+    redis.call('SREM', index, digest)
+    return
+  end
   prune(holders)
   while redis.call('ZCARD', holders) < limit do
     local id = redis.call('LPOP', waiting)
@@ -69,7 +75,8 @@ if mode == 'admit' then
   if ARGV[6] ~= '' then
     local limit = tonumber(ARGV[8])
     redis.call('HSET', KEYS[3], ARGV[6], limit .. '\31' .. ARGV[7])
-    prune(KEYS[1])
+    -- holders leave when their worker releases them; only a full group looks for dead ones
+    if redis.call('ZCARD', KEYS[1]) >= limit then prune(KEYS[1]) end
     if redis.call('ZSCORE', KEYS[1], id) or redis.call('ZCARD', KEYS[1]) < limit then
       redis.call('ZADD', KEYS[1], 0, id)
       held = true
@@ -99,9 +106,17 @@ if mode == 'admit' then
   end
   return {'ok', 0}
 elseif mode == 'release' then
-  for j = 4, #ARGV do
-    local holders, waiting = KEYS[5 + (j - 4) * 2], KEYS[6 + (j - 4) * 2]
-    promote(holders, waiting, ARGV[j], limit_of(KEYS[1], ARGV[j]), KEYS[2], KEYS[3], KEYS[4])
+  local i, g = 4, 0
+  while i <= #ARGV do
+    local digest, n = ARGV[i], tonumber(ARGV[i + 1])
+    local holders, waiting = KEYS[5 + g * 2], KEYS[6 + g * 2]
+    for j = i + 2, i + 1 + n do
+      if redis.call('EXISTS', qp .. ARGV[j] .. ':lock') == 0 then
+        redis.call('ZREM', holders, ARGV[j])
+      end
+    end
+    promote(holders, waiting, digest, limit_of(KEYS[1], digest), KEYS[2], KEYS[3], KEYS[4])
+    i, g = i + 2 + n, g + 1
   end
   return 'ok'
 else  -- sweep
