@@ -567,7 +567,7 @@ def _duration(seconds: float | None) -> str:
 def cmd_inspect(args: argparse.Namespace) -> int:
     async def body() -> int:
         client = _client(args)
-        from .distributed.workers import live_workers, serving
+        from .distributed.workers import live_workers, mark_served
 
         counts = await client.queue.counts()
         workers = await live_workers(client.queue)
@@ -576,9 +576,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             for name, limit, running, waiting in sorted(await client.queue.limit_stats())
         ]
         runs, truncated = await _runs_in_flight(client, args.limit)
-        for r in runs:
-            bp = r["blueprint_id"]
-            r["served"] = bp is not None and bool(serving(workers, bp, r["blueprint_version"]))
+        mark_served(runs, workers)
         if args.json:
             report = {
                 "queue": args.queue,

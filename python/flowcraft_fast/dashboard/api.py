@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..distributed.client import FlowClient
-from ..distributed.workers import live_workers, serving
+from ..distributed.workers import live_workers, mark_served
 from ..runs_listing import STATUSES, RunFilter, recent_runs
 from ..runtime.vocabulary import AWAIT, DONE, FIRED, split_node_key
 
@@ -51,10 +51,7 @@ async def runs(client: FlowClient, f: RunFilter) -> dict[str, Any]:
     blueprint no live worker serves is flagged (`served: false`)."""
     found, more = await recent_runs(client.queue, f)
     workers = await live_workers(client.queue)
-    for r in found:
-        if r["status"] in ("running", "awaiting"):
-            bp = r["blueprint_id"]
-            r["served"] = bp is not None and bool(serving(workers, bp, r["blueprint_version"]))
+    mark_served((r for r in found if r["status"] in ("running", "awaiting")), workers)
     return {"runs": found, "truncated": more}
 
 

@@ -159,6 +159,14 @@ def serving(
     return [w for w in workers if w.serves(blueprint_id, version)]
 
 
+def mark_served(runs: Iterable[dict[str, Any]], workers: Sequence[WorkerRecord]) -> None:
+    """Set `served` on each listed run (`blueprint_id`, `blueprint_version`): whether a live
+    worker takes its jobs (`inspect` and the dashboard flag the runs nobody serves)."""
+    for r in runs:
+        bp = r["blueprint_id"]
+        r["served"] = bp is not None and bool(serving(workers, bp, r["blueprint_version"]))
+
+
 def unknown_blueprint(reason: str, served: Sequence[str]) -> str | None:
     """The served blueprint id a claim's rejection says is not published (claim.lua:
     `blueprint "<id>" not found (no worker on this queue publishes it)`), else None."""
@@ -184,6 +192,7 @@ __all__ = [
     "WorkerRecord",
     "heartbeat_ttl",
     "live_workers",
+    "mark_served",
     "own_record",
     "serving",
     "unknown_blueprint",
