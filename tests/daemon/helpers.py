@@ -11,9 +11,14 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator, Mapping
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 DAEMON = [sys.executable, "-m", "flowcraft_fast.daemon"]
 
@@ -232,3 +237,45 @@ def install_fake_adapter(directory: Path) -> str:
     site.mkdir()
     (site / "sitecustomize.py").write_text(FAKE_ADAPTER)
     return str(site)
+
+
+# ------------------------------------------------------------------ metrics scrapes
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int) -> Samples:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum over every series of `name` whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+
+
+def wait_for(
+    port: int, check: Callable[[Samples], bool], what: str, timeout: float = 40
+) -> Samples:
+    deadline = time.monotonic() + timeout
+    samples: Samples = {}
+    while time.monotonic() < deadline:
+        try:
+            samples = scrape(port)
+        except (urllib.error.URLError, ConnectionError):
+            samples = {}
+        if samples and check(samples):
+            return samples
+        time.sleep(0.2)
+    pytest.fail(f"{what}: not seen within {timeout}s; last scrape: {sorted(samples.items())}")

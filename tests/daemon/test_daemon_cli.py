@@ -35,7 +35,7 @@ def test_help_of_the_console_script() -> None:
     result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     for flag in ("--app", "--redis-url", "--queue", "--concurrency", "--processes",
-                 "--reconcile-interval", "--stalled-threshold", "--metrics-port",
+                 "--reconcile-interval", "--stalled-threshold", "--metrics-port", "--metrics-bind",
                  "--log-format", "--log-level", "--drain-timeout", "--config", "--check",
                  "FLOWCRAFT_REDIS_URL", "REDIS_URL"):  # fmt: skip
         assert flag in result.stdout

@@ -172,6 +172,20 @@ def test_metrics_port_zero_means_off() -> None:
     assert resolve_config({"metrics_port": "0"}, {}).metrics_port is None
 
 
+def test_metrics_bind() -> None:
+    assert resolve_config({"metrics_port": "9100"}, {}).metrics_address == ("127.0.0.1", 9100)
+    config = resolve_config({}, {"FLOWCRAFT_METRICS_BIND": " 0.0.0.0:9464 "})
+    assert config.metrics_bind == "0.0.0.0:9464"
+    assert config.metrics_address == ("0.0.0.0", 9464)
+    assert resolve_config({"metrics_bind": "[::]:9464"}, {}).metrics_address == ("::", 9464)
+    assert resolve_config({}, {}).metrics_address is None
+    for bad in ("9464", "host:", "host:0", "host:70000", ":9464"):
+        with pytest.raises(ConfigError, match=r"invalid --metrics-bind .*HOST:PORT"):
+            resolve_config({"metrics_bind": bad}, {})
+    with pytest.raises(ConfigError, match="give one"):
+        resolve_config({"metrics_port": "9100", "metrics_bind": "0.0.0.0:9464"}, {})
+
+
 def test_to_cli_args_round_trips() -> None:
     config = DaemonConfig(
         app="m:rt", queue="q", concurrency=3, metrics_port=9100, log_format="json"

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,9 @@ from .helpers import (
     short_tmpdir,
     start_daemon,
     stop_daemon,
+    value,
     wait_exit,
+    wait_for,
     write_app,
 )
 
@@ -176,13 +177,18 @@ def test_metrics_endpoint_and_reconciler(
     process = start_daemon(args, workdir, env)
     try:
         notify.expect("READY", timeout=30)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            assert response.status == 200
-            body = response.read().decode()
-        assert 'flowcraft_up{queue="flowcraft-queue"} 1' in body
-        assert 'flowcraft_jobs_processed_total{queue="flowcraft-queue"} 7' in body
-        assert 'flowcraft_jobs_failed_total{queue="flowcraft-queue"} 1' in body
-        assert 'flowcraft_in_flight{queue="flowcraft-queue"} 2' in body
+        q = {"queue": "flowcraft-queue"}
+        samples = wait_for(
+            port, lambda s: value(s, "flowcraft_reconciler_passes_total", result="ok", **q),
+            "a reconciler pass",
+        )  # fmt: skip
+        assert value(samples, "flowcraft_up", **q) == 1  # consuming; the fake has no probe
+        assert value(samples, "flowcraft_jobs_processed_total", **q) == 7
+        assert value(samples, "flowcraft_jobs_failed_total", **q) == 1
+        assert value(samples, "flowcraft_in_flight", **q) == 2
+        passes = value(samples, "flowcraft_reconciler_passes_total", result="ok", **q) or 0
+        assert value(samples, "flowcraft_reconciler_runs_total", kind="stalled", **q) == passes
+        assert value(samples, "flowcraft_reconciler_runs_total", kind="scanned", **q) == 3 * passes
         deadline = time.monotonic() + 10
         while not any(e["event"] == "reconcile" for e in _events(workdir)):
             assert time.monotonic() < deadline, "the reconciler never ran"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -16,7 +17,7 @@ import pytest
 from flowcraft_fast.daemon.app import AppError, load_runtime
 from flowcraft_fast.daemon.checks import redact_url
 from flowcraft_fast.daemon.logs import JsonFormatter, TextFormatter, stream_is_journal
-from flowcraft_fast.daemon.metrics import render_metrics
+from flowcraft_fast.daemon.metrics import WorkerMetrics, worker_registry
 from flowcraft_fast.daemon.notify import Notifier, watchdog_interval
 
 from .helpers import short_tmpdir, write_app
@@ -97,17 +98,69 @@ def test_journal_stream_detection(tmp_path: Path) -> None:
     assert not stream_is_journal(io.StringIO(), {"JOURNAL_STREAM": "1:2"})
 
 
-def test_prometheus_rendering() -> None:
-    text = render_metrics(
-        {"up": 1, "jobs_processed_total": 7, "in_flight": 2.5, "name": "not a number"},
-        {"queue": 'q"1'},
-    )
-    assert "# TYPE flowcraft_jobs_processed_total counter" in text
-    assert 'flowcraft_jobs_processed_total{queue="q\\"1"} 7' in text
-    assert "# TYPE flowcraft_in_flight gauge" in text
-    assert 'flowcraft_in_flight{queue="q\\"1"} 2.5' in text
-    assert 'flowcraft_up{queue="q\\"1"} 1' in text
-    assert "name" not in text
+class _Adapter:
+    """What the daemon reads of an adapter: its figures, the queue's counts, the groups."""
+
+    def __init__(self) -> None:
+        self.figures = {"jobs_processed_total": 7, "in_flight": 2, "name": "not a number"}
+        self.groups = [("tenant-a", 2, 2, 5), ("tenant-b", 3, 1, 0)]
+        self.observer = None
+        self.reachable = True
+
+    def metrics(self) -> dict[str, object]:
+        return dict(self.figures)
+
+    def observe_steps(self, observer) -> None:  # type: ignore[no-untyped-def]
+        self.observer = observer
+
+    async def queue_counts(self) -> dict[str, int]:
+        if not self.reachable:
+            raise ConnectionError("Connection refused")
+        return {"wait": 4, "active": 1}
+
+    async def limit_groups(self) -> list[tuple[str, int, int, int]]:
+        return list(self.groups)
+
+
+def test_worker_metrics_turn_adapter_figures_into_prometheus_series() -> None:
+    adapter = _Adapter()
+    registry = worker_registry()
+    metrics = WorkerMetrics(adapter, "q", registry, primary=True)
+
+    def get(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"queue": "q", **labels})
+
+    metrics.sync()
+    assert get("flowcraft_jobs_processed_total") == 7
+    assert get("flowcraft_in_flight") == 2
+    adapter.figures["jobs_processed_total"] = 10
+    metrics.sync()
+    assert get("flowcraft_jobs_processed_total") == 10  # the growth, not the figure again
+    assert adapter.observer is not None
+    adapter.observer("chain", 0.003, "completed")
+    adapter.observer("chain", 2.0, "failed")
+    assert get("flowcraft_step_duration_seconds_count", blueprint="chain") == 2
+    assert get("flowcraft_step_duration_seconds_bucket", blueprint="chain", le="0.005") == 1
+    assert get("flowcraft_steps_total", blueprint="chain", outcome="failed") == 1
+
+    assert get("flowcraft_up") == 0  # not consuming yet
+    metrics.consuming(True)
+    asyncio.run(metrics.probe(limits=True))
+    assert get("flowcraft_up") == 1
+    assert get("flowcraft_queue_jobs", state="wait") == 4
+    assert get("flowcraft_limit_waiting_jobs") == 5
+    assert get("flowcraft_limit_group_jobs", group="tenant-a", kind="waiting") == 5
+    adapter.groups = adapter.groups[1:]  # tenant-a is gone: its series go too
+    asyncio.run(metrics.probe(limits=True))
+    assert get("flowcraft_limit_group_jobs", group="tenant-a", kind="waiting") is None
+    assert get("flowcraft_limit_group_jobs", group="tenant-b", kind="limit") == 3
+
+    adapter.reachable = False
+    asyncio.run(metrics.probe(limits=False))
+    assert get("flowcraft_up") == 0
+    assert get("flowcraft_redis_errors_total") == 1
+    metrics.draining_now()
+    assert get("flowcraft_draining") == 1
 
 
 def test_redact_url() -> None:

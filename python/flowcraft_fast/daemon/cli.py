@@ -16,10 +16,17 @@ from typing import NoReturn
 
 from .app import AppError, load_runtime
 from .checks import StartupError, check_redis, redact_url
-from .config import CONFIG_ENV, OPTIONS, ConfigError, DaemonConfig, resolve_config
+from .config import (
+    CONFIG_ENV,
+    OPTIONS,
+    WORKER_INDEX_ENV,
+    ConfigError,
+    DaemonConfig,
+    resolve_config,
+)
 from .lifecycle import run_async, run_worker
 from .logs import configure_logging
-from .supervisor import WORKER_INDEX_ENV, Supervisor
+from .supervisor import Supervisor
 
 __all__ = ["build_parser", "main"]
 
@@ -89,8 +96,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AppError as exc:
         return _fail(f"error: {exc}", EXIT_USAGE)
     if config.processes > 1:
-        if config.metrics_port is not None and config.metrics_port + config.processes > 65536:
-            return _fail("error: --metrics-port + --processes goes past port 65535", EXIT_USAGE)
         return run_async(Supervisor(config).run())
     return run_async(run_worker(config, runtime))
 

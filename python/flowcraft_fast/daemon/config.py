@@ -28,6 +28,8 @@ __all__ = [
 
 TOML_TABLE = "flowcraft-fastd"
 CONFIG_ENV = "FLOWCRAFT_CONFIG"
+WORKER_INDEX_ENV = "FLOWCRAFT_WORKER_INDEX"
+"""Set by the supervisor in each child's environment: the child's index (0 .. N-1)."""
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -48,6 +50,7 @@ class DaemonConfig:
     reconcile_interval: float = 60.0
     stalled_threshold: float = 300.0
     metrics_port: int | None = None
+    metrics_bind: str | None = None
     log_format: str = "text"
     log_level: str = "info"
     drain_timeout: float = 30.0
@@ -61,6 +64,13 @@ class DaemonConfig:
     key_prefix: str = ""
     queue_prefix: str | None = None
     redis_wait: float | None = None
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Where /metrics is served: --metrics-bind, or 127.0.0.1:--metrics-port; None: off."""
+        if self.metrics_bind is not None:
+            return split_bind(self.metrics_bind)
+        return None if self.metrics_port is None else ("127.0.0.1", self.metrics_port)
 
 
 # ------------------------------------------------------------------ value parsers
@@ -161,6 +171,20 @@ def _metrics_port(value: object) -> int | None:
     return port or None  # 0 turns the endpoint off, like leaving it unset
 
 
+def split_bind(text: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[IPv6]:PORT` -> (host, port); ValueError with the expectation."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("HOST:PORT with a port 1..65535, e.g. 0.0.0.0:9464 or [::]:9464")
+    return host, int(port)
+
+
+def _metrics_bind(value: object) -> str:
+    host, port = split_bind(_text(value))
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _choice(*choices: str) -> Callable[[object], str]:
     expect = " or ".join(choices) if len(choices) == 2 else "one of " + ", ".join(choices)
 
@@ -210,8 +234,12 @@ OPTIONS: tuple[Option, ...] = (
            "seconds without progress after which a run counts as stalled (default 300)",
            "SECONDS"),
     Option("metrics_port", "--metrics-port", ("FLOWCRAFT_METRICS_PORT",), _metrics_port,
-           "serve Prometheus metrics on 127.0.0.1:PORT/metrics; with --processes N worker i "
-           "uses PORT+i (default off)", "PORT"),
+           "serve Prometheus metrics on 127.0.0.1:PORT/metrics, short for --metrics-bind "
+           "127.0.0.1:PORT; 0: off (default off)", "PORT"),
+    Option("metrics_bind", "--metrics-bind", ("FLOWCRAFT_METRICS_BIND",), _metrics_bind,
+           "serve Prometheus metrics on HOST:PORT/metrics (e.g. 0.0.0.0:9464, [::]:9464); "
+           "with --processes N the supervisor serves one endpoint adding up its workers "
+           "(default off)", "HOST:PORT"),
     Option("log_format", "--log-format", ("FLOWCRAFT_LOG_FORMAT",), _choice("text", "json"),
            "text (journald friendly) or json, one object per line (default text)", "FORMAT"),
     Option("log_level", "--log-level", ("FLOWCRAFT_LOG_LEVEL",), _choice(*LOG_LEVELS),
@@ -286,6 +314,11 @@ def resolve_config(
                 f"invalid {option.flag} {raw!r} (from {source}): expected {exc}"
             ) from None
     config = DaemonConfig(**values)
+    if config.metrics_port is not None and config.metrics_bind is not None:
+        raise ConfigError(
+            "--metrics-port and --metrics-bind both set: give one (--metrics-port P is "
+            "--metrics-bind 127.0.0.1:P)"
+        )
     renew = config.renew_interval
     if renew is not None and renew >= config.lease:
         raise ConfigError(

@@ -15,12 +15,19 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .checks import RedisFacts, RedisUnreachableError, StartupError, check_redis, redact_url
-from .config import DaemonConfig, default_worker_name
-from .metrics import MetricsServer, adapter_metrics
+from .config import WORKER_INDEX_ENV, DaemonConfig, default_worker_name
+from .metrics import (
+    CHILD_ENV,
+    MULTIPROC_ENV,
+    MetricsEndpoint,
+    WorkerMetrics,
+    worker_registry,
+)
 from .notify import Notifier, watchdog_interval
 from .otel import configure_tracing
 
@@ -100,11 +107,10 @@ async def run_worker(
     stop = StopSignals(on_second=lambda _: notifier.status("exiting without draining"))
     stop.install()
     where = redact_url(config.redis_url)
-    state: dict[str, object] = {"up": 0, "draining": 0}
     interval = watchdog_interval()
     watchdog = asyncio.create_task(_watchdog(notifier, interval)) if interval else None
     reconcile: asyncio.Task[None] | None = None
-    metrics: MetricsServer | None = None
+    metrics: _Metrics | None = None
     end_tracing = configure_tracing()
     try:
         notifier.status(f"connecting to Redis at {where}")
@@ -112,11 +118,12 @@ async def run_worker(
         if facts is None:
             return 0
         adapter = _make_adapter(config, runtime)
-        metrics = await _start_metrics(config, adapter, state)
+        metrics = _start_metrics(config, adapter)
         if await unless_stopped(_start(adapter, config.queue), stop.requested) is None:
             await _drain(adapter, config.drain_timeout)
             return 0
-        state["up"] = 1
+        if metrics is not None:
+            metrics.recorder.consuming(True)
         version = facts.version or "unknown"
         notifier.ready(f"consuming queue {config.queue} on Redis {version} at {where}")
         log.info(
@@ -125,12 +132,14 @@ async def run_worker(
             extra={"queue": config.queue, "pid": os.getpid()},
         )  # fmt: skip
         if config.reconcile_interval > 0:
-            reconcile = asyncio.create_task(_reconcile_forever(adapter, config))
+            recorder = metrics.recorder if metrics is not None else None
+            reconcile = asyncio.create_task(_reconcile_forever(adapter, config, recorder))
 
         await stop.requested.wait()
 
         name = signal.Signals(stop.signum or signal.SIGTERM).name
-        state.update(up=0, draining=1)
+        if metrics is not None:
+            metrics.recorder.draining_now()
         # A drain longer than the unit's TimeoutStopSec would be cut short by SIGKILL.
         notifier.stopping(
             f"draining (up to {config.drain_timeout:g}s) after {name}",
@@ -274,28 +283,41 @@ async def _watchdog(notifier: Notifier, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-async def _start_metrics(
-    config: DaemonConfig, adapter: Any, state: dict[str, object]
-) -> MetricsServer | None:
-    if config.metrics_port is None:
+class _Metrics:
+    """This worker's metrics: recorded by a task, served here (one worker) or by the
+    supervisor (a child of `--processes N`, whose figures go to the multiprocess directory)."""
+
+    def __init__(self, recorder: WorkerMetrics, endpoint: MetricsEndpoint | None) -> None:
+        self.recorder = recorder
+        self.endpoint = endpoint
+        self.task = asyncio.create_task(recorder.run())
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+        self.recorder.sync()  # the last figures, for a supervisor that scrapes after we exit
+        if self.endpoint is not None:
+            self.endpoint.close()
+
+
+def _start_metrics(config: DaemonConfig, adapter: Any) -> _Metrics | None:
+    address = config.metrics_address
+    child = bool(os.environ.get(CHILD_ENV)) and bool(os.environ.get(MULTIPROC_ENV))
+    if address is None and not child:
         return None
-
-    async def values() -> dict[str, object]:
-        counters = await adapter_metrics(adapter)
-        return {"up": state["up"], "draining": state["draining"], **counters}
-
-    server = MetricsServer(config.metrics_port, values, {"queue": config.queue})
-    try:
-        await server.start()
-    except OSError as exc:
-        raise StartupError(
-            f"cannot serve metrics on 127.0.0.1:{config.metrics_port}: {exc.strerror or exc}"
-        ) from None
-    log.info("metrics on http://127.0.0.1:%d/metrics", config.metrics_port)
-    return server
+    primary = os.environ.get(WORKER_INDEX_ENV, "0") == "0"
+    registry = None if child else worker_registry()
+    recorder = WorkerMetrics(adapter, config.queue, registry, primary)
+    endpoint = None
+    if registry is not None and address is not None:
+        endpoint = MetricsEndpoint(address, registry)
+    return _Metrics(recorder, endpoint)
 
 
-async def _reconcile_forever(adapter: Any, config: DaemonConfig) -> None:
+async def _reconcile_forever(
+    adapter: Any, config: DaemonConfig, metrics: WorkerMetrics | None = None
+) -> None:
     from ..distributed.connection import open_connection
     from ..distributed.reconciler import create_bullmq_reconciler
 
@@ -306,12 +328,17 @@ async def _reconcile_forever(adapter: Any, config: DaemonConfig) -> None:
     )
     while True:
         await asyncio.sleep(config.reconcile_interval)
+        began = time.monotonic()
         try:
             stats = await reconciler.run()
         except Exception as exc:
             log.warning("reconciler pass failed: %s", _one_line(exc))
             log.debug("reconciler pass failed", exc_info=True)
+            if metrics is not None:
+                metrics.reconciled(None, time.monotonic() - began)
             continue
+        if metrics is not None:
+            metrics.reconciled(stats, time.monotonic() - began)
         stalled = getattr(stats, "stalled_runs", 0)
         log.log(
             logging.INFO if stalled else logging.DEBUG,

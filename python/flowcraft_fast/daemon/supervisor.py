@@ -6,7 +6,9 @@ own private notify socket: the children speak the same systemd protocol to the s
 which announces READY=1 once all of them consume, relays STOPPING=1, pings systemd's watchdog,
 and kills a child whose own watchdog pings stop. A child that dies unexpectedly is restarted
 with exponential backoff; one that exits 2 (a configuration error) stops the whole service.
-Only child 0 runs the reconciler; with `--metrics-port P` child i serves on P+i.
+Only child 0 runs the reconciler. With `--metrics-bind`/`--metrics-port` the supervisor
+serves one /metrics for all: the children write theirs to a private directory
+(prometheus-client's multiprocess mode) and a dead child's live gauges are dropped from it.
 """
 
 from __future__ import annotations
@@ -24,15 +26,15 @@ import time
 from dataclasses import dataclass, replace
 
 from .checks import StartupError
-from .config import DaemonConfig, default_worker_name, to_cli_args
+from .config import WORKER_INDEX_ENV, DaemonConfig, default_worker_name, to_cli_args
 from .lifecycle import StopSignals, wait_for_redis
+from .metrics import CHILD_ENV, MULTIPROC_ENV, MetricsEndpoint, mark_process_dead, serve_children
 from .notify import Notifier, watchdog_interval
 
 __all__ = ["Supervisor"]
 
 log = logging.getLogger("flowcraft_fast.daemon")
 
-WORKER_INDEX_ENV = "FLOWCRAFT_WORKER_INDEX"
 CHILD_WATCHDOG_SECONDS = 20.0  # a ready child that sends no WATCHDOG=1 for this long is killed
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
 HEALTHY_AFTER = 30.0  # a child that lived this long resets the backoff
@@ -61,12 +63,14 @@ class Supervisor:
         self.exit_code = 0
         self._announced = False
         self._stop = StopSignals(on_second=self._kill_all)
+        self._metrics_dir: str | None = None
 
     async def run(self) -> int:
         self._stop.install()
         tmpdir = tempfile.mkdtemp(prefix="flowcraft-fastd-")  # mode 0700: only we may notify
         interval = watchdog_interval()
         watchdog = asyncio.create_task(self._ping_systemd(interval)) if interval else None
+        endpoint: MetricsEndpoint | None = None
         try:
             self.notifier.status("checking Redis")
             try:
@@ -74,6 +78,7 @@ class Supervisor:
                 facts = await wait_for_redis(self.config, self.notifier, self._stop.requested)
                 if facts is None:
                     return 0
+                endpoint = self._serve_metrics(tmpdir)
             except StartupError as exc:
                 log.error("%s", exc)
                 return 1
@@ -88,6 +93,8 @@ class Supervisor:
             await asyncio.gather(*watchers, health, return_exceptions=True)
             return self.exit_code
         finally:
+            if endpoint is not None:
+                endpoint.close()
             if watchdog is not None:
                 watchdog.cancel()
             self._close_sockets()
@@ -112,15 +119,32 @@ class Supervisor:
             self.children.append(child)
 
     def _child_config(self, index: int) -> DaemonConfig:
-        port = self.config.metrics_port
         base = self.config.name or default_worker_name(os.environ)
         return replace(
             self.config,
             processes=1,
             name=None if base is None else f"{base}.{index}",  # one name per child
             reconcile_interval=self.config.reconcile_interval if index == 0 else 0.0,
-            metrics_port=None if port is None else port + index,
+            metrics_port=None,  # the supervisor serves the children's metrics
+            metrics_bind=None,
         )
+
+    def _serve_metrics(self, tmpdir: str) -> MetricsEndpoint | None:
+        address = self.config.metrics_address
+        if address is None:
+            return None
+        self._metrics_dir = os.path.join(tmpdir, "metrics")
+        os.mkdir(self._metrics_dir, 0o700)
+        return serve_children(address, self._metrics_dir, self._child_figures)
+
+    def _child_figures(self) -> list[tuple[int, int | None, bool]]:
+        """(index, pid, ready) per child, read by the metrics thread at scrape time."""
+        figures = []
+        for child in list(self.children):
+            process = child.process
+            alive = process is not None and process.returncode is None
+            figures.append((child.index, process.pid if alive and process else None, child.ready))
+        return figures
 
     async def _spawn(self, child: _Child) -> None:
         env = dict(os.environ)
@@ -130,6 +154,8 @@ class Supervisor:
             WATCHDOG_USEC=str(int(CHILD_WATCHDOG_SECONDS * 1_000_000)),
             **{WORKER_INDEX_ENV: str(child.index)},
         )
+        if self._metrics_dir is not None:
+            env.update({MULTIPROC_ENV: self._metrics_dir, CHILD_ENV: "1"})
         args = [sys.executable, "-m", "flowcraft_fast.daemon", *to_cli_args(child.config)]
         child.process = await asyncio.create_subprocess_exec(
             *args, env=env, stdin=asyncio.subprocess.DEVNULL, start_new_session=True
@@ -151,6 +177,8 @@ class Supervisor:
             assert child.process is not None
             code = await child.process.wait()
             child.ready = False
+            if self._metrics_dir is not None:  # its counters stay, its live gauges go
+                mark_process_dead(child.process.pid, self._metrics_dir)  # type: ignore[no-untyped-call]
             if self.stopping:
                 return
             if code == EXIT_USAGE:

@@ -9,7 +9,7 @@ from ..runtime.runtime import RuntimeOptions
 from .frontier import reconcile_run
 from .safety import check_server
 from .store import RedisCoordinationStore
-from .worker import DEFAULT_LEASE_MS, DEFAULT_STALLED_INTERVAL_S, Worker
+from .worker import DEFAULT_LEASE_MS, DEFAULT_STALLED_INTERVAL_S, StepObserver, Worker
 
 
 class BullMQAdapter:
@@ -87,7 +87,10 @@ class BullMQAdapter:
         return await reconcile_run(self.worker.options, self.queue, self.store, run_id)
 
     def metrics(self) -> dict[str, float]:
+        """This process's counters (names ending in `_total`) and gauges, read without I/O;
+        the daemon exports them with prometheus-client (`daemon/metrics.py`)."""
         s = self.worker.stats
+        tracked, renewals, renewal_errors = self.queue.lease_stats()
         return {
             "jobs_claimed_total": s.claimed,
             "jobs_continued_total": s.continued,
@@ -97,8 +100,28 @@ class BullMQAdapter:
             "jobs_duplicate_total": s.duplicates,
             "jobs_lease_lost_total": s.lost,
             "jobs_rejected_total": s.rejected,
+            "jobs_parked_total": s.parked,
+            "stalled_jobs_requeued_total": s.stalled_requeued,
+            "redis_errors_total": s.redis_errors,
+            "lease_renewals_total": renewals,
+            "lease_renewal_errors_total": renewal_errors,
+            "leases": tracked,
             "in_flight": self.worker.in_flight,
         }
+
+    def observe_steps(self, observer: StepObserver | None) -> None:
+        """Call `observer(blueprint_id, seconds, outcome)` for every job this worker settles
+        (see `Worker.step_observer`); None stops it."""
+        self.worker.step_observer = observer
+
+    async def queue_counts(self) -> dict[str, int]:
+        """Jobs of the queue per BullMQ state (wait, active, delayed, prioritized, completed,
+        failed, ...): one round trip."""
+        return await self.queue.counts()
+
+    async def limit_groups(self) -> list[tuple[str, int, int, int]]:
+        """The queue's concurrency groups: (name, limit, holding, waiting)."""
+        return await self.queue.limit_stats()
 
     async def __aenter__(self) -> BullMQAdapter:
         await self.start()

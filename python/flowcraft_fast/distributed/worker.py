@@ -72,6 +72,9 @@ class _InFlight:
         return self.job.run_id
 
 
+StepObserver = Callable[[str, float, str], None]
+_OUTCOMES = {"ok": "completed", "dup": "duplicate", "lost": "lost"}
+
 LATENCY_SAMPLES = 4096
 """Job latencies kept for statistics: the most recent ones (a ring, not a growing list)."""
 
@@ -94,6 +97,11 @@ class WorkerStats:
     with its reason; orphan ids (no job hash) removed from the queue are counted too."""
     parked: int = 0
     """Jobs over a concurrency limit, moved to their group's waiting list (limit.lua)."""
+    redis_errors: int = 0
+    """Round trips that failed (Redis unreachable, a command refused): claims, commits,
+    retries, stalled checks and heartbeats; each is retried, these count the failures."""
+    stalled_requeued: int = 0
+    """Jobs whose worker died, returned to the queue by this worker's stalled checks."""
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
 
 
@@ -177,6 +185,11 @@ class Worker:
         self._admissions: list[tuple[Any, asyncio.Future[tuple[str, int]]]] = []
         self._release_task: asyncio.Task[None] | None = None
         self._unnamed_warned = False
+        self.step_observer: StepObserver | None = None
+        """Called with (blueprint id, seconds from claim to settled commit, outcome) for every
+        job this worker settles: "completed", "failed" (the node failed and its run with it),
+        "rejected", "retried", "duplicate" or "lost" (the daemon's step latency histograms).
+        None costs nothing."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -252,6 +265,7 @@ class Worker:
                     free, self.lease_ms, self.token_prefix
                 )
             except (ConnectionError, _core.RedisCommandError) as exc:
+                self.stats.redis_errors += 1
                 self.log.warning("claiming jobs failed, retrying in 1 s: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
@@ -465,7 +479,13 @@ class Worker:
                 task = asyncio.get_running_loop().create_task(events)
                 self._event_tasks.add(task)
                 task.add_done_callback(self._event_tasks.discard)
-            self.stats.latencies.append(time.perf_counter() - flight.started)
+            elapsed = time.perf_counter() - flight.started
+            self.stats.latencies.append(elapsed)
+            if self.step_observer is not None:
+                outcome = _OUTCOMES.get(reply.code, "error")
+                if outcome == "completed" and reply.detail in ("failed", "rejected"):
+                    outcome = reply.detail
+                self.step_observer(flight.job.blueprint_id, elapsed, outcome)
         self._forget(flight)
 
     async def _job_events(
@@ -579,6 +599,9 @@ class Worker:
                 )
             else:
                 self.stats.retried += 1
+                if self.step_observer is not None:
+                    elapsed = time.perf_counter() - flight.started
+                    self.step_observer(flight.job.blueprint_id, elapsed, "retried")
             self._forget(flight)
 
     async def _send(self, requests: list[Any], send: Any) -> Any:
@@ -592,6 +615,7 @@ class Worker:
         try:
             return await send(requests)
         except (ConnectionError, _core.RedisCommandError) as exc:
+            self.stats.redis_errors += 1
             self.log.warning("commit round trip failed: %s", exc)
             return None
         except Exception:  # a reply the parser refused (a bug): the commit loop must go on
@@ -651,7 +675,7 @@ class Worker:
         while True:
             if not first:
                 await asyncio.sleep(self.stalled_interval_s)
-            with contextlib.suppress(ConnectionError, _core.RedisCommandError):
+            try:
                 await self._beat()
                 await self.queue.sweep_limits(SWEEP_GROUPS)
                 if first and self.name is not None:
@@ -662,10 +686,13 @@ class Worker:
                     requeued = await self.queue.requeue_stalled(int(self.stalled_interval_s * 1000))
                 first = False
                 if requeued:
+                    self.stats.stalled_requeued += len(requeued)
                     self.log.warning(
                         "stalled jobs: %d returned to the queue (their workers died)", len(requeued)
                     )
                 await self._check_server()
+            except (ConnectionError, _core.RedisCommandError):
+                self.stats.redis_errors += 1
 
     async def _beat(self) -> None:
         """Renew this worker's heartbeat record (`workers.py`) and name its connections; publish
