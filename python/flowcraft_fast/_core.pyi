@@ -96,6 +96,10 @@ class ClaimedJob:
     def stalls(self) -> int:
         """How often the job's lease expired while a worker held it (its workers died)."""
     @property
+    def held_limit(self) -> str:
+        """The concurrency group (digest) whose slot the commit that took this job acquired
+        for it; "" when it holds none yet."""
+    @property
     def node_key(self) -> str:
         """`<iteration>|<node id>`."""
 

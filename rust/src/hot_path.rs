@@ -8,6 +8,7 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use redis::{AsyncCommands, Value};
 
+use crate::limits::RESERVE_MS;
 use crate::queue::Inner;
 use crate::replies::{
     bad_reply, commit_reply, parse_claim, text, ClaimReply, CommitReply, CommitRequest,
@@ -70,6 +71,8 @@ impl Inner {
             q.active_runs(),
             q.key("meta"),
             q.ended_runs(),
+            q.limits(),
+            q.limits_waiting(),
         ];
         let mut args = vec![
             q.base().to_string(),
@@ -90,6 +93,8 @@ impl Inner {
             token_prefix.to_string(),
             lease_ms.to_string(),
             c.known_version.to_string(),
+            c.held_limit.clone(),
+            RESERVE_MS.to_string(),
             c.sets.len().to_string(),
         ];
         for (k, v) in &c.sets {
@@ -109,7 +114,15 @@ impl Inner {
                 a.predecessors.len().to_string(),
             ]);
             args.extend(a.predecessors.iter().cloned());
-            args.extend([a.job_id.clone(), a.job_data.clone(), a.job_opts.clone()]);
+            let (digest, name, limit) = &a.limit;
+            args.extend([
+                a.job_id.clone(),
+                a.job_data.clone(),
+                a.job_opts.clone(),
+                digest.clone(),
+                name.clone(),
+                limit.to_string(),
+            ]);
         }
         args.push(c.stacktrace.clone()); // last: commit.lua reads it as ARGV[#ARGV]
         Call { keys, args }

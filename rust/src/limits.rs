@@ -14,7 +14,7 @@ use crate::scripts::{eval_many, Call};
 
 /// How long a slot stays reserved for a waiter sent back to the queue (ms): it is claimed and
 /// admitted within that, or the slot is free for others again.
-const RESERVE_MS: u64 = 10_000;
+pub const RESERVE_MS: u64 = 10_000;
 
 /// One job's groups: (concurrency digest, name, limit) and (rate digest, name, max, window ms);
 /// an empty digest for a limit the node does not set.

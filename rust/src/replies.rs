@@ -44,6 +44,10 @@ pub struct ClaimedJob {
     /// How often the job's lease expired while a worker held it (its workers died): past the
     /// worker's stall limit its node fails without running (see stalled.lua).
     pub stalls: i64,
+    /// The concurrency group (digest) whose slot the commit that took this job acquired for
+    /// it (commit.lua); "" when it holds none yet (a limited node's job is then admitted
+    /// before it runs, limit.lua).
+    pub held_limit: String,
 }
 
 #[pymethods]
@@ -87,6 +91,10 @@ pub struct ArrivalRequest {
     pub job_id: String,
     pub job_data: String,
     pub job_opts: String,
+    /// The successor's concurrency group (digest, name, limit) when it has one and this
+    /// arrival's value is its input: a commit taking the job takes a slot for it or leaves
+    /// it on the queue ("" digest: none).
+    pub limit: (String, String, u32),
 }
 
 /// One finished node to commit, read from Python's
@@ -116,6 +124,9 @@ pub struct CommitRequest {
     pub known_version: i64,
     /// With "fail": the node's traceback, appended to the job's `stacktrace` ("" for none).
     pub stacktrace: String,
+    /// The concurrency group (digest) whose slot the committing job holds ("" none): the
+    /// commit frees it.
+    pub held_limit: String,
 }
 
 /// A run to start, read from Python's `flowcraft_fast.distributed.wire.StartRequest`.
@@ -206,6 +217,7 @@ fn parse_job(v: &Value) -> Option<ClaimedJob> {
         blueprint_id: text(&f[12]).unwrap_or_default(),
         blueprint_version: text(&f[13]).unwrap_or_default(),
         stalls: f.get(14).map_or(0, int),
+        held_limit: String::new(),
     })
 }
 
@@ -316,6 +328,7 @@ fn taken_job(entry: &Value, c: &CommitRequest) -> Option<ClaimedJob> {
         resume: None,
         slept: false,
         stalls: 0,
+        held_limit: arrival.limit.0.clone(),
     })
 }
 
@@ -460,6 +473,7 @@ mod tests {
             job_id: job_id.into(),
             job_data: format!("{{\"nodeId\":\"{job_id}\"}}"),
             job_opts: "{}".into(),
+            limit: Default::default(),
         }
     }
 

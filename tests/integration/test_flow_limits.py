@@ -40,8 +40,16 @@ def fan(bp_id: str, n: int, config: dict[str, Any], uses: str = "probe") -> dict
     }
 
 
+def chain(bp_id: str, n: int, config: dict[str, Any]) -> dict[str, Any]:
+    nodes = [{"id": f"c{i}", "uses": "probe", "config": config} for i in range(n)]
+    edges = [{"source": f"c{i}", "target": f"c{i + 1}"} for i in range(n - 1)]
+    return {"id": bp_id, "nodes": nodes, "edges": edges}
+
+
 BLUEPRINTS = [
     fan("fan12", 12, {"concurrency": {"key": "'global'", "limit": 2}}),
+    chain("chain1", 4, {"concurrency": {"key": "'one'", "limit": 1}}),
+    chain("chainwide", 4, {"concurrency": {"key": "'wide'", "limit": 100}}),
     fan("tenant", 4, {"concurrency": {"key": "context.tenant", "limit": 1}}),
     fan("rated", 6, {"rateLimit": {"key": "'api'", "max": 5, "per": "1s"}}, uses="stamp"),
     fan("held", 2, {"concurrency": {"key": "'held'", "limit": 1}}, uses="hold"),
@@ -137,6 +145,43 @@ async def test_a_global_limit_holds_across_two_worker_processes(
     # nothing is left holding or waiting in the group
     assert r.zcard("bull:lim:flowcraft:limit:" + _digest("global")) == 0
     assert r.llen("bull:lim:flowcraft:limit:" + _digest("global") + ":waiting") == 0
+
+
+async def test_chains_under_a_wide_limit_are_admitted_by_their_commits(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A commit takes a limited successor for its worker with a slot of the successor's group
+    (commit.lua) and frees the committing job's slot: six chains complete and the group ends
+    empty (nothing held by a job that left, nothing waiting)."""
+    r = redis.Redis.from_url(redis_url)
+    fleet = Fleet(redis_url, tmp_path, "lim")
+    try:
+        await fleet.start(2)
+        client = FlowClient(redis_url, queue_name="lim")
+        runs = [await client.start("chainwide", {}) for _ in range(6)]
+        for run in runs:
+            assert (await client.wait(run, timeout=60)).status == "completed"
+    finally:
+        fleet.stop()
+    assert len(seen(r, "all")) == 24
+    assert r.zcard("bull:lim:flowcraft:limit:" + _digest("wide")) == 0
+    assert r.llen("bull:lim:flowcraft:limit:" + _digest("wide") + ":waiting") == 0
+
+
+async def test_a_binding_limit_of_one_on_chains(redis_url: str, tmp_path: Path) -> None:
+    """A full group leaves the successor on the queue (its claim parks it): three chains under
+    a limit of 1 never overlap across two workers."""
+    r = redis.Redis.from_url(redis_url)
+    fleet = Fleet(redis_url, tmp_path, "lim")
+    try:
+        await fleet.start(2)
+        client = FlowClient(redis_url, queue_name="lim")
+        runs = [await client.start("chain1", {}) for _ in range(3)]
+        for run in runs:
+            assert (await client.wait(run, timeout=60)).status == "completed"
+    finally:
+        fleet.stop()
+    assert seen(r, "all") == [1] * 12  # one node of the group at a time, over both workers
 
 
 async def test_per_tenant_limits_run_tenants_in_parallel(redis_url: str, tmp_path: Path) -> None:
@@ -262,6 +307,27 @@ async def test_a_small_key_is_not_starved_by_a_busy_one(redis_url: str) -> None:
     assert before < 500, before
 
 
+async def test_a_commit_admits_the_successor_it_continues(redis_url: str) -> None:
+    """Under a limit that does not bind, a chain's later nodes are admitted by the commit that
+    takes them (no admission call of their own): only each run's first node goes through
+    limit.lua's admission. Every slot is freed by the commit that finished its job."""
+    rt = FlowRuntime(blueprints=BLUEPRINTS, registry={"probe": go, "start": go})
+    client = FlowClient(redis_url, queue_name="wide")
+    adapter = BullMQAdapter(runtime_options=rt.options, connection=redis_url, queue_name="wide")
+    await adapter.publish()
+    runs = [await client.start("chainwide", {}) for _ in range(5)]
+    await adapter.start()
+    try:
+        for run in runs:
+            assert (await client.wait(run, timeout=60)).status == "completed"
+    finally:
+        await adapter.close(timeout=5)
+    stats = adapter.worker.stats
+    assert stats.admitted_by_commit == 15, stats  # nodes c1..c3 of each of the 5 runs
+    r = redis.Redis.from_url(redis_url)
+    assert r.zcard("bull:wide:flowcraft:limit:" + _digest("wide")) == 0
+
+
 # ------------------------------------------------------------------- in memory
 
 
@@ -279,7 +345,7 @@ async def test_the_same_limits_hold_in_memory() -> None:
             running[g] -= 1
         return "ok"
 
-    rt = FlowRuntime(blueprints=BLUEPRINTS[:2], registry={"probe": probe, "start": go})
+    rt = FlowRuntime(blueprints=BLUEPRINTS, registry={"probe": probe, "start": go})
     result = await rt.run("fan12", {})
     assert result.status == "completed" and peak["all"] == 2
     peak.clear()

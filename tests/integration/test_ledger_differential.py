@@ -123,10 +123,12 @@ class LuaLedger:
             f"{self.qp}flowcraft:runs",
             f"{self.qp}meta",
             f"{self.qp}flowcraft:runs:ended",
+            f"{self.qp}flowcraft:limits",
+            f"{self.qp}flowcraft:limits:waiting",
         ]
         args: list[Any] = [
             self.qp, job, token, f"0|{c.committer}", "ok", "null", 3600, -1, -1, self.run, "",
-            "0", f"{self.qp}stops", "0", self.take, "worker", 30_000, -1, 0, 0,
+            "0", f"{self.qp}stops", "0", self.take, "worker", 30_000, -1, "", 10_000, 0, 0,
             len(c.arrivals),
         ]  # fmt: skip
         for target, pred, value, known in c.arrivals:
@@ -134,7 +136,7 @@ class LuaLedger:
             keys.append(f"{self.qp}{succ}")
             text = SKIP if value is SKIPPED else json.dumps(value)
             args += [f"0|{target}", pred, text, joins[target].strategy, len(known), *known]
-            args += [succ, "{}", "{}"]
+            args += [succ, "{}", "{}", "", "", 0]  # no flow limit
         reply = self.script(keys=keys, args=args)
         code = reply[0]
         if code == "dup":

@@ -73,6 +73,7 @@ HELP = {
     "jobs_lease_lost": "commits refused because another worker owned the job by then",
     "jobs_rejected": "jobs failed without running (bad payload, no such run or node)",
     "jobs_parked": "jobs moved to a concurrency group's waiting list",
+    "jobs_admitted_by_commit": "jobs of limited nodes a commit took with a slot of their group",
     "stalled_jobs_requeued": "jobs of dead workers returned to the queue by this worker",
     "redis_errors": "Redis round trips that failed (each is retried)",
     "lease_renewals": "lease renewal calls (one per heartbeat for all in-flight jobs)",

@@ -101,6 +101,7 @@ class BullMQAdapter:
             "jobs_lease_lost_total": s.lost,
             "jobs_rejected_total": s.rejected,
             "jobs_parked_total": s.parked,
+            "jobs_admitted_by_commit_total": s.admitted_by_commit,
             "stalled_jobs_requeued_total": s.stalled_requeued,
             "redis_errors_total": s.redis_errors,
             "lease_renewals_total": renewals,

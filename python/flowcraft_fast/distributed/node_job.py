@@ -42,7 +42,7 @@ from ..runtime.vocabulary import DYNAMIC_PREFIX, INPUTS_PREFIX, LIVE_STATUSES, S
 from ..tracing import job_trace
 from .jobs import job_data, job_id, job_opts
 from .lazy_state import LazyState
-from .wire import ArrivalRequest, CommitRequest
+from .wire import NO_LIMIT, ArrivalRequest, CommitRequest
 
 VERSION_RETRY_DELAY_MS = 5_000
 VERSION_RETRY_LIMIT = 12
@@ -275,7 +275,8 @@ async def run_job(
         )
         log.error("job %s: %s", jid, message)
         act.failed = WorkflowError(node_id, message, "StalledJobError")
-    if admit is not None and limited(node) and counts_against_limits(act):
+    if admit is not None and limited(node) and counts_against_limits(act) and not job.held_limit:
+        # (a job taken by the commit that fired it came with its slot: commit.lua admitted it)
         try:
             node_input = activation_input(graph, node, act.edge_value, context)[1]
             g = groups(node, bp_id, node_input, context.view(), options.evaluate)
@@ -291,7 +292,7 @@ async def run_job(
         run_id=run_id, cancelled=cancelled, attempts=[act.attempt],
     )  # fmt: skip
     if isinstance(outcome, Finished):
-        return _commit_request(job, key, bp, graph, outcome, context, run.version)
+        return _commit_request(job, key, bp, graph, outcome, context, run.version, options)
     if isinstance(outcome, Retry):
         raised = () if outcome.exception is None else (outcome.exception,)
         delay_ms = int(outcome.delay_ms)
@@ -317,9 +318,11 @@ def _commit_request(
     finished: Finished,
     context: BufferedContext,
     known_version: int,
+    options: RuntimeOptions,
 ) -> CommitRequest:
     """The commit of a finished activation: its writes and the arrivals at its successors,
-    each with the job that runs the successor if it fires."""
+    each with the job that runs the successor if it fires (and the successor's concurrency
+    group, so the commit that takes the job for this worker admits it too)."""
     run_id, version = job.run_id, bp.version or ""
     encode = jsoncodec.EncodeOnce()  # the output goes out up to four times: encode it once
     arrivals: list[ArrivalRequest] = []
@@ -336,6 +339,9 @@ def _commit_request(
                 succ,
                 job_data(run_id, bp.id, version, a.target, a.iteration),
                 job_opts(graph.node(a.target), succ),
+                NO_LIMIT
+                if a.value is SKIPPED or len(a.predecessors) != 1
+                else _successor_limit(graph, bp.id, a.target, a.value, context, options),
             )
         )
     sets, deletes = context.changes(encode)
@@ -345,6 +351,30 @@ def _commit_request(
         job.id, job.token, run_id, key, "ok", returnvalue, "", sets, deletes, arrivals,
         0, bp.id, version, known_version,
     )  # fmt: skip
+
+
+def _successor_limit(
+    graph: RunGraph,
+    bp_id: str,
+    target: str,
+    value: Any,
+    context: BufferedContext,
+    options: RuntimeOptions,
+) -> tuple[str, str, int]:
+    """The concurrency group a successor's job will count against when `value` is its input
+    and the context is this commit's (NO_LIMIT: no such limit, or a rate limit, which is only
+    decided when the job starts). A key that cannot be evaluated gives NO_LIMIT: the job then
+    goes the usual way (admitted, or failed with the reason, when it starts)."""
+    node = graph.node(target)
+    if node.config.concurrency is None or node.config.rate_limit is not None:
+        return NO_LIMIT
+    try:
+        node_input = activation_input(graph, node, value, context)[1]
+        g = groups(node, bp_id, node_input, context.view(), options.evaluate)
+    except Exception:  # the job's own start reports it, with the real reason
+        return NO_LIMIT
+    assert g.concurrency is not None
+    return Groups.digest(g.concurrency), g.concurrency, g.limit
 
 
 def reject_commit(job: _core.ClaimedJob, reason: str) -> CommitRequest:

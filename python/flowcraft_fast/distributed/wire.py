@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+NO_LIMIT = ("", "", 0)
+
 
 @dataclass(slots=True)
 class ArrivalRequest:
@@ -26,6 +28,10 @@ class ArrivalRequest:
     """The job that runs the successor if this arrival fires it; its data and options."""
     job_data: str
     job_opts: str
+    limit: tuple[str, str, int] = NO_LIMIT
+    """The successor's concurrency group (digest, name, limit) for this edge's value as its
+    input: a commit that takes the job for this worker takes a slot of the group with it, or
+    leaves the job on the queue when the group is full. NO_LIMIT: none (or not knowable)."""
 
 
 @dataclass(slots=True)
@@ -58,6 +64,8 @@ class CommitRequest:
     stacktrace: str = ""
     """With "fail": the node's traceback, appended to the job's `stacktrace` (BullMQ's JSON
     array of strings, newest last; see `node_job.stack_entry`); "" for none."""
+    held_limit: str = ""
+    """The concurrency group (digest) whose slot the job holds: the commit frees it."""
 
 
 @dataclass(slots=True)

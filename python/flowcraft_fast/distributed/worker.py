@@ -74,6 +74,8 @@ class _InFlight:
 
 StepObserver = Callable[[str, float, str], None]
 _OUTCOMES = {"ok": "completed", "dup": "duplicate", "lost": "lost"}
+_FREED_BY_COMMIT = frozenset(("ok", "dup", "terminal"))
+"""Commit replies of a commit that finished the job (its lock gone, its slot freed)."""
 
 LATENCY_SAMPLES = 4096
 """Job latencies kept for statistics: the most recent ones (a ring, not a growing list)."""
@@ -97,6 +99,9 @@ class WorkerStats:
     with its reason; orphan ids (no job hash) removed from the queue are counted too."""
     parked: int = 0
     """Jobs over a concurrency limit, moved to their group's waiting list (limit.lua)."""
+    admitted_by_commit: int = 0
+    """Jobs of limited nodes taken with a slot of their group by the commit that fired them
+    (no admission round trip of their own)."""
     redis_errors: int = 0
     """Round trips that failed (Redis unreachable, a command refused): claims, commits,
     retries, stalled checks and heartbeats; each is retried, these count the failures."""
@@ -307,6 +312,9 @@ class Worker:
         now = time.perf_counter()
         for job in jobs:
             flight = _InFlight(job, run, now)
+            if job.held_limit:  # the commit that took it took a slot of its group for it
+                flight.held_limit = job.held_limit
+                self.stats.admitted_by_commit += 1
             self._in_flight[job.id] = flight
             self.queue.track(job.id, job.token, job.run_id)
             self._ready.append(flight)
@@ -473,6 +481,8 @@ class Worker:
                 reply,
             )
         else:
+            if reply.code in _FREED_BY_COMMIT:
+                flight.held_limit = None  # commit.lua freed its slot as it finished the job
             self._count(reply.code, reply.detail, flight)
             if self.options.event_bus is not None:
                 events = self._job_events(flight, request, reply.code, reply.detail, reply.fired)
@@ -559,10 +569,12 @@ class Worker:
         free = 0
         if not self._closing:
             free = max(0, self.concurrency - (len(self._in_flight) - len(items)))
-        for request, _ in items:
+        for request, flight in items:
             certain = sum(1 for a in request.arrivals if len(a.predecessors) == 1)
             request.take = min(certain, free)
             free -= request.take
+            if flight.held_limit is not None:
+                request.held_limit = flight.held_limit  # the commit frees the slot
         claim_max = free
 
         async def send(requests: list[CommitRequest]) -> Any:

@@ -15,6 +15,7 @@ blueprints) whose keys give the same value share the group: a string literal is 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import time
@@ -44,6 +45,7 @@ class Groups:
     rate_per_ms: int
 
     @staticmethod
+    @functools.lru_cache(maxsize=4096)
     def digest(name: str) -> str:
         """The short, key-safe id of a group in Redis keys (rust/src/keys.rs)."""
         return hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:20]

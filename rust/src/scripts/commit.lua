@@ -4,7 +4,8 @@
   KEYS[6] wait   KEYS[7] marker   KEYS[8] events   KEYS[9] run state   KEYS[10] run meta
   KEYS[11] run joins   KEYS[12] run status   KEYS[13] active-runs index   KEYS[14] queue meta
   KEYS[15] ended-runs index (a run this commit ends goes there: end_run, trim_ended in lib.lua)
-  KEYS[16..] one job hash per arrival, for the successor job it may create
+  KEYS[16] flow limits hash   KEYS[17] the set of limit groups with waiters (limit.lua)
+  KEYS[18..] one job hash per arrival, for the successor job it may create
 
   ARGV: queue prefix, job id, lease token, node key ("<iteration>|<nodeId>"), mode, result text,
         state ttl s, keep completed, keep failed, run id, status payload, claim follows ("1": a
@@ -13,9 +14,12 @@
         job events ("1": write BullMQ's events stream, for QueueEvents listeners),
         take (how many fired successor jobs this worker claims at once), lease token prefix,
         lease ms, known state version (of the snapshot the node ran with; -1: none),
+        held group (the digest of the concurrency group whose slot the job holds; "" none),
+        reserve ms (limit.lua's reservation for a promoted waiter),
         n_sets, (field, json)*, n_dels, field*,
         n_arrivals, (target key, pred, value|"\1" for skipped, strategy, n_preds, pred*,
-                     successor job id, successor data, successor opts)*,
+                     successor job id, successor data, successor opts,
+                     successor's concurrency group digest ("" none), its name, its limit)*,
         stacktrace (last; with "fail": the node's traceback, appended to the job's BullMQ
         `stacktrace` field, see push_stacktrace in lib.lua; "" for none)
   mode: "ok" (node finished), "await" (a wait node parked the run), "fail" (the run fails),
@@ -34,6 +38,11 @@
   with a lock holding a fresh token (`fce` 1), `processedOn` and `ats` 1. A chain thus runs on
   one worker at one round trip per step; if that worker dies, the lock lapses and the stalled
   check returns the job to wait like any other.
+  Flow limits: a successor of a concurrency-limited node (its group computed by the worker from
+  the edge's value and the context after this commit) is taken only if it gets a slot of its
+  group here (limit_hold, as limit.lua's admission); a full group leaves it on the queue, where
+  its claim parks it. The committing job frees its own slot as it finishes (the lock is gone),
+  and its group's waiters are promoted into it.
   State versions: every write to the run's state bumps the run's `sv`. When the state before
   this commit was the version the node ran with, the worker knows the state after it (its
   snapshot plus these writes) and none is sent back; otherwise the taken jobs come with the
@@ -52,6 +61,7 @@ local run_id, status_payload, claim_follows = ARGV[10], ARGV[11], ARGV[12] == '1
 local stops_channel, job_events = ARGV[13], ARGV[14] == '1'
 local take, token_prefix, lease_ms = tonumber(ARGV[15]), ARGV[16], ARGV[17]
 local known_version = tonumber(ARGV[18])
+local held, reserve = ARGV[19], tonumber(ARGV[20])
 
 if redis.call('GET', KEYS[2]) ~= token then return {'lost', ''} end
 
@@ -82,6 +92,9 @@ local function finish(failed, text)
   if failed then set, field, event, keep = KEYS[5], 'failedReason', 'failed', keep_failed end
   redis.call('HSET', KEYS[1], 'finishedOn', now, field, text)
   redis.call('ZADD', set, now, job_id)
+  if held ~= '' then  -- its slot is free now (the lock is gone): a waiter may take it
+    limit_leave(qp, now, reserve, KEYS[16], KEYS[17], KEYS[6], KEYS[7], held, job_id)
+  end
   if job_events then
     redis.call('XADD', KEYS[8], 'MAXLEN', '~', 10000, '*', 'event', event, 'jobId', job_id,
                field, text)
@@ -121,8 +134,8 @@ if mode == 'fail' then
 end
 
 -- context writes and the node's output
-local n_sets = tonumber(ARGV[19])
-local i = hset_pairs(KEYS[9], 19)
+local n_sets = tonumber(ARGV[21])
+local i = hset_pairs(KEYS[9], 21)
 local n_dels = tonumber(ARGV[i]); i = i + 1
 if n_dels > 0 then
   redis.call('HDEL', KEYS[9], unpack(ARGV, i, i + n_dels - 1))
@@ -159,7 +172,8 @@ for a = 1, n_arr do
   local preds_at = i + 5
   i = preds_at + n_listed
   local succ_id, succ_data, succ_opts = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  i = i + 3
+  local l_digest, l_name, l_limit = ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
+  i = i + 6
   local fire, input = false, nil
   -- a join's predecessors can grow while the run goes (batch workers added on the way):
   -- decide against the largest set any arrival has known
@@ -212,8 +226,16 @@ for a = 1, n_arr do
   if fire then
     if n_listed ~= 1 or known > 1 then redis.call('HSET', KEYS[10], FIRED .. target, succ_id) end
     -- `fci`: the input the edges carry; "\1" makes it a skip token (a dead path passing through)
-    local succ_hash = KEYS[15 + a]
-    if #taken < take then
+    local succ_hash = KEYS[17 + a]
+    local take_it = #taken < take
+    if take_it and l_digest ~= '' then
+      -- taken only with a slot (so a job taken with a group holds it); the worker's group is
+      -- for this edge's value as the input, not a join's merged one
+      local holders = limit_keys(qp, l_digest)
+      take_it = input == value and input ~= SKIP
+                and limit_hold(qp, now, nil, holders, succ_id, l_digest, l_name, l_limit)
+    end
+    if take_it then
       local succ_token = token_prefix .. ':' .. succ_id .. ':1'
       create_job(succ_hash, succ_data, succ_opts, now, 1, priority, 'fci', input, 'fce', 1,
                  'processedOn', now)

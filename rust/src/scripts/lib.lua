@@ -209,3 +209,85 @@ local function push_stacktrace(hash, entry)
   for k = math.max(1, #stack - keep + 1), #stack do kept[#kept + 1] = stack[k] end
   redis.call('HSET', hash, 'stacktrace', cjson.encode(kept))
 end
+
+-- Flow limits (limit.lua; commit.lua admits the successor it continues locally and frees the
+-- committing job's slot with the same functions). A concurrency group's holders are a sorted
+-- set of job ids: score 0 while the job's lease exists, or a time (ms) until which a slot is
+-- reserved for a waiter sent back to the queue; its waiting jobs a list. `qp` is the queue's
+-- key prefix, `now` Redis time in ms.
+local function limit_keys(qp, digest)
+  return qp .. 'flowcraft:limit:' .. digest, qp .. 'flowcraft:limit:' .. digest .. ':waiting'
+end
+
+-- the limits hash: digest -> "<limit>\31<name>" (a rate group: "r<max>/<ms>\31<name>")
+local function limit_of(limits, digest)
+  local raw = redis.call('HGET', limits, digest)
+  if not raw then return 0 end
+  return tonumber(string.match(raw, '^(%d+)\31')) or 0
+end
+
+-- drop holders whose lease is gone and whose reservation (if any) has passed
+local function limit_prune(qp, now, holders)
+  local flat = redis.call('ZRANGE', holders, 0, -1, 'WITHSCORES')
+  for i = 1, #flat, 2 do
+    local id, until_ms = flat[i], tonumber(flat[i + 1])
+    if until_ms <= now and redis.call('EXISTS', qp .. id .. ':lock') == 0 then
+      redis.call('ZREM', holders, id)
+    end
+  end
+end
+
+-- Job `id` takes a slot of group `digest` (named `name`, of `limit` slots) unless it is full;
+-- whether it holds one now. Holders leave when their worker releases them; only a full group
+-- looks for dead ones. With `limits`, the group's entry in the limits hash is written (what
+-- promote reads, and inspect lists): limit.lua's admission writes it; a commit taking a
+-- successor passes nil (promote needs it only for waiters, which only that admission parks).
+local function limit_hold(qp, now, limits, holders, id, digest, name, limit)
+  if limits then redis.call('HSET', limits, digest, limit .. '\31' .. name) end
+  local n = redis.call('ZCARD', holders)
+  if n >= limit then
+    -- a waiter promoted with a reserved slot (or a job claimed again) holds one already
+    if not redis.call('ZSCORE', holders, id) then
+      limit_prune(qp, now, holders)
+      n = redis.call('ZCARD', holders)
+    else
+      n = 0
+    end
+  end
+  if n >= limit then return false end
+  redis.call('ZADD', holders, 0, id)  -- held while its lease exists
+  return true
+end
+
+-- Job `id` (whose lease is gone: it finished) leaves group `digest`; waiters are promoted
+-- into free slots when there are any.
+local function limit_leave(qp, now, reserve, limits, index, wait, marker, digest, id)
+  local holders, waiting = limit_keys(qp, digest)
+  redis.call('ZREM', holders, id)
+  if redis.call('LLEN', waiting) > 0 then
+    limit_promote(qp, now, reserve, holders, waiting, digest, limit_of(limits, digest), index,
+                  wait, marker)
+  end
+end
+
+-- Fill the group's free slots from its waiting list (FIFO; groups are independent, so a busy
+-- key never delays another key's jobs), sending each job back to the queue with a reservation
+-- of `reserve` ms; `index` is the set of groups with waiters.
+local function limit_promote(qp, now, reserve, holders, waiting, digest, limit, index, wait,
+                             marker)
+  if redis.call('LLEN', waiting) == 0 then
+    redis.call('SREM', index, digest)
+    return
+  end
+  limit_prune(qp, now, holders)
+  while redis.call('ZCARD', holders) < limit do
+    local id = redis.call('LPOP', waiting)
+    if not id then break end
+    if redis.call('EXISTS', qp .. id) == 1 then
+      redis.call('ZADD', holders, now + reserve, id)
+      enqueue(wait, id, redis.call('HGET', qp .. id, 'priority'), true)
+      redis.call('ZADD', marker, 0, '0')
+    end
+  end
+  if redis.call('LLEN', waiting) == 0 then redis.call('SREM', index, digest) end
+end

@@ -5,9 +5,10 @@
   a slot (it holds it while its lease `<job>:lock` exists: a commit, a retry, a lapsed lease of a
   dead worker all free it), or a time (ms) until which a slot is reserved for a waiter just sent
   back to the queue. Jobs over the limit wait in the group's list, out of the queue: they hold
-  no worker and nobody polls. `promote` fills free slots from that list (FIFO per group; groups
-  are independent, so a busy key never delays another key's jobs) and sends the jobs back to
-  the queue with their reservation. A rate group counts starts per window of Redis time.
+  no worker and nobody polls. `limit_promote` (lib.lua) fills free slots from that list (FIFO
+  per group; groups are independent, so a busy key never delays another key's jobs) and sends
+  the jobs back to the queue with their reservation. A rate group counts starts per window of
+  Redis time.
 
   ARGV[1] mode: "admit" | "release" | "sweep"   ARGV[2] queue key prefix   ARGV[3] reserve ms
   admit:   KEYS[1] holders  KEYS[2] waiting  KEYS[3] limits hash  KEYS[4] groups-waiting set
@@ -28,57 +29,13 @@
 local mode, qp, reserve = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
 
--- drop holders whose lease is gone and whose reservation (if any) has passed
-local function prune(holders)
-  local flat = redis.call('ZRANGE', holders, 0, -1, 'WITHSCORES')
-  for i = 1, #flat, 2 do
-    local id, until_ms = flat[i], tonumber(flat[i + 1])
-    if until_ms <= now and redis.call('EXISTS', qp .. id .. ':lock') == 0 then
-      redis.call('ZREM', holders, id)
-    end
-  end
-end
-
--- the limits hash: digest -> "<limit>\31<name>" (a rate group: "r<max>/<ms>\31<name>")
-local function limit_of(limits, digest)
-  local raw = redis.call('HGET', limits, digest)
-  if not raw then return 0 end
-  return tonumber(string.match(raw, '^(%d+)\31')) or 0
-end
-
-local function promote(holders, waiting, digest, limit, index, wait, marker)
-  if redis.call('LLEN', waiting) == 0 then
-    redis.call('SREM', index, digest)
-    return
-  end
-  prune(holders)
-  while redis.call('ZCARD', holders) < limit do
-    local id = redis.call('LPOP', waiting)
-    if not id then break end
-    if redis.call('EXISTS', qp .. id) == 1 then
-      redis.call('ZADD', holders, now + reserve, id)
-      enqueue(wait, id, redis.call('HGET', qp .. id, 'priority'), true)
-      redis.call('ZADD', marker, 0, '0')
-    end
-  end
-  if redis.call('LLEN', waiting) == 0 then redis.call('SREM', index, digest) end
-end
-
-local function group_keys(digest)
-  return qp .. 'flowcraft:limit:' .. digest, qp .. 'flowcraft:limit:' .. digest .. ':waiting'
-end
-
 if mode == 'admit' then
   local id, token = ARGV[4], ARGV[5]
   if redis.call('GET', KEYS[5]) ~= token then return {'lost', 0} end
   local held = false
   if ARGV[6] ~= '' then
     local limit = tonumber(ARGV[8])
-    redis.call('HSET', KEYS[3], ARGV[6], limit .. '\31' .. ARGV[7])
-    -- holders leave when their worker releases them; only a full group looks for dead ones
-    if redis.call('ZCARD', KEYS[1]) >= limit then prune(KEYS[1]) end
-    if redis.call('ZSCORE', KEYS[1], id) or redis.call('ZCARD', KEYS[1]) < limit then
-      redis.call('ZADD', KEYS[1], 0, id)
+    if limit_hold(qp, now, KEYS[3], KEYS[1], id, ARGV[6], ARGV[7], limit) then
       held = true
     else
       redis.call('DEL', KEYS[5])
@@ -98,7 +55,8 @@ if mode == 'admit' then
       redis.call('PEXPIRE', counter, per * 2)
       if held then
         redis.call('ZREM', KEYS[1], id)
-        promote(KEYS[1], KEYS[2], ARGV[6], tonumber(ARGV[8]), KEYS[4], KEYS[8], KEYS[9])
+        limit_promote(qp, now, reserve, KEYS[1], KEYS[2], ARGV[6], tonumber(ARGV[8]), KEYS[4],
+                      KEYS[8], KEYS[9])
       end
       return {'delay', (window + 1) * per - now}
     end
@@ -115,15 +73,17 @@ elseif mode == 'release' then
         redis.call('ZREM', holders, ARGV[j])
       end
     end
-    promote(holders, waiting, digest, limit_of(KEYS[1], digest), KEYS[2], KEYS[3], KEYS[4])
+    limit_promote(qp, now, reserve, holders, waiting, digest, limit_of(KEYS[1], digest), KEYS[2],
+                  KEYS[3], KEYS[4])
     i, g = i + 2 + n, g + 1
   end
   return 'ok'
 else  -- sweep
   local digests = redis.call('SRANDMEMBER', KEYS[2], tonumber(ARGV[4]))
   for _, digest in ipairs(digests) do
-    local holders, waiting = group_keys(digest)
-    promote(holders, waiting, digest, limit_of(KEYS[1], digest), KEYS[2], KEYS[3], KEYS[4])
+    local holders, waiting = limit_keys(qp, digest)
+    limit_promote(qp, now, reserve, holders, waiting, digest, limit_of(KEYS[1], digest), KEYS[2],
+                  KEYS[3], KEYS[4])
   end
   return #digests
 end
