@@ -354,6 +354,30 @@ async def test_the_same_limits_hold_in_memory() -> None:
     assert peak["t:a"] == 1 and peak["t:b"] == 1 and peak["all"] == 2
 
 
+async def test_limits_hold_for_dynamic_nodes_in_memory() -> None:
+    """Nodes a run adds while it goes (dynamic nodes, as batch workers are) count against
+    their limits like the blueprint's own."""
+    running, peak = [0], [0]
+
+    async def probe(ctx: NodeContext) -> str:
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        await asyncio.sleep(0.01)
+        running[0] -= 1
+        return "ok"
+
+    async def spawn(ctx: NodeContext) -> dict[str, Any]:
+        limit = {"concurrency": {"key": "'dyn'", "limit": 2}}
+        nodes = [{"id": f"d{i}", "uses": "probe", "config": limit} for i in range(6)]
+        return {"output": "spawned", "dynamic_nodes": nodes}
+
+    bp = {"id": "dyn", "nodes": [{"id": "s", "uses": "spawn"}], "edges": []}
+    rt = FlowRuntime(blueprints=[bp], registry={"probe": probe, "spawn": spawn})
+    result = await rt.run("dyn", {})
+    assert result.status == "completed", result
+    assert peak[0] == 2
+
+
 def test_limits_are_validated_with_the_reason() -> None:
     rt = FlowRuntime(blueprints=[], registry={"probe": go})
 

@@ -222,6 +222,11 @@ class RunGraph:
     def has_node(self, node_id: str) -> bool:
         return node_id in self.static.nodes or node_id in self._dyn_nodes
 
+    def get(self, node_id: str) -> NodeDefinition | None:
+        """The node (of the blueprint, or added while the run goes), or None."""
+        found = self.static.nodes.get(node_id)
+        return found if found is not None else self._dyn_nodes.get(node_id)
+
     def node(self, node_id: str) -> NodeDefinition:
         found = self.static.nodes.get(node_id)
         if found is None:

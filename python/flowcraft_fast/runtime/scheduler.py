@@ -176,7 +176,7 @@ class RunScheduler:
                 coro = step(
                     options, graph, act, context, events, run_id=run_id, cancelled=cancelled
                 )
-                node = graph.static.nodes.get(act.node_id)
+                node = graph.get(act.node_id)  # dynamic nodes (batch workers) too
                 if node is not None and limited(node) and counts_against_limits(act):
                     coro = _within_limits(options, graph, node, act, context, coro)
                 try:
