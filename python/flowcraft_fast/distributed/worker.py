@@ -190,6 +190,8 @@ class Worker:
         self._admissions: list[tuple[Any, asyncio.Future[tuple[str, int]]]] = []
         self._release_task: asyncio.Task[None] | None = None
         self._unnamed_warned = False
+        self._awaiting_work = False
+        """The claim loop is blocked on the queue's marker (the queue had nothing ready)."""
         self.step_observer: StepObserver | None = None
         """Called with (blueprint id, seconds from claim to settled commit, outcome) for every
         job this worker settles: "completed", "failed" (the node failed and its run with it),
@@ -263,7 +265,11 @@ class Worker:
                 if drained:
                     # Block until the queue's marker says work is ready (commits that create
                     # jobs, and producers, set it; a claim that empties the queue clears it).
-                    await self.queue.wait_for_work(self._wait_timeout())
+                    self._awaiting_work = True
+                    try:
+                        await self.queue.wait_for_work(self._wait_timeout())
+                    finally:
+                        self._awaiting_work = False
                     if not self._safe.is_set():
                         continue  # paused while it waited: claim nothing
                 next_due_ms, runs, jobs, rejected = await self.queue.claim(
@@ -552,7 +558,9 @@ class Worker:
         while True:
             await self._commit_ready.wait()
             self._commit_ready.clear()
-            await asyncio.sleep(0)  # let nodes finishing in the same tick join this batch
+            if len(self._in_flight) > len(self._pending_commits) + len(self._pending_retries):
+                # other jobs run: let those finishing in the same tick join this batch
+                await asyncio.sleep(0)
             commits, self._pending_commits = self._pending_commits, []
             retries, self._pending_retries = self._pending_retries, []
             if commits:
@@ -575,7 +583,10 @@ class Worker:
             free -= request.take
             if flight.held_limit is not None:
                 request.held_limit = flight.held_limit  # the commit frees the slot
-        claim_max = free
+        # A claim in the same round trip fills slots the commits free; while the claim loop
+        # waits for the queue's marker the queue had nothing ready, and whatever the commits
+        # leave on it sets the marker (commit.lua): no claim is sent.
+        claim_max = 0 if self._awaiting_work else free
 
         async def send(requests: list[CommitRequest]) -> Any:
             return await self.queue.commit(requests, claim_max, self.lease_ms, self.token_prefix)
