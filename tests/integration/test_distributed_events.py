@@ -69,3 +69,39 @@ async def test_job_and_workflow_events(redis_url: str) -> None:
     failed = bus.of(bad, "job:failed")
     assert [(p["nodeId"], p["error"]) for p in failed] == [("x", "kaput")]
     assert [p["status"] for p in bus.of(bad, "workflow:finish")] == ["failed"]
+
+
+async def square(ctx: NodeContext) -> int:
+    return int(ctx.input) ** 2
+
+
+async def test_context_batch_and_pause_events_distributed(redis_url: str) -> None:
+    """The events issue 15 added, from workers: each node's context writes, a batch's start
+    and finish, and a run that parks on a wait node pausing."""
+    from flowcraft_fast import create_flow
+
+    flow = create_flow("evb").batch("sq", square, input_key="items", output_key="squares")
+    parked = {"id": "evw", "nodes": [{"id": "w", "uses": "wait"}], "edges": []}
+    bus = Bus()
+    rt = FlowRuntime(blueprints=[flow.to_blueprint(), parked], registry=flow.registry,
+                     event_bus=bus)  # fmt: skip
+    adapter = BullMQAdapter(runtime_options=rt.options, connection=redis_url, queue_name="evb")
+    await adapter.start()
+    try:
+        client = FlowClient(redis_url, queue_name="evb")
+        run = await client.start("evb", {"items": [1, 2, 3]})
+        result = await client.wait(run, timeout=20)
+        assert result.status == "completed" and result.context["squares"] == [1, 4, 9]
+        waits = await client.start("evw", {})
+        assert (await client.wait(waits, timeout=20)).status == "awaiting"
+    finally:
+        await adapter.close()
+
+    [start] = bus.of(run, "batch:start")
+    assert start["batchId"] == "sq" and start["scatterNodeId"] == "sq_scatter"
+    assert start["workerNodeIds"] == ["sq_scatter#0", "sq_scatter#1", "sq_scatter#2"]
+    [finish] = bus.of(run, "batch:finish")
+    assert finish["gatherNodeId"] == "sq_gather" and finish["results"] == [1, 4, 9]
+    changes = {(c["sourceNode"], c["key"]) for c in bus.of(run, "context:change")}
+    assert ("sq_gather", "squares") in changes and ("sq_scatter#1", "sq_scatter#1") in changes
+    assert [p["status"] for p in bus.of(waits, "workflow:pause")] == ["awaiting"]

@@ -23,10 +23,18 @@ async def test_event_order_for_a_simple_node() -> None:
         blueprint("e", [{"id": "a", "uses": "const", "params": {"value": 1}}], [])
     )
     assert result.status == "completed"
-    assert bus.types() == ["workflow:start", "node:start", "node:finish", "workflow:finish"]
+    assert bus.types() == [
+        "workflow:start", "node:start", "node:finish", "context:change", "context:change",
+        "workflow:finish",
+    ]  # fmt: skip
     assert all(e["payload"]["runId"] == result.run_id for e in bus.events)
     assert all(e["payload"]["blueprintId"] == "e" for e in bus.events)
     assert bus.events[2]["payload"]["result"] == {"output": 1, "action": None}
+    changes = [e["payload"] for e in bus.events if e["type"] == "context:change"]
+    assert [(c["sourceNode"], c["key"], c["op"], c["value"]) for c in changes] == [
+        ("a", "_outputs.a", "set", 1),
+        ("a", "a", "set", 1),
+    ]
 
 
 async def test_a_failing_event_bus_does_not_break_the_run() -> None:

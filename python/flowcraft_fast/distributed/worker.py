@@ -533,6 +533,8 @@ class Worker:
         if failed or detail == "0":
             status = "failed" if failed else "completed"
             await events.emit("workflow:finish", status=status)
+        elif detail == "awaiting":  # the node parked its run (a wait node)
+            await events.emit("workflow:pause", status="awaiting")
 
     def _count(self, code: str, detail: str, flight: _InFlight) -> None:
         if code == "ok" and detail == "rejected":

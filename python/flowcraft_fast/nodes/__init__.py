@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..runtime.vocabulary import GATHER_USES, SCATTER_USES
 from .batch import batch_gather, batch_scatter
 from .loop import loop_controller
 from .sleep import parse_duration_ms, sleep_node
@@ -14,8 +15,8 @@ BUILTIN_NODES: dict[str, Any] = {
     "wait": wait_node,
     "sleep": sleep_node,
     "subflow": subflow_node,
-    "batch-scatter": batch_scatter,
-    "batch-gather": batch_gather,
+    SCATTER_USES: batch_scatter,
+    GATHER_USES: batch_gather,
     "loop-controller": loop_controller,
 }
 """Registry key -> implementation. A runtime's own registry overrides these keys."""

@@ -13,9 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..runtime.types import NodeContext, NodeResult
-from ..runtime.vocabulary import BATCH_PREFIX
-
-SCATTER_USES = "batch-scatter"
+from ..runtime.vocabulary import BATCH_PREFIX, SCATTER_USES, batch_worker_id
 
 
 def _required_str(params: dict[str, Any], key: str, node_id: str) -> str:
@@ -49,7 +47,7 @@ async def batch_scatter(ctx: NodeContext) -> NodeResult:
         count = int(params["itemCount"])
         start = int(params["startIndex"])
     end = count if chunk is None else min(count, start + chunk)
-    worker_ids = [worker_node_id(root, i) for i in range(start, end)]
+    worker_ids = [batch_worker_id(root, i) for i in range(start, end)]
     nodes: list[dict[str, Any]] = [
         {
             "id": worker_ids[i - start],
@@ -81,10 +79,6 @@ async def batch_scatter(ctx: NodeContext) -> NodeResult:
     return NodeResult(output=output, dynamic_nodes=nodes)
 
 
-def worker_node_id(root: str, index: int) -> str:
-    return f"{root}#{index}"
-
-
 async def batch_gather(ctx: NodeContext) -> Any:
     gather_id = ctx.params.get("gatherNodeId") or ctx.node_id
     meta = await ctx.context.get(f"{BATCH_PREFIX}{gather_id}")
@@ -94,7 +88,7 @@ async def batch_gather(ctx: NodeContext) -> Any:
             f"gatherNodeId '{gather_id}' upstream of it?"
         )
     root, count = meta["root"], int(meta["count"])
-    outputs = [await ctx.context.get(f"_outputs.{worker_node_id(root, i)}") for i in range(count)]
+    outputs = [await ctx.context.get(f"_outputs.{batch_worker_id(root, i)}") for i in range(count)]
     output_key = ctx.params.get("outputKey")
     if isinstance(output_key, str) and output_key:
         await ctx.context.set(output_key, outputs)

@@ -120,6 +120,13 @@ class BufferedContext:
             else:
                 data[key] = value
 
+    def written(self) -> list[tuple[str, str, Any]]:
+        """(key, "set" | "delete", value or None) per key written, in write order (the
+        `context:change` events)."""
+        return [
+            (k, "delete", None) if v is _DELETED else (k, "set", v) for k, v in self._writes.items()
+        ]
+
     def changes(
         self, encode: jsoncodec.EncodeOnce | None = None
     ) -> tuple[list[tuple[str, str]], list[str]]:

@@ -285,6 +285,12 @@ class FlowRuntime:
             logger = self.options.logger
             serialized = partial(_dumps, context, logger)
         if events.enabled:
+            if status == "stalled":  # nothing ready, nothing running, nodes left unreached
+                done = {key.partition("|")[2] for key in ledger.done}
+                remaining = [n for n in graph.static.nodes if n not in done]
+                await events.emit("workflow:stall", remainingNodes=remaining)
+            if status in ("stalled", "awaiting", "cancelled"):
+                await events.emit("workflow:pause", status=status)
             await events.emit(
                 "workflow:finish", status=status, errors=[e.to_json() for e in errors]
             )

@@ -37,7 +37,18 @@ from .ledger import SKIPPED, Arrival
 from .retry import backoff_delay_ms, should_retry
 from .routing import RoutingDecision, route
 from .types import NodeContext, NodeResult, WorkflowError
-from .vocabulary import DYNAMIC_PREFIX, INPUTS_PREFIX, OUTPUTS_PREFIX, Iteration, Sentinel, node_key
+from .vocabulary import (
+    BATCH_PREFIX,
+    DYNAMIC_PREFIX,
+    GATHER_USES,
+    INPUTS_PREFIX,
+    OUTPUTS_PREFIX,
+    SCATTER_USES,
+    Iteration,
+    Sentinel,
+    batch_worker_id,
+    node_key,
+)
 
 if TYPE_CHECKING:
     from .runtime import RuntimeOptions
@@ -164,7 +175,7 @@ async def step(
         if result.awaiting:
             return Parked(node_id)
         resumed = _finish(options, graph, act, node_id, (), result, node_input, context)
-        return await _evaluated(events, resumed) if events.enabled else resumed
+        return await _observed(events, node, context, resumed) if events.enabled else resumed
     ctx = _node_context(options, node, node_input, context, act, run_id, graph, cancelled)
     impl = direct_impl(options.executor, events, node, attempts)
     if impl is not None:  # most nodes: the call is all `execute_node` would do
@@ -179,7 +190,7 @@ async def step(
         if outcome.result.awaiting:
             return Parked(node_id)
         finished = _finish(options, graph, act, node_id, (), outcome.result, node_input, context)
-        return await _evaluated(events, finished) if events.enabled else finished
+        return await _observed(events, node, context, finished) if events.enabled else finished
     assert outcome.error is not None
     if attempts is not None and should_retry(node.config, attempts[-1]):
         delay = backoff_delay_ms(node.config, attempts[-1], options.executor.rng)
@@ -284,6 +295,49 @@ def _finish(
         inherit_from=owners,
     )  # fmt: skip
     return Finished(node_id, owners, result, decision, _arrivals(graph, act.iteration, decision))
+
+
+async def _observed(
+    events: EventEmitter, node: NodeDefinition, context: BufferedContext, outcome: Outcome
+) -> Outcome:
+    """The events of a node that finished, after its `node:finish` (the original's order):
+    `context:change` per key it wrote (its own writes, then its output's), `batch:start` /
+    `batch:finish` for a batch's scatter and gather, `edge:evaluate` per conditional edge."""
+    if not isinstance(outcome, Finished):
+        return outcome
+    for key, op, value in context.written():
+        if op == "set":
+            await events.emit("context:change", sourceNode=node.id, key=key, op=op, value=value)
+        else:
+            await events.emit("context:change", sourceNode=node.id, key=key, op=op)
+    if node.uses in (SCATTER_USES, GATHER_USES):
+        await _batch_event(events, node, context)
+    return await _evaluated(events, outcome)
+
+
+async def _batch_event(
+    events: EventEmitter, node: NodeDefinition, context: BufferedContext
+) -> None:
+    """`batchId` is the batch's name as the builder took it (`create_flow().batch("sq", ...)`
+    gives "sq"), as the original names it: the scatter node's id without `_scatter`."""
+    view = context.view()
+    output = view.get(f"{OUTPUTS_PREFIX}{node.id}")
+    if node.uses == SCATTER_USES and isinstance(output, dict):
+        root = output.get("batchId")
+        start, end = output.get("start"), output.get("end")
+        if isinstance(root, str) and isinstance(start, int) and isinstance(end, int):
+            await events.emit(
+                "batch:start",
+                batchId=root.removesuffix("_scatter"),
+                scatterNodeId=node.id,
+                workerNodeIds=[batch_worker_id(root, i) for i in range(start, end)],
+            )
+    elif node.uses == GATHER_USES:
+        gather = node.params.get("gatherNodeId") or node.id
+        meta = view.get(f"{BATCH_PREFIX}{gather}")
+        root = meta.get("root") if isinstance(meta, dict) else None
+        batch = root.removesuffix("_scatter") if isinstance(root, str) else None
+        await events.emit("batch:finish", batchId=batch, gatherNodeId=node.id, results=output)
 
 
 async def _evaluated(events: EventEmitter, outcome: Outcome) -> Outcome:

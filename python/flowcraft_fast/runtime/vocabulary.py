@@ -102,6 +102,16 @@ LEDGER_KEY: Final = "_flowcraft"
 DYNAMIC_PREFIX: Final = "_dynamic."
 """`_dynamic.<node key>`: the nodes a node added while the run goes (batch workers)."""
 BATCH_PREFIX: Final = "_batch."
+SCATTER_USES: Final = "batch-scatter"
+GATHER_USES: Final = "batch-gather"
+"""The batch built-ins (nodes/batch.py); the step emits `batch:start`/`batch:finish` for them."""
+
+
+def batch_worker_id(root: str, index: int) -> str:
+    """The id of the dynamic node a batch `root` runs item `index` with."""
+    return f"{root}#{index}"
+
+
 SUBFLOW_STATE_PREFIX: Final = "_subflowState."
 """`_subflowState.<node id>`: an awaiting child run's serialized context."""
 BOOKKEEPING_PREFIXES: Final = (BATCH_PREFIX, SUBFLOW_STATE_PREFIX, DYNAMIC_PREFIX)
