@@ -123,28 +123,40 @@ class Fleet:
                 assert code == 0, err
 
 
+async def run_on_two_workers(
+    redis_url: str, tmp_path: Path, starts: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """Start the runs (blueprint, context) on a fleet of two daemons; each must complete."""
+    fleet = Fleet(redis_url, tmp_path, "lim")
+    try:
+        await fleet.start(2)
+        client = FlowClient(redis_url, queue_name="lim")
+        runs = [await client.start(bp, context) for bp, context in starts]
+        for run in runs:
+            assert (await client.wait(run, timeout=60)).status == "completed"
+    finally:
+        fleet.stop()
+
+
 def seen(r: redis.Redis, group: str) -> list[int]:
     return [int(v) for v in r.lrange("seen:" + group, 0, -1)]
+
+
+def assert_group_empty(r: redis.Redis, name: str) -> None:
+    """Nothing is left holding a slot of the group or waiting for one."""
+    assert r.zcard("bull:lim:flowcraft:limit:" + _digest(name)) == 0
+    assert r.llen("bull:lim:flowcraft:limit:" + _digest(name) + ":waiting") == 0
 
 
 async def test_a_global_limit_holds_across_two_worker_processes(
     redis_url: str, tmp_path: Path
 ) -> None:
     r = redis.Redis.from_url(redis_url)
-    fleet = Fleet(redis_url, tmp_path, "lim")
-    try:
-        await fleet.start(2)
-        client = FlowClient(redis_url, queue_name="lim")
-        run = await client.start("fan12", {})
-        assert (await client.wait(run, timeout=60)).status == "completed"
-    finally:
-        fleet.stop()
+    await run_on_two_workers(redis_url, tmp_path, [("fan12", {})])
     counts = seen(r, "all")
     assert len(counts) == 12
     assert max(counts) == 2, counts  # never more than 2, and the limit was reached
-    # nothing is left holding or waiting in the group
-    assert r.zcard("bull:lim:flowcraft:limit:" + _digest("global")) == 0
-    assert r.llen("bull:lim:flowcraft:limit:" + _digest("global") + ":waiting") == 0
+    assert_group_empty(r, "global")
 
 
 async def test_chains_under_a_wide_limit_are_admitted_by_their_commits(
@@ -154,47 +166,25 @@ async def test_chains_under_a_wide_limit_are_admitted_by_their_commits(
     (commit.lua) and frees the committing job's slot: six chains complete and the group ends
     empty (nothing held by a job that left, nothing waiting)."""
     r = redis.Redis.from_url(redis_url)
-    fleet = Fleet(redis_url, tmp_path, "lim")
-    try:
-        await fleet.start(2)
-        client = FlowClient(redis_url, queue_name="lim")
-        runs = [await client.start("chainwide", {}) for _ in range(6)]
-        for run in runs:
-            assert (await client.wait(run, timeout=60)).status == "completed"
-    finally:
-        fleet.stop()
+    await run_on_two_workers(redis_url, tmp_path, [("chainwide", {})] * 6)
     assert len(seen(r, "all")) == 24
-    assert r.zcard("bull:lim:flowcraft:limit:" + _digest("wide")) == 0
-    assert r.llen("bull:lim:flowcraft:limit:" + _digest("wide") + ":waiting") == 0
+    assert_group_empty(r, "wide")
 
 
 async def test_a_binding_limit_of_one_on_chains(redis_url: str, tmp_path: Path) -> None:
     """A full group leaves the successor on the queue (its claim parks it): three chains under
     a limit of 1 never overlap across two workers."""
     r = redis.Redis.from_url(redis_url)
-    fleet = Fleet(redis_url, tmp_path, "lim")
-    try:
-        await fleet.start(2)
-        client = FlowClient(redis_url, queue_name="lim")
-        runs = [await client.start("chain1", {}) for _ in range(3)]
-        for run in runs:
-            assert (await client.wait(run, timeout=60)).status == "completed"
-    finally:
-        fleet.stop()
+    await run_on_two_workers(redis_url, tmp_path, [("chain1", {})] * 3)
     assert seen(r, "all") == [1] * 12  # one node of the group at a time, over both workers
+    assert_group_empty(r, "one")
 
 
 async def test_per_tenant_limits_run_tenants_in_parallel(redis_url: str, tmp_path: Path) -> None:
     r = redis.Redis.from_url(redis_url)
-    fleet = Fleet(redis_url, tmp_path, "lim")
-    try:
-        await fleet.start(2)
-        client = FlowClient(redis_url, queue_name="lim")
-        runs = [await client.start("tenant", {"tenant": t}) for t in ("acme", "globex")]
-        for run in runs:
-            assert (await client.wait(run, timeout=60)).status == "completed"
-    finally:
-        fleet.stop()
+    await run_on_two_workers(
+        redis_url, tmp_path, [("tenant", {"tenant": t}) for t in ("acme", "globex")]
+    )
     for tenant in ("acme", "globex"):
         assert seen(r, "t:" + tenant) == [1, 1, 1, 1]  # one node of a tenant at a time
     assert max(seen(r, "all")) == 2  # while the two tenants ran side by side

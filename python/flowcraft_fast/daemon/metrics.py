@@ -157,7 +157,8 @@ class WorkerMetrics:
         )  # fmt: skip
         self.steps = Counter(
             "flowcraft_steps", "jobs settled by this worker, by outcome (completed, failed, "
-            "rejected, retried, duplicate, lost)", ["queue", "blueprint", "outcome"], registry=r,
+            "rejected, retried, duplicate, lost, error)", ["queue", "blueprint", "outcome"],
+            registry=r,
         )  # fmt: skip
         self.reconciler_passes = Counter(
             "flowcraft_reconciler_passes", "reconciler passes by result (ok, error)",

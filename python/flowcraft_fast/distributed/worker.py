@@ -73,7 +73,9 @@ class _InFlight:
 
 
 StepObserver = Callable[[str, float, str], None]
-_OUTCOMES = {"ok": "completed", "dup": "duplicate", "lost": "lost"}
+_OUTCOMES = {"ok": "completed", "dup": "duplicate", "lost": "lost", "terminal": "rejected"}
+"""A commit reply's code as a step outcome (a job whose run ended first failed alone, as a
+rejected one does); any other code ("error": the script failed) is "error"."""
 _FREED_BY_COMMIT = frozenset(("ok", "dup", "terminal"))
 """Commit replies of a commit that finished the job (its lock gone, its slot freed)."""
 
@@ -195,8 +197,9 @@ class Worker:
         self.step_observer: StepObserver | None = None
         """Called with (blueprint id, seconds from claim to settled commit, outcome) for every
         job this worker settles: "completed", "failed" (the node failed and its run with it),
-        "rejected", "retried", "duplicate" or "lost" (the daemon's step latency histograms).
-        None costs nothing."""
+        "rejected" (the job failed alone: it cannot run, or its run ended first), "retried",
+        "duplicate", "lost" or "error" (the daemon's step latency histograms). None costs
+        nothing."""
 
     # ------------------------------------------------------------------ lifecycle
 
