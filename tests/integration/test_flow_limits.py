@@ -24,6 +24,7 @@ import redis
 from tests.daemon.helpers import clean_env, start_daemon, stop_daemon
 
 from flowcraft_fast import BullMQAdapter, FlowClient, FlowRuntime, NodeContext
+from flowcraft_fast.distributed.jobs import job_id
 from flowcraft_fast.errors import BlueprintError
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(180)]
@@ -77,7 +78,7 @@ APP = textwrap.dedent(
 
     async def stamp(ctx):
         seconds, micros = R.time()
-        R.rpush("starts", seconds * 1000 + micros // 1000)
+        R.rpush("starts", ctx.node_id + ":" + str(seconds * 1000 + micros // 1000))
         return "ok"
 
     async def hold(ctx):
@@ -202,13 +203,18 @@ async def test_a_rate_limit_defers_starts_to_the_next_window(
         assert (await client.wait(run, timeout=60)).status == "completed"
     finally:
         fleet.stop()
-    starts = sorted(int(v) for v in r.lrange("starts", 0, -1))
-    assert len(starts) == 6
-    per_window: dict[int, int] = {}
-    for ms in starts:
-        per_window[ms // 1000] = per_window.get(ms // 1000, 0) + 1
-    assert max(per_window.values()) <= 5, per_window
-    assert len(per_window) >= 2  # the sixth start went to a later window
+    starts = dict(v.decode().split(":") for v in r.lrange("starts", 0, -1))
+    assert sorted(starts) == [f"w{i}" for i in range(6)]
+    # The limiter decides at admission, in Redis time: of six jobs in one window exactly one
+    # is refused and deferred to the next window (claimed a second time: `ats` 2), and it
+    # starts after the five others. (The times nodes record as they start can fall a few ms
+    # after the window their admission was in, so counting those per second is flaky: CI
+    # once saw all six in one second.)
+    offers = {n: int(r.hget(f"bull:lim:{job_id(run, n, 0)}", "ats") or 0) for n in starts}
+    deferred = [n for n, ats in offers.items() if ats > 1]
+    assert deferred and len(deferred) == 1 and offers[deferred[0]] == 2, offers
+    times = {n: int(ms) for n, ms in starts.items()}
+    assert max(times, key=times.__getitem__) == deferred[0], times
 
 
 async def test_a_killed_holder_frees_its_slot_after_its_lease(
