@@ -105,3 +105,35 @@ async def test_context_batch_and_pause_events_distributed(redis_url: str) -> Non
     changes = {(c["sourceNode"], c["key"]) for c in bus.of(run, "context:change")}
     assert ("sq_gather", "squares") in changes and ("sq_scatter#1", "sq_scatter#1") in changes
     assert [p["status"] for p in bus.of(waits, "workflow:pause")] == ["awaiting"]
+
+
+async def test_a_node_pauses_its_own_run_distributed(redis_url: str) -> None:
+    async def approve(ctx: NodeContext) -> Any:
+        return await ctx.pause("needs a manager's approval")
+
+    async def after(ctx: NodeContext) -> Any:
+        return f"approved: {ctx.input}"
+
+    bp = {
+        "id": "evp",
+        "nodes": [{"id": "gate", "uses": "approve"}, {"id": "next", "uses": "after"}],
+        "edges": [{"source": "gate", "target": "next"}],
+    }
+    bus = Bus()
+    rt = FlowRuntime(blueprints=[bp], registry={"approve": approve, "after": after},
+                     event_bus=bus)  # fmt: skip
+    adapter = BullMQAdapter(runtime_options=rt.options, connection=redis_url, queue_name="evp")
+    await adapter.start()
+    try:
+        client = FlowClient(redis_url, queue_name="evp")
+        run = await client.start("evp", {})
+        parked = await client.wait(run, timeout=20)
+        assert parked.status == "awaiting"
+        await client.resume(run, "gate", output="yes")
+        done = await client.wait(run, timeout=20)
+    finally:
+        await adapter.close()
+    assert done.status == "completed" and done.context["next"] == "approved: yes"
+    assert "_paused.gate" not in done.context
+    [pause] = bus.of(run, "workflow:pause")  # emitted by the worker after its commit
+    assert pause["reasons"] == {"gate": "needs a manager's approval"}

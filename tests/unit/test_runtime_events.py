@@ -92,3 +92,42 @@ async def test_a_run_that_waits_or_is_cancelled_pauses() -> None:
     result = await run
     assert result.status == "cancelled"
     assert bus.types()[-2:] == ["workflow:pause", "workflow:finish"]
+
+
+async def test_a_node_pauses_its_own_run_and_is_resumed() -> None:
+    """`return await ctx.pause(reason)` parks the run like `wait`; the reason is in the
+    awaiting context and in `workflow:pause`; resuming finishes the node with the output
+    given then, and the reason leaves the finished run's context."""
+
+    async def approve(ctx: NodeContext) -> Any:
+        return await ctx.pause("needs a manager's approval")
+
+    async def after(ctx: NodeContext) -> Any:
+        return f"approved: {ctx.input}"
+
+    bus = RecordingBus()
+    bp = {
+        "id": "ap",
+        "nodes": [{"id": "gate", "uses": "approve"}, {"id": "next", "uses": "after"}],
+        "edges": [{"source": "gate", "target": "next"}],
+    }
+    rt = FlowRuntime(blueprints=[bp], registry={"approve": approve, "after": after}, event_bus=bus)
+    parked = await rt.run("ap")
+    assert parked.status == "awaiting"
+    assert parked.context["_paused.gate"] == "needs a manager's approval"
+    [pause] = [e["payload"] for e in bus.events if e["type"] == "workflow:pause"]
+    assert pause["reasons"] == {"gate": "needs a manager's approval"}
+    done = await rt.resume("ap", parked.serialized_context, {"output": "yes"}, "gate")
+    assert done.status == "completed", done.errors
+    assert done.context["next"] == "approved: yes"
+    assert "_paused.gate" not in done.context
+
+
+async def test_a_pause_reason_must_be_text() -> None:
+    async def bad(ctx: NodeContext) -> Any:
+        return await ctx.pause(42)  # type: ignore[arg-type]
+
+    bp = {"id": "bad", "nodes": [{"id": "x", "uses": "bad"}], "edges": []}
+    result = await FlowRuntime(blueprints=[bp], registry={"bad": bad}).run("bad")
+    assert result.status == "failed"
+    assert "pause reason must be a string" in result.errors[0].message

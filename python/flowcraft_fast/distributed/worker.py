@@ -30,7 +30,7 @@ from ..runtime.events import EventEmitter
 from ..runtime.executor import NodeOutcome
 from ..runtime.limits import Groups
 from ..runtime.runtime import RuntimeOptions
-from ..runtime.vocabulary import RUNNING
+from ..runtime.vocabulary import PAUSED_PREFIX, RUNNING
 from .jobs import VERSION_FIELD
 from .node_job import ClaimedRun, RetryRequest, adopt, reject_commit, run_job
 from .safety import UnsafeRedisError
@@ -536,8 +536,11 @@ class Worker:
         if failed or detail == "0":
             status = "failed" if failed else "completed"
             await events.emit("workflow:finish", status=status)
-        elif detail == "awaiting":  # the node parked its run (a wait node)
-            await events.emit("workflow:pause", status="awaiting")
+        elif detail == "awaiting":  # the node parked its run (a wait node, ctx.pause)
+            paused = f"{PAUSED_PREFIX}{node_id}"
+            reason = next((v for k, v in request.sets if k == paused), None)
+            reasons = {} if reason is None else {node_id: jsoncodec.loads(reason)}
+            await events.emit("workflow:pause", status="awaiting", reasons=reasons)
 
     def _count(self, code: str, detail: str, flight: _InFlight) -> None:
         if code == "ok" and detail == "rejected":

@@ -25,7 +25,7 @@ from .retry import RandomSource
 from .routing import Evaluate, builtin_evaluate
 from .scheduler import RunScheduler
 from .types import RunStatus, WorkflowError, WorkflowResult
-from .vocabulary import AWAITING_KEY, BOOKKEEPING_PREFIXES, LEDGER_KEY
+from .vocabulary import AWAITING_KEY, BOOKKEEPING_PREFIXES, LEDGER_KEY, PAUSED_PREFIX
 
 _DEFAULT_LOGGER = logging.getLogger("flowcraft_fast")
 
@@ -290,7 +290,12 @@ class FlowRuntime:
                 remaining = [n for n in graph.static.nodes if n not in done]
                 await events.emit("workflow:stall", remainingNodes=remaining)
             if status in ("stalled", "awaiting", "cancelled"):
-                await events.emit("workflow:pause", status=status)
+                reasons = {
+                    k.removeprefix(PAUSED_PREFIX): v
+                    for k, v in data.items()
+                    if k.startswith(PAUSED_PREFIX)
+                }  # the nodes that paused the run themselves (NodeContext.pause)
+                await events.emit("workflow:pause", status=status, reasons=reasons)
             await events.emit(
                 "workflow:finish", status=status, errors=[e.to_json() for e in errors]
             )

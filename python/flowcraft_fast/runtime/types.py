@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from .vocabulary import PAUSED_PREFIX
+
 RunStatus = Literal["completed", "failed", "awaiting", "cancelled", "stalled"]
 
 RESULT_KEYS: frozenset[str] = frozenset({"output", "action", "dynamic_nodes"})
@@ -124,3 +126,15 @@ class NodeContext:
     iteration: int = 0
     """How many times this node's loop has been re-entered (0 outside loops, and on the first
     pass). Distributed job ids carry it."""
+
+    async def pause(self, reason: str = "") -> NodeResult:
+        """Park this node's run, as the `wait` built-in does: `return await ctx.pause("...")`.
+
+        The run becomes `awaiting`; resuming it at this node (`FlowRuntime.resume`,
+        `FlowClient.resume`) finishes the node with the output (and action) given then. The
+        reason is kept in the context as `_paused.<node id>` (shown while the run waits, left
+        out of a finished run's context) and carried by the `workflow:pause` event."""
+        if not isinstance(reason, str):
+            raise TypeError(f"pause reason must be a string, not {type(reason).__name__}")
+        await self.context.set(f"{PAUSED_PREFIX}{self.node_id}", reason)
+        return NodeResult(output=None, awaiting=True)

@@ -114,7 +114,9 @@ def batch_worker_id(root: str, index: int) -> str:
 
 SUBFLOW_STATE_PREFIX: Final = "_subflowState."
 """`_subflowState.<node id>`: an awaiting child run's serialized context."""
-BOOKKEEPING_PREFIXES: Final = (BATCH_PREFIX, SUBFLOW_STATE_PREFIX, DYNAMIC_PREFIX)
+PAUSED_PREFIX: Final = "_paused."
+"""`_paused.<node id>`: why a node parked its run (`NodeContext.pause`)."""
+BOOKKEEPING_PREFIXES: Final = (BATCH_PREFIX, SUBFLOW_STATE_PREFIX, DYNAMIC_PREFIX, PAUSED_PREFIX)
 """Engine bookkeeping left out of the result context of a run that did not end awaiting."""
 
 # ---------------------------------------------------------------- the ledger's field names
