@@ -300,7 +300,7 @@ def _cycle_entries(bp: Blueprint, fallbacks: set[str]) -> tuple[str, ...]:
     for e in bp.edges:
         if e.source in successors and e.target in successors:
             successors[e.source].append(e.target)
-    component = _components(order, successors)
+    component = strongly_connected_components(order, successors)
     entered = {
         component[t] for s, ts in successors.items() for t in ts if component[s] != component[t]
     }
@@ -312,8 +312,13 @@ def _cycle_entries(bp: Blueprint, fallbacks: set[str]) -> tuple[str, ...]:
     return tuple(sorted(entries.values(), key=order.index))
 
 
-def _components(order: list[str], successors: Mapping[str, list[str]]) -> dict[str, int]:
-    """Strongly connected components (Tarjan's algorithm, iterative): node -> component id."""
+def strongly_connected_components(
+    order: list[str], successors: Mapping[str, list[str]]
+) -> dict[str, int]:
+    """Strongly connected components (Tarjan's algorithm, iterative): node -> component id.
+
+    Every node of `order` must be a key of `successors`, and every successor one of `order`.
+    Also used by `analysis` (cycles outside loops), so both read a cycle the same way."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     on_stack: set[str] = set()

@@ -2,14 +2,15 @@
 
 Each subcommand is parsed by argparse and handled by one small function found in `HANDLERS`
 (subcommand name -> handler taking the parsed arguments and returning the exit code), so a handler
-can be replaced without touching the parser. ``validate`` and ``graph`` work on blueprint files;
-``run``, ``status``, ``resume``, ``cancel``, ``inspect`` and ``reconcile`` talk to the Redis queue
-that ``flowcraft-fastd`` workers serve, through the public `FlowClient` API (each runs its own
-event loop with `asyncio.run`).
+can be replaced without touching the parser. ``validate``, ``lint`` and ``graph`` work on
+blueprint files; ``run``, ``status``, ``resume``, ``cancel``, ``inspect`` and ``reconcile`` talk to
+the Redis queue that ``flowcraft-fastd`` workers serve, through the public `FlowClient` API (each
+runs its own event loop with `asyncio.run`).
 
 Exit codes: 0 success; 1 a command failed (invalid blueprint, unreadable file, Redis unreachable,
-unknown run, run failed or cancelled, ...); 2 usage error (bad arguments, an APP that does not
-name a FlowRuntime, a blueprint the APP does not define); 130 interrupted.
+unknown run, run failed or cancelled, a lint error, ...); 2 usage error (bad arguments, an APP
+that does not name a FlowRuntime, a blueprint the APP does not define; for ``lint``, a file that
+cannot be read or is not JSON); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _core
+from .analysis import Finding, analyze, has_errors
 from .blueprint import Blueprint, load_blueprint, unknown_keys
 from .errors import BlueprintError, FlowcraftError
 from .mermaid import to_mermaid
@@ -94,7 +96,27 @@ def read_blueprint_file(path: str, *, strict: bool = False) -> Blueprint:
 
     Raises `CliError` with a one-line message naming the file on any failure.
     """
-    name = "<stdin>" if path == "-" else path
+    name = _file_name(path)
+    data = read_json_file(path)
+    try:
+        bp = load_blueprint(data)
+    except BlueprintError as exc:
+        raise CliError(f"{name}: {exc}") from None
+    problems = unknown_keys(data) if strict else []
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CliError(f"{name}: {problems[0]}{more}; --lenient accepts unknown keys")
+    return bp
+
+
+def _file_name(path: str) -> str:
+    return "<stdin>" if path == "-" else path
+
+
+def read_json_file(path: str) -> Any:
+    """The JSON document at ``path`` (``-`` for stdin); `CliError` with a one-line message
+    naming the file when it cannot be read or is not JSON."""
+    name = _file_name(path)
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -115,15 +137,7 @@ def read_blueprint_file(path: str, *, strict: bool = False) -> Blueprint:
         ) from None
     except RecursionError:
         raise CliError(f"{name}: JSON is nested too deeply") from None
-    try:
-        bp = load_blueprint(data)
-    except BlueprintError as exc:
-        raise CliError(f"{name}: {exc}") from None
-    problems = unknown_keys(data) if strict else []
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise CliError(f"{name}: {problems[0]}{more}; --lenient accepts unknown keys")
-    return bp
+    return data
 
 
 def _json_value(text: str) -> Any:
@@ -188,6 +202,58 @@ def cmd_validate(args: argparse.Namespace) -> int:
             continue
         print(f"ok: {bp.id} ({len(bp.nodes)} nodes, {len(bp.edges)} edges)")
     return status
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    """Analyse every file; each file's subflows may name any blueprint of the others (and of
+    the APP), since a runtime registers them together."""
+    documents: list[tuple[str, Any]] = []
+    unreadable = False
+    for path in args.files:
+        try:
+            documents.append((_file_name(path), read_json_file(path)))
+        except CliError as exc:
+            _error(str(exc))
+            unreadable = True
+    known = {d["id"] for _, d in documents if isinstance(d, dict) and isinstance(d.get("id"), str)}
+    registry: Mapping[str, Any] | None = None
+    if args.app is not None:
+        try:
+            runtime = _load_app(args.app)
+        except CliError as exc:
+            _fail(str(exc))
+            return EXIT_USAGE
+        registry = runtime.options.registry
+        known.update(runtime.blueprints)
+    results = [(name, analyze(data, registry, blueprints=known)) for name, data in documents]
+    if args.format == "json":
+        rows = [{"file": name, **f.to_json()} for name, found in results for f in found]
+        print(json.dumps(rows, indent=2))
+    else:
+        for name, found in results:
+            for finding in found:
+                print(_lint_line(name, finding))
+        print(
+            _lint_summary([f for _, found in results for f in found], len(args.files)),
+            file=sys.stderr,
+        )
+    if unreadable:
+        return EXIT_USAGE
+    return EXIT_FAILED if any(has_errors(found) for _, found in results) else EXIT_OK
+
+
+def _lint_line(name: str, finding: Finding) -> str:
+    return f"{name}:{finding.location}: {finding.severity} {finding.code}: {finding.message}"
+
+
+def _lint_summary(findings: list[Finding], files: int) -> str:
+    errors = sum(f.severity == "error" for f in findings)
+    warnings = len(findings) - errors
+
+    def count(n: int, what: str) -> str:
+        return f"{n} {what}{'' if n == 1 else 's'}"
+
+    return f"{count(errors, 'error')}, {count(warnings, 'warning')} in {count(files, 'file')}"
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -740,6 +806,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 HANDLERS: dict[str, Handler] = {
     "validate": cmd_validate,
+    "lint": cmd_lint,
     "graph": cmd_graph,
     "run": cmd_run,
     "status": cmd_status,
@@ -825,6 +892,37 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept keys flowcraft-fast does not read in nodes, edges and config (e.g. "
         "tool-specific extras); by default they are errors, naming the closest known key",
+    )
+
+    p = sub.add_parser(
+        "lint",
+        help="find mistakes in blueprint JSON files that a run would only show by misbehaving",
+        description=(
+            "Analyse each blueprint JSON file (or - for stdin): cycles outside loops, nodes "
+            "that never run, edges never taken, fallbacks and subflows that point nowhere, "
+            "'any' joins with one predecessor, conditions reading context keys nothing writes "
+            "(docs/analysis.md lists every finding). Prints one line per finding, "
+            "'FILE:LOCATION: severity code: message', LOCATION being a path into the file "
+            "(/nodes/3, /edges/5/condition; / for the whole file) and the node or edge. A "
+            "subflow may name any blueprint of the files given (or of the APP). Exits 0 when "
+            "there is no error (warnings alone pass), 1 when there is one, 2 when a file "
+            "cannot be read or is not JSON."
+        ),
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="blueprint JSON file, or - for stdin")
+    p.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: one line per finding, and a count on stderr (default); json: one array "
+        "of findings, each with file, code, severity, message, path, node and edge",
+    )
+    p.add_argument(
+        "--app",
+        metavar="APP",
+        default=None,
+        help="package.module:attribute naming a FlowRuntime (or a factory): also check each "
+        "node's uses against its registry (unknown-uses), and let subflows name its blueprints",
     )
 
     p = sub.add_parser(

@@ -19,7 +19,7 @@ GOOD = {
 }
 
 DISTRIBUTED = ["run", "status", "resume", "cancel", "inspect", "reconcile", "runs", "dashboard"]
-ALL_COMMANDS = ["validate", "graph", *DISTRIBUTED]
+ALL_COMMANDS = ["validate", "lint", "graph", *DISTRIBUTED]
 
 
 def _write(tmp_path: Path, data: Any, name: str = "bp.json") -> Path:

@@ -1,6 +1,6 @@
 """The commands the README and docs/ show, run as written from the repository root.
 
-Runnable verbatim: the `flowcraft-fast validate/graph` lines, `--version`/`--help`, the config
+Runnable verbatim: the `flowcraft-fast validate/lint/graph` lines, `--version`/`--help`, the config
 doc generator's `--check`. The daemon line names the machine's Redis on 6379, which tests never
 use: it runs with only its URL swapped for the private server's and `--check` added, which
 imports the app exactly as the README's command does and verifies the Redis.
@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 VERBATIM = (
     "flowcraft-fast validate ",
+    "flowcraft-fast lint ",
     "flowcraft-fast graph ",
     "flowcraft-fast --help",
     "flowcraft-fast --version",
@@ -59,6 +60,7 @@ def test_the_docs_show_runnable_commands() -> None:
     commands = _verbatim()
     assert "flowcraft-fast validate examples/blueprints/order-review.json" in commands
     assert "flowcraft-fast graph examples/blueprints/order-review.json" in commands
+    assert "flowcraft-fast lint examples/blueprints/order-review.json" in commands
 
 
 @pytest.mark.parametrize("command", _verbatim())

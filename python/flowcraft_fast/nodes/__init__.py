@@ -21,4 +21,15 @@ BUILTIN_NODES: dict[str, Any] = {
 }
 """Registry key -> implementation. A runtime's own registry overrides these keys."""
 
-__all__ = ["BUILTIN_NODES", "parse_duration_ms"]
+BUILTIN_ACTIONS: dict[str, frozenset[str]] = {
+    "loop-controller": frozenset({"continue", "break"}),
+    "subflow": frozenset(),
+    SCATTER_USES: frozenset(),
+    GATHER_USES: frozenset(),
+}
+"""Registry key -> every action the built-in's result can carry, for the built-ins whose
+actions are fixed (`analysis` finds edges no result can take with it). Absent: `wait` (whoever
+resumes it chooses the action) and `sleep` (it returns its input, and an input shaped like a
+result, `{"output": ..., "action": ...}`, is read as one)."""
+
+__all__ = ["BUILTIN_ACTIONS", "BUILTIN_NODES", "parse_duration_ms"]

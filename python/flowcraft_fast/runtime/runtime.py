@@ -12,7 +12,7 @@ from functools import partial
 from typing import Any
 
 from ..blueprint import DEFAULT_LIMITS, Blueprint, BlueprintLimits, compile_checked, load_blueprint
-from ..errors import BlueprintError, FlowcraftError
+from ..errors import BlueprintAnalysisError, BlueprintError, FlowcraftError
 from ..expressions import Expression
 from ..tracing import RUN_STATUS, fail_span, run_span
 from .context import check_json_value
@@ -28,6 +28,8 @@ from .types import RunStatus, WorkflowError, WorkflowResult
 from .vocabulary import AWAITING_KEY, BOOKKEEPING_PREFIXES, LEDGER_KEY, PAUSED_PREFIX
 
 _DEFAULT_LOGGER = logging.getLogger("flowcraft_fast")
+_ANALYSED_LIMIT = 512
+"""Strict mode: how many blueprints that passed the analysis a runtime remembers."""
 
 
 class ResumeError(FlowcraftError):
@@ -57,7 +59,12 @@ class RuntimeOptions:
 
 
 class FlowRuntime:
-    """Runs blueprints in memory. See SPEC.md sections 3 and 4 and docs/semantics.md."""
+    """Runs blueprints in memory. See SPEC.md sections 3 and 4 and docs/semantics.md.
+
+    `strict=True` also refuses, when a blueprint is registered or passed to `run`/`resume`,
+    one whose analysis (`flowcraft_fast.analysis`, docs/analysis.md) finds an error, raising
+    `BlueprintAnalysisError` (a `BlueprintError`) with the findings. Warnings never refuse.
+    """
 
     def __init__(
         self,
@@ -70,6 +77,7 @@ class FlowRuntime:
         logger: logging.Logger | None = None,
         limits: BlueprintLimits = DEFAULT_LIMITS,
         *,
+        strict: bool = False,
         sleep: Sleep | None = None,
         rng: RandomSource | None = None,
     ) -> None:
@@ -78,15 +86,8 @@ class FlowRuntime:
         log = logger or _DEFAULT_LOGGER
         self._blueprints: dict[str, Blueprint] = {}
         self._limits = limits
-        raw_items: Iterable[Any]
-        if blueprints is None:
-            raw_items = ()
-        elif isinstance(blueprints, Mapping):
-            raw_items = blueprints.values()
-        else:
-            raw_items = blueprints
-        for raw in raw_items:
-            self.register_blueprint(raw)
+        self._strict = False  # until every blueprint given here is registered (see below)
+        self._analysed: dict[int, Blueprint] = {}
         full_registry = {**BUILTIN_NODES, **(registry or {})}
         deps = {"runtime": self, "logger": log, **(dependencies or {})}
         evaluate = builtin_evaluate if evaluator is None else _custom_evaluate(evaluator, log)
@@ -109,6 +110,19 @@ class FlowRuntime:
             executor=executor,
             evaluate=evaluate,
         )
+        raw_items: Iterable[Any]
+        if blueprints is None:
+            raw_items = ()
+        elif isinstance(blueprints, Mapping):
+            raw_items = blueprints.values()
+        else:
+            raw_items = blueprints
+        for raw in raw_items:
+            self.register_blueprint(raw)
+        self._strict = strict
+        if strict:  # analysed together, so a subflow may name a blueprint listed after it
+            for bp in self._blueprints.values():
+                self._refuse_analysis_errors(bp)
 
     # ------------------------------------------------------------------ blueprints
 
@@ -138,9 +152,30 @@ class FlowRuntime:
             bp = blueprint_or_id
         else:
             bp = load_blueprint(blueprint_or_id, self._limits)
-        _check_builtin_params(bp, self._limits)
+        check_builtin_params(bp, self._limits)
         CompiledGraph.from_blueprint(bp)  # graph-level checks (start node, loop edges)
+        if self._strict:
+            self._refuse_analysis_errors(bp)
         return bp
+
+    def _refuse_analysis_errors(self, bp: Blueprint) -> None:
+        """Strict mode: raise `BlueprintAnalysisError` when the analysis of `bp` (against this
+        runtime's registry and the blueprints registered so far) finds an error. A blueprint
+        that passed is remembered, so passing the same `Blueprint` to `run` again costs
+        nothing."""
+        if self._analysed.get(id(bp)) is bp:
+            return
+        from ..analysis import analyze, has_errors  # the analysis imports this module
+
+        findings = analyze(
+            bp, self.options.registry, blueprints=[*self._blueprints, bp.id], limits=self._limits
+        )
+        if has_errors(findings):
+            raise BlueprintAnalysisError(bp.id, findings)
+        if len(self._analysed) >= _ANALYSED_LIMIT:
+            self._analysed.pop(next(iter(self._analysed)))
+        # Kept with its id, so that the id cannot be reused by another blueprint meanwhile.
+        self._analysed[id(bp)] = bp
 
     def evaluate_expression(self, expression: str | Expression, scope: Mapping[str, Any]) -> Any:
         """Evaluate an expression the way this runtime evaluates conditions."""
@@ -336,7 +371,7 @@ def _custom_evaluate(evaluator: Any, logger: logging.Logger) -> Evaluate:
     return evaluate
 
 
-def _check_builtin_params(bp: Blueprint, limits: BlueprintLimits) -> None:
+def check_builtin_params(bp: Blueprint, limits: BlueprintLimits) -> None:
     """Built-in nodes whose params hold expressions are checked at load, like edges."""
     for node in bp.nodes:
         if node.uses != LOOP_CONTROLLER:
