@@ -62,7 +62,6 @@ DANGLING_SUBFLOW = "dangling-subflow"
 UNKNOWN_USES = "unknown-uses"
 UNREACHABLE = "unreachable"
 NEVER_RUNS = "never-runs"
-LOOP_WITHOUT_ENTRY = "loop-without-entry"
 DEAD_EDGE = "dead-edge"
 CYCLE = "cycle"
 SINGLE_PREDECESSOR_ANY_JOIN = "single-predecessor-any-join"
@@ -75,7 +74,6 @@ CODES: Mapping[str, Severity] = {
     UNKNOWN_USES: "error",
     UNREACHABLE: "error",
     NEVER_RUNS: "error",
-    LOOP_WITHOUT_ENTRY: "error",
     DEAD_EDGE: "warning",
     CYCLE: "warning",
     SINGLE_PREDECESSOR_ANY_JOIN: "warning",
@@ -428,33 +426,13 @@ class _Checks:
     # -- which nodes can run
 
     def runnability(self) -> Iterator[Finding]:
-        graph = self.graph
-        no_entry = [c for c in graph.loop_bodies if not graph.loop_entry_predecessors[c]]
-        for c in graph.loop_bodies:
-            # A loop runs its iterations only when an edge from outside enters its controller;
-            # the run cannot start at one (the engine has no iteration for it then).
-            if c in no_entry:
-                why = "has no entry edge: every edge into it comes back from its own body"
-            elif c in graph.start_nodes:
-                why = (
-                    "is where the run starts (every node has an incoming edge, so the run "
-                    "starts at the first node of a cycle), but a loop runs only when an edge "
-                    "from outside enters it"
-                )
-            else:
-                continue
-            message = (
-                f"loop controller '{c}' {why}; add an edge into '{c}' from a node outside "
-                "its loop that the run reaches first"
-            )
-            yield _finding(LOOP_WITHOUT_ENTRY, message, self.where.node(c))
         runs, settles = self._runnable()
         # Over every edge, loop back edges too: a node a loop's body leads to is reachable.
         reach_live = self._reachable(lambda i: i not in self.dead)
         reach_any = self._reachable(lambda i: True)
         never: set[str] = set()
         for n in self.bp.nodes:
-            if n.id in runs or n.id in no_entry:
+            if n.id in runs:
                 continue
             incoming = self.incoming[n.id]
             if incoming and all(i in self.dead for i in incoming):
@@ -467,7 +445,7 @@ class _Checks:
                     "it is reached only by edges that are never taken"
                     if n.id in reach_any
                     else "no path leads to it from a start node "
-                    f"({', '.join(repr(s) for s in graph.start_nodes)})"
+                    f"({', '.join(repr(s) for s in self.graph.start_nodes)})"
                 )
                 yield _finding(
                     UNREACHABLE, f"node '{n.id}' never runs: {why}", self.where.node(n.id)

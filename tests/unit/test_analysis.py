@@ -437,6 +437,9 @@ def test_cycles_outside_loops_are_warnings_and_loops_are_not_cycles() -> None:
 
 
 def test_a_loop_must_be_entered_from_outside() -> None:
+    """The engine refuses such a loop at load (graph.py), so the analysis reports the load
+    error: entered only through its body it would wait for itself and the run would end
+    without it; started at, it has no iteration to number."""
     # Entered through its body: 'b' waits for the controller, which waits for 'b'.
     through_body = blueprint(
         [node("x"), loop("C"), node("b"), node("z")],
@@ -447,13 +450,9 @@ def test_a_loop_must_be_entered_from_outside() -> None:
             edge("C", "z", action="break"),
         ],
     )
-    findings = analyze(through_body)
-    assert found(findings) == [
-        ("loop-without-entry", "/nodes/1", "C"),
-        ("unreachable", "/nodes/2", "b"),
-        ("unreachable", "/nodes/3", "z"),
-    ]
-    assert findings[0].message == (
+    [finding] = analyze(through_body)
+    assert (finding.code, finding.severity, finding.location.path) == ("invalid", "error", "/")
+    assert finding.message.endswith(
         "loop controller 'C' has no entry edge: every edge into it comes back from its own "
         "body; add an edge into 'C' from a node outside its loop that the run reaches first"
     )
@@ -467,17 +466,17 @@ def test_a_loop_must_be_entered_from_outside() -> None:
             edge("z", "L"),
         ],
     )
-    findings = analyze(at_start)
-    assert found(findings) == [
-        ("loop-without-entry", "/nodes/0", "L"),
-        ("cycle", "/edges/3", "z->L"),  # z, reached by the break exit, leads back into L
-    ]
-    assert findings[0].message == (
+    [finding] = analyze(at_start)
+    assert finding.code == "invalid"
+    assert finding.message.endswith(
         "loop controller 'L' is where the run starts (every node has an incoming edge, so the "
         "run starts at the first node of a cycle), but a loop runs only when an edge from "
         "outside enters it; add an edge into 'L' from a node outside its loop that the run "
         "reaches first"
     )
+    for bp in (through_body, at_start):  # and the runtime refuses to load either
+        with pytest.raises(BlueprintError, match="loop controller"):
+            FlowRuntime(blueprints=[bp])
 
 
 def test_single_predecessor_any_join() -> None:

@@ -75,6 +75,28 @@ class CompiledGraph:
         return node_id in self.loop_bodies
 
 
+def _check_loop_entry(
+    bp_id: str, controller: str, entry: tuple[str, ...], start: Sequence[str]
+) -> None:
+    """A loop runs its iterations only when an edge from outside enters its controller: one
+    entered only through its body would wait for itself (the run ended without running it),
+    and one the run starts at has no iteration to number."""
+    if not entry:
+        why = "has no entry edge: every edge into it comes back from its own body"
+    elif controller in start:
+        why = (
+            "is where the run starts (every node has an incoming edge, so the run starts at "
+            "the first node of a cycle), but a loop runs only when an edge from outside enters "
+            "it"
+        )
+    else:
+        return
+    raise BlueprintError(
+        f"blueprint '{bp_id}': loop controller '{controller}' {why}; add an edge into "
+        f"'{controller}' from a node outside its loop that the run reaches first"
+    )
+
+
 def _compile(bp: Blueprint) -> CompiledGraph:
     nodes = {n.id: n for n in bp.nodes}
     outgoing: dict[str, list[EdgeDefinition]] = {n.id: [] for n in bp.nodes}
@@ -103,6 +125,9 @@ def _compile(bp: Blueprint) -> CompiledGraph:
         bodies[n.id] = body
         entry[n.id] = tuple(p for p in preds[n.id] if p not in body and p != n.id)
         back[n.id] = tuple(p for p in preds[n.id] if p in body or p == n.id)
+    enclosing = _nesting(bp.id, bodies)  # overlapping loops are refused first
+    for controller, entered_from in entry.items():
+        _check_loop_entry(bp.id, controller, entered_from, start)
     return CompiledGraph(
         blueprint=bp,
         nodes=nodes,
@@ -113,7 +138,7 @@ def _compile(bp: Blueprint) -> CompiledGraph:
         loop_bodies=bodies,
         loop_entry_predecessors=entry,
         loop_back_predecessors=back,
-        enclosing_loops=_nesting(bp.id, bodies),
+        enclosing_loops=enclosing,
         transformed_targets=frozenset(e.target for e in bp.edges if e.transform is not None),
         join_specs={
             n.id: (n.config.join_strategy, tuple(preds[n.id]))
