@@ -153,6 +153,15 @@ class RedisServer:
         except OSError:
             return False
 
+    def flush(self) -> None:
+        """Empty every database (FLUSHALL), so that a server shared by many tests starts each
+        one clean. Raises RuntimeError when the server refuses."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(b"*1\r\n$8\r\nFLUSHALL\r\n")
+            reply = s.recv(256)
+        if not reply.startswith(b"+OK"):
+            raise RuntimeError(f"redis-server on port {self.port} refused FLUSHALL: {reply!r}")
+
     def stop(self, *, kill: bool = False) -> None:
         """Stop the server: SIGTERM (a clean shutdown) or, with `kill=True`, SIGKILL."""
         proc, self.process = self.process, None
