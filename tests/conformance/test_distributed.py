@@ -43,6 +43,27 @@ def _params() -> list[Any]:
     return out
 
 
+READY_LINE = b"consuming queue"
+"""What a daemon logs once it consumes (lifecycle.run_worker)."""
+
+
+def _wait_until_consuming(procs: list[subprocess.Popen[bytes]], logs: list[Any]) -> None:
+    """Both daemons consume before the cases run: one still starting (a cold venv compiles
+    every module on first import) would otherwise be stopped before it handles signals."""
+    deadline = time.monotonic() + 60
+    pending = set(range(len(procs)))
+    while pending:
+        for i in list(pending):
+            # pread: the daemon shares the file's offset, which must not move under it
+            text = os.pread(logs[i].fileno(), 1 << 20, 0)
+            if READY_LINE in text:
+                pending.discard(i)
+            elif procs[i].poll() is not None:
+                raise AssertionError(f"daemon {i} exited: {text.decode(errors='replace')}")
+        assert time.monotonic() < deadline, f"daemons {sorted(pending)} never consumed"
+        time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def serving_daemons(url: str, ledger_url: str, *extra_args: str) -> Iterator[list[str]]:
     """Two flowcraft-fastd processes serving the conformance app on QUEUE, connected as `url`
@@ -70,6 +91,7 @@ def serving_daemons(url: str, ledger_url: str, *extra_args: str) -> Iterator[lis
             subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT) for log in logs
         ]
         try:
+            _wait_until_consuming(procs, logs)
             yield outputs
         finally:
             for proc in procs:
