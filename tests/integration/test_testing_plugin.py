@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.order_app import GATED, ORDER, REGISTRY, REJECTED
 
-from flowcraft_fast import FlowClient, FlowRuntime, NodeContext
+from flowcraft_fast import FlowClient, FlowRuntime
 from flowcraft_fast.devserver import RedisServer
 from flowcraft_fast.testing import EventRecorder, start_worker, wait_with_trace
 from flowcraft_fast.testing.pytest_plugin import StartWorker
@@ -24,35 +25,7 @@ pytest_plugins = ["pytester"]
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "testing.md"
 
 
-async def fetch(ctx: NodeContext) -> dict[str, int]:
-    return {"id": 7, "total": 40}
-
-
-async def tax(ctx: NodeContext) -> float:
-    return float(ctx.input["total"]) * 1.25
-
-
-async def reject(ctx: NodeContext) -> None:
-    raise ValueError(f"order {ctx.input['id']} has no customer")
-
-
-ORDER = {
-    "id": "order",
-    "nodes": [{"id": "fetch", "uses": "fetch"}, {"id": "tax", "uses": "tax"}],
-    "edges": [{"source": "fetch", "target": "tax"}],
-}
-REJECTED = {
-    "id": "rejected",
-    "nodes": [{"id": "fetch", "uses": "fetch"}, {"id": "check", "uses": "reject"}],
-    "edges": [{"source": "fetch", "target": "check"}],
-}
-GATED = {
-    "id": "gated",
-    "nodes": [{"id": "approve", "uses": "wait"}, {"id": "tax", "uses": "tax"}],
-    "edges": [{"source": "approve", "target": "tax"}],
-}
 BLUEPRINTS = [ORDER, REJECTED, GATED]
-REGISTRY = {"fetch": fetch, "tax": tax, "reject": reject}
 
 
 @pytest.mark.redis

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from tests.order_app import ORDER, REGISTRY, REJECTED
 
-from flowcraft_fast import BlueprintError, FlowRuntime, NodeContext
+from flowcraft_fast import BlueprintError, FlowRuntime
 from flowcraft_fast.testing import (
     EventRecorder,
     RecordedEvent,
@@ -20,31 +21,6 @@ from flowcraft_fast.testing import (
     resume_with_trace,
     run_with_trace,
 )
-
-
-async def fetch(ctx: NodeContext) -> dict[str, int]:
-    return {"id": 7, "total": 40}
-
-
-async def tax(ctx: NodeContext) -> float:
-    return float(ctx.input["total"]) * 1.25
-
-
-async def reject(ctx: NodeContext) -> None:
-    raise ValueError(f"order {ctx.input['id']} has no customer")
-
-
-ORDER = {
-    "id": "order",
-    "nodes": [{"id": "fetch", "uses": "fetch"}, {"id": "tax", "uses": "tax"}],
-    "edges": [{"source": "fetch", "target": "tax"}],
-}
-REJECTED = {
-    "id": "rejected",
-    "nodes": [{"id": "fetch", "uses": "fetch"}, {"id": "check", "uses": "reject"}],
-    "edges": [{"source": "fetch", "target": "check"}],
-}
-REGISTRY = {"fetch": fetch, "tax": tax, "reject": reject}
 
 
 def runtime(**kwargs: Any) -> FlowRuntime:
