@@ -26,6 +26,8 @@ worker, outside scripts
 worker, inside scripts: see WORKER_SCRIPTS (claim, commit, retry, renew, stalled, adopt,
     reconcile, beat, limit); test_acl.py checks every `redis.call` of them is granted.
 client (FlowClient, RedisContext reads)
+    info                  on connect: is this a cluster node (INFO cluster; topology.rs)
+    get                   the queue's partition count (store.py `layout`)
     evalsha, script|load  start, cancel, resume scripts (their commands: CLIENT_SCRIPTS)
     hget                  the published blueprint; RedisContext.get
     hgetall, get          status, result, RedisContext.to_dict
@@ -72,7 +74,7 @@ WORKER_IN_SCRIPTS = (
 """What WORKER_SCRIPTS run (test_acl.py reads them: exactly these)."""
 
 CLIENT_DIRECT = (
-    "evalsha", "script|load", "hget", "hgetall", "get", "hexists", "exists", "subscribe",
+    "info", "evalsha", "script|load", "hget", "hgetall", "get", "hexists", "exists", "subscribe",
     "unsubscribe",
 )  # fmt: skip
 """What FlowClient and RedisContext's reads send outside scripts."""
@@ -159,7 +161,7 @@ def client_acl(
 
     Of the queue's keys it gets only those a client touches: `wait`, `prioritized` and its
     counter `pc`, and `marker` (start, resume), the published blueprints, the unfinished-runs
-    index and the singleton runs next to it, and the job hashes it creates
+    index and the singleton runs next to it, the partition count, and the job hashes it creates
     (FlowClient's job ids always contain a `.`; BullMQ's own keys never do, so `active`,
     `delayed`, `completed`, `failed`, `meta`, `events`... stay out of its reach)."""
     _check(queue, key_prefix, queue_prefix)
@@ -173,6 +175,7 @@ def client_acl(
         f"~{base}flowcraft:runs",
         f"~{base}flowcraft:runs:ended",
         f"~{base}flowcraft:runs:singletons",
+        f"~{base}flowcraft:partitions",
         f"~{base}*.*",
         *run_key_patterns(key_prefix),
     ]

@@ -20,6 +20,7 @@ mod scripts; // the Lua scripts and how they are sent
 mod state; // the StateStore class (a run's state hash)
 mod stops; // listening for runs that ended early
 mod survey; // which unfinished runs the reconciler must repair
+mod topology; // one server, a Redis Cluster, or the primary sentinels name
 mod vocabulary; // run statuses and field names
 mod waits; // waiting for run results on one shared subscription
 mod workers; // live workers: heartbeat records and connection names BullMQ tools list

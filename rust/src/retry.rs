@@ -53,10 +53,11 @@ use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 use crate::conn::Connection;
+use crate::topology::Link;
 
 /// The first pause; each next one doubles, up to `MAX_PAUSE`.
 pub const FIRST_PAUSE: Duration = Duration::from_millis(50);
@@ -159,7 +160,7 @@ pub fn note(err: &RedisError) -> Option<String> {
 /// scripts sent through it retry transient failures.
 pub struct Retrying {
     conn: Connection,
-    manager: Option<ConnectionManager>,
+    manager: Option<(u64, Link)>,
     started: Instant,
     deadline: Duration,
     attempts: u32,
@@ -185,9 +186,17 @@ impl Retrying {
     /// After a failure: Ok(()) once the pause before the next try is over, or the error to
     /// give up with (a final one, or a transient one once the deadline has passed).
     pub async fn pause(&mut self, err: RedisError) -> RedisResult<()> {
-        let Some(why) = classify(&err) else {
+        let failover = self.conn.follows_failover();
+        // a primary demoted by a failover refuses writes (nothing ran): ask the sentinels again
+        let demoted = failover && err.code() == Some("READONLY");
+        let Some(why) = classify(&err).or(demoted.then_some(Transient::NotRun)) else {
             return Err(err);
         };
+        if failover {
+            if let Some((generation, _)) = self.manager.take() {
+                self.conn.invalidate(generation);
+            }
+        }
         self.attempts += 1;
         if self.deadline.is_zero() {
             return Err(err);
@@ -214,12 +223,12 @@ impl Retrying {
         }
     }
 
-    /// The connection manager, opening the connection on first use (one try).
-    async fn open(&mut self) -> RedisResult<&mut ConnectionManager> {
+    /// The link, opening the connection on first use (one try).
+    async fn open(&mut self) -> RedisResult<&mut Link> {
         if self.manager.is_none() {
             self.manager = Some(self.conn.open().await?);
         }
-        Ok(self.manager.as_mut().expect("opened above"))
+        Ok(&mut self.manager.as_mut().expect("opened above").1)
     }
 
     /// Open the connection, retrying until the deadline.
@@ -233,6 +242,14 @@ impl Retrying {
     }
 }
 
+impl Retrying {
+    /// A READONLY reply from a primary a failover demoted (sentinel-managed links only).
+    fn demoted_reply(&self, value: &Value) -> bool {
+        matches!(value, Value::ServerError(e) if e.code() == "READONLY")
+            && self.conn.follows_failover()
+    }
+}
+
 impl ConnectionLike for Retrying {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
@@ -242,7 +259,7 @@ impl ConnectionLike for Retrying {
                     Err(e) => Err(e),
                 };
                 let result = result.and_then(|v| {
-                    if transient_reply(&v) {
+                    if transient_reply(&v) || self.demoted_reply(&v) {
                         v.extract_error()
                     } else {
                         Ok(v)
@@ -277,7 +294,7 @@ impl ConnectionLike for Retrying {
     fn get_db(&self) -> i64 {
         self.manager
             .as_ref()
-            .map_or_else(|| self.conn.db(), ConnectionLike::get_db)
+            .map_or_else(|| self.conn.db(), |(_, link)| link.get_db())
     }
 }
 

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from .. import jsoncodec
+from .. import _core, jsoncodec
 from ..blueprint import Blueprint, load_blueprint
 from ..errors import FlowcraftError
 from ..runtime.graph import CompiledGraph, RunGraph
@@ -21,7 +21,9 @@ from ..runtime.vocabulary import (
     split_node_key,
 )
 from ..tracing import end_start_span, start_spans
+from .context import RedisContext
 from .jobs import check_run_id, job_data, job_id, job_opts
+from .partitions import Layout
 from .store import RedisCoordinationStore
 from .wire import StartRequest
 
@@ -157,12 +159,49 @@ class FlowClient:
         )
         self.queue_name = queue_name
         self.queue = self.store.queue(queue_name)
-        self._states = self.store.state_store()
+        """The queue of the first partition (the whole queue when it has one partition on a
+        single Redis); set once the layout is known (`queues()`)."""
+        self.layout: Layout | None = None
+        """The queue's partitions (read from Redis on first use)."""
+        self._queues: list[_core.Queue] = []
+        self._states: list[_core.StateStore] = []
         self._blueprints: dict[str, tuple[str, Blueprint]] = {}
+
+    async def queues(self) -> list[_core.Queue]:
+        """One queue per partition (partitions.py), found on first use: the partition count
+        the workers published, and whether the Redis is a cluster."""
+        if self.layout is None:
+            layout = await self.store.layout(self.queue_name)
+            self._queues = self.store.partition_queues(layout)
+            self._states = [
+                self.store.state_store(layout.run_prefix(i, self.store.key_prefix))
+                for i in range(layout.count)
+            ]
+            self.queue = self._queues[0]
+            self.layout = layout
+        return self._queues
+
+    async def queue_for(self, run_id: str) -> _core.Queue:
+        """The queue of the partition `run_id` lives in."""
+        queues = await self.queues()
+        assert self.layout is not None
+        return queues[self.layout.of(run_id)]
+
+    async def _states_for(self, run_id: str) -> _core.StateStore:
+        await self.queues()
+        assert self.layout is not None
+        return self._states[self.layout.of(run_id)]
+
+    async def context(self, run_id: str) -> RedisContext:
+        """The run's context in Redis (`RedisContext`), in whatever partition it lives."""
+        await self.queues()
+        assert self.layout is not None
+        prefix = self.layout.run_prefix(self.layout.of(run_id), self.store.key_prefix)
+        return RedisContext(self.store.connection, run_id, key_prefix=prefix)
 
     async def blueprint(self, blueprint_id: str) -> Blueprint:
         """The blueprint as the queue's workers published it (fetched now, then cached)."""
-        raw = await self.queue.get_blueprint(blueprint_id)
+        raw = await (await self.queues())[0].get_blueprint(blueprint_id)
         if raw is None:
             self._blueprints.pop(blueprint_id, None)
             raise FlowcraftError(
@@ -240,7 +279,7 @@ class FlowClient:
                         spec.singleton,
                     )
                 )  # fmt: skip
-            outcomes = await _start_runs(self.queue, requests) if requests else []
+            outcomes = await self._start_partitioned(requests) if requests else []
             retry = []
             for i, outcome in zip(pending, outcomes, strict=True):
                 if outcome.startswith(SINGLETON_HELD):
@@ -253,6 +292,25 @@ class FlowClient:
             for bp_id in dict.fromkeys(specs[i].blueprint_id for i in pending):
                 bps[bp_id] = await self.blueprint(bp_id)  # unpublished raises; stale refetches
         raise FlowcraftError("the blueprints keep changing; try again")
+
+    async def _start_partitioned(self, requests: list[StartRequest]) -> list[str]:
+        """start.lua for each request in its run's partition (one round trip per partition,
+        concurrently); the outcomes in the order of `requests`."""
+        queues = await self.queues()
+        assert self.layout is not None
+        if len(queues) == 1:
+            return await _start_runs(queues[0], requests)
+        groups: dict[int, list[int]] = {}
+        for i, request in enumerate(requests):
+            groups.setdefault(self.layout.of(request.run_id), []).append(i)
+        replies = await asyncio.gather(
+            *(_start_runs(queues[p], [requests[i] for i in idx]) for p, idx in groups.items())
+        )
+        outcomes = [""] * len(requests)
+        for idx, reply in zip(groups.values(), replies, strict=True):
+            for i, outcome in zip(idx, reply, strict=True):
+                outcomes[i] = outcome
+        return outcomes
 
     @staticmethod
     def _start_jobs(bp: Blueprint, run_id: str) -> list[tuple[str, str, str, str]]:
@@ -278,7 +336,7 @@ class FlowClient:
         RunNotFound for an unknown run. Queued nodes are dropped; running ones are stopped at
         their worker's next lease renewal and their results discarded.
         """
-        outcome = await self.queue.cancel_run(
+        outcome = await (await self.queue_for(run_id)).cancel_run(
             run_id, jsoncodec.dumps({"status": "cancelled", "reason": "cancelled by a client"})
         )
         if outcome == "missing":
@@ -291,7 +349,8 @@ class FlowClient:
         """Give the waiting node `node_id` its output (and an optional routing action)."""
         if action is not None and not isinstance(action, str):  # a worker would reject the job
             raise TypeError(f"resume action must be a string or None, not {action!r}")
-        meta, _ = await self.queue.run_info(run_id)
+        queue = await self.queue_for(run_id)
+        meta, _ = await queue.run_info(run_id)
         if not meta:
             raise RunNotFound(f"no run {run_id!r}")
         waiting = [k for k in meta if k.startswith(AWAIT) and split_node_key(k)[1] == node_id]
@@ -303,7 +362,7 @@ class FlowClient:
             node_id, split_node_key(key)[0]
         )
         jid = f"{job_id(run_id, node_id, iteration)}.r{uuid.uuid4().hex[:8]}"
-        outcome = await self.queue.resume_run(
+        outcome = await queue.resume_run(
             run_id,
             key,
             jid,
@@ -317,7 +376,7 @@ class FlowClient:
             raise FlowcraftError(f"run {run_id!r} is not waiting at node {node_id!r}")
 
     async def status(self, run_id: str) -> str | None:
-        meta, _ = await self.queue.run_info(run_id)
+        meta, _ = await (await self.queue_for(run_id)).run_info(run_id)
         return meta.get("status")
 
     async def wait(self, run_id: str, timeout: float | None = 30.0) -> WorkflowResult:
@@ -328,10 +387,11 @@ class FlowClient:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (1e9 if timeout is None else timeout)
+        queue = await self.queue_for(run_id)
         while True:
             try:
                 # None also when the subscription ended early (the connection dropped)
-                raw = await self.queue.wait_status(run_id, max(0.0, deadline - loop.time()))
+                raw = await queue.wait_status(run_id, max(0.0, deadline - loop.time()))
             except ConnectionError:
                 if loop.time() >= deadline:
                     raise
@@ -340,22 +400,23 @@ class FlowClient:
             if raw is not None or loop.time() >= deadline:
                 break
         if raw is None:
-            meta, _ = await self.queue.run_info(run_id)
+            meta, _ = await queue.run_info(run_id)
             if not meta:
                 raise RunNotFound(f"no run {run_id!r}")
             raise TimeoutError(f"run {run_id!r} did not finish within {timeout} s")
         return await self.result(run_id, raw)
 
     async def result(self, run_id: str, raw_status: str | None = None) -> WorkflowResult:
+        queue = await self.queue_for(run_id)
         if raw_status is None:
-            _, raw_status = await self.queue.run_info(run_id)
+            _, raw_status = await queue.run_info(run_id)
             if raw_status is None:
                 raise RunNotFound(f"run {run_id!r} has no result yet")
         status = jsoncodec.loads(raw_status, what="run status")
-        fields = await self._states.get_all(run_id)
+        fields = await (await self._states_for(run_id)).get_all(run_id)
         context = {k: jsoncodec.loads(v, what=f"context key {k!r}") for k, v in fields.items()}
         if status["status"] == AWAITING:  # as in memory: the nodes it waits at
-            meta, _ = await self.queue.run_info(run_id)
+            meta, _ = await queue.run_info(run_id)
             context[AWAITING_KEY] = list(
                 dict.fromkeys(split_node_key(k)[1] for k in meta if k.startswith(AWAIT))
             )

@@ -26,13 +26,12 @@ from ..runtime.vocabulary import (
     split_node_key,
 )
 from .jobs import job_data, job_opts
-from .store import RedisCoordinationStore
 
 
 async def reconcile_run(
     options: RuntimeOptions,
     queue: _core.Queue,
-    store: RedisCoordinationStore,
+    states: _core.StateStore,
     run_id: str,
     meta: dict[str, str] | None = None,
 ) -> set[str]:
@@ -55,7 +54,7 @@ async def reconcile_run(
     bp = options.blueprints.get(bp_id)
     if bp is None:
         raise FlowcraftError(f"run {run_id!r}: blueprint {bp_id!r} is not served here")
-    raw_state = await store.state_store().get_all(run_id)
+    raw_state = await states.get_all(run_id)
     state = {k: jsoncodec.loads(v) for k, v in raw_state.items()}
     graph = run_graph(bp, state)
     joins = await queue.run_joins(run_id)

@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .. import _core
 from ..errors import FlowcraftError
 from .adapter import BullMQAdapter
 from .frontier import reconcile_run
@@ -79,7 +80,7 @@ class BullMQReconciler:
                 queue_prefix=adapter.store.queue_prefix,
                 state_ttl_seconds=adapter.store.state_ttl_seconds,
             )
-        self.queue = store.queue(adapter.queue_name)
+        self.store = store
         self.threshold_ms = int(stalled_threshold_seconds * 1000)
         self.scan_count = scan_count
         self.mode = mode
@@ -89,7 +90,17 @@ class BullMQReconciler:
         """One pass: survey the runs a page at a time; repair the ones that need it (each
         repair is its own atomic script; the repairs of a page run concurrently)."""
         stats = ReconciliationStats()
-        survey = self.queue.survey_page if self.mode == "index" else self.queue.survey_keys
+        layout = self.adapter.layout  # known once the adapter started
+        queues = self.store.partition_queues(layout)
+        for p in self.adapter.partition_set:  # each shard's own partitions, one at a time
+            states = self.store.state_store(layout.run_prefix(p, self.store.key_prefix))
+            await self._pass(queues[p], states, stats)
+        return stats
+
+    async def _pass(
+        self, queue: _core.Queue, states: _core.StateStore, stats: ReconciliationStats
+    ) -> None:
+        survey = queue.survey_page if self.mode == "index" else queue.survey_keys
         cursor: str | None = ""  # opaque: where the survey is, and the pass's cutoff
         while cursor is not None:
             cursor, examined, forgotten, repair = await survey(
@@ -98,15 +109,17 @@ class BullMQReconciler:
             stats.scanned_keys += examined
             stats.forgotten_runs += forgotten
             stats.stalled_runs += len(repair)
-            await asyncio.gather(*(self._repair(run_id, stats) for run_id in repair))
-        return stats
+            await asyncio.gather(*(self._repair(queue, states, run_id, stats) for run_id in repair))
 
-    async def _repair(self, run_id: str, stats: ReconciliationStats) -> None:
-        adapter = self.adapter
+    async def _repair(
+        self,
+        queue: _core.Queue,
+        states: _core.StateStore,
+        run_id: str,
+        stats: ReconciliationStats,
+    ) -> None:
         try:
-            enqueued = await reconcile_run(
-                adapter.worker.options, adapter.queue, adapter.store, run_id
-            )
+            enqueued = await reconcile_run(self.adapter.worker.options, queue, states, run_id)
         except (FlowcraftError, ValueError, ConnectionError) as exc:
             stats.failed_runs += 1
             self.log.error("reconciling run %s failed: %s", run_id, exc)

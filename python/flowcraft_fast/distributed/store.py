@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _core
+from ..errors import FlowcraftError
 from .connection import open_connection
+from .partitions import PARTITIONS_KEY, Layout, check_partitions, check_prefixes
 
 
 def default_queue_prefix(key_prefix: str) -> str:
@@ -68,21 +70,69 @@ class RedisCoordinationStore:
         stream entry per step."""
 
     def queue(self, name: str) -> _core.Queue:
+        """The queue `name` in the single-partition layout of a single Redis (SPEC section 5);
+        `layout` and `partition_queues` give the queues of a partitioned or cluster layout."""
         if not name or ":" in name:
             raise ValueError(f"queue name {name!r} must be non-empty and contain no ':'")
+        return self._queue(name, self.key_prefix)
+
+    def _queue(self, name: str, run_prefix: str) -> _core.Queue:
         return _core.Queue(
             self.connection,
             name,
             prefix=self.queue_prefix,
-            run_prefix=self.key_prefix,
+            run_prefix=run_prefix,
             state_ttl_s=self.state_ttl_seconds,
             keep_completed=self.keep_completed_jobs,
             keep_failed=self.keep_failed_jobs,
             job_events=self.job_events,
         )
 
-    def state_store(self) -> _core.StateStore:
-        return _core.StateStore(self.connection, key_prefix=self.key_prefix)
+    def state_store(self, run_prefix: str | None = None) -> _core.StateStore:
+        """Run state access; `run_prefix` is a partition's run key prefix (`Layout.run_prefix`),
+        by default the deployment's key prefix."""
+        prefix = self.key_prefix if run_prefix is None else run_prefix
+        return _core.StateStore(self.connection, key_prefix=prefix)
+
+    async def layout(self, queue: str, partitions: int | None = None) -> Layout:
+        """The key layout of `queue` (partitions.py), found on the connection.
+
+        A worker passes its partition count: published when the queue has none (always on a
+        cluster or with more than one partition), and refused when the queue was published
+        with another. A client passes None and reads it (1 when none is published).
+        """
+        self.queue(queue)  # checks the name
+        key = f"{self.queue_prefix}:{queue}:{PARTITIONS_KEY}"
+        topology = await self.connection.topology()
+        cluster = topology == "cluster"
+        if partitions is None:
+            raw = await self.connection.get(key)
+        else:
+            check_partitions(partitions)
+            if partitions > 1 or cluster:
+                raw = await self.connection.set_if_absent(key, str(partitions))
+            else:
+                raw = await self.connection.get(key) or "1"
+        try:
+            count = check_partitions(int(raw or 1), f"the partition count in {key}")
+        except ValueError as exc:
+            raise FlowcraftError(f"{exc} (read {raw!r})") from None
+        if partitions is not None and count != partitions:
+            raise FlowcraftError(
+                f"queue {queue!r} is published with {count} partition(s) ({key}), not "
+                f"{partitions}: every worker of a queue must use the same count. Drain the "
+                f"queue and delete {key} to change it."
+            )
+        layout = Layout(queue, count, tagged=count > 1 or cluster)
+        check_prefixes(layout, self.key_prefix, self.queue_prefix)
+        return layout
+
+    def partition_queues(self, layout: Layout) -> list[_core.Queue]:
+        """One `_core.Queue` per partition of `layout`, in order."""
+        return [
+            self._queue(layout.queue_name(i), layout.run_prefix(i, self.key_prefix))
+            for i in range(layout.count)
+        ]
 
     def __repr__(self) -> str:
         return f"RedisCoordinationStore({self.connection.server!r})"

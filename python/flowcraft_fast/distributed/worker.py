@@ -205,11 +205,15 @@ class Worker:
 
     async def publish(self) -> None:
         """Publish the runtime's blueprints (JSON and served version) on the queue."""
+        await self.publish_to(self.queue)
+
+    async def publish_to(self, queue: _core.Queue) -> None:
+        """Publish the runtime's blueprints on `queue` (another partition of the same queue)."""
         published: list[tuple[str, str]] = []
         for bp in self.options.blueprints.values():
             published.append((bp.id, jsoncodec.dumps(bp.to_json())))
             published.append((bp.id + VERSION_FIELD, bp.version or ""))
-        await self.queue.publish_blueprints(published)
+        await queue.publish_blueprints(published)
 
     async def start(self) -> None:
         await self.publish()
