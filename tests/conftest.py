@@ -3,6 +3,10 @@
 Never the machine's Redis on 6379: each session starts its own on a free port (no
 persistence), so tests can restart it, flush it and never collide. Tests that need their own
 server (restarts, persistence, unix sockets, TLS) use `redis_factory`.
+
+Topologies, started only by the tests that ask for them: `redis_cluster` (a 3-master Redis
+Cluster shared by the session; `cluster_url` empties it) and `redis_sentinels` (a primary, a
+replica and 3 sentinels, fresh for each test since tests kill the primary).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from flowcraft_fast.devserver import RedisServer
+from flowcraft_fast.devserver import RedisCluster, RedisSentinelGroup, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +55,30 @@ def redis_factory() -> Iterator[Callable[..., RedisServer]]:
     finally:
         for server in started:
             server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A private 3-master Redis Cluster for the whole session (started on first use)."""
+    with RedisCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisCluster) -> str:
+    """URL of the session's Redis Cluster (its first node), every node running and every master
+    emptied before the test; a cluster client discovers the other nodes from it."""
+    redis_cluster.start()  # brings back a node an earlier test killed and left down
+    redis_cluster.flush()
+    return redis_cluster.url
+
+
+@pytest.fixture
+def redis_sentinels() -> Iterator[RedisSentinelGroup]:
+    """A private primary, its replica and 3 sentinels (master name "mymaster"), for this test
+    alone: `redis_sentinels.url` is the redis+sentinel:// URL."""
+    with RedisSentinelGroup() as group:
+        yield group
 
 
 @pytest.fixture
