@@ -462,7 +462,7 @@ async def run_report(client: FlowClient, run_id: str) -> dict[str, Any] | None:
     `startedAt`, `endedAt`; a live run's duration is the time so far)."""
     from .runtime.vocabulary import AWAIT, split_node_key
 
-    meta, raw_status = await client.queue.run_info(run_id)
+    meta, raw_status = await (await client.queue_for(run_id)).run_info(run_id)
     status = meta.get("status")
     if status is None:
         return None
@@ -584,18 +584,32 @@ def _int_field(meta: dict[str, str], name: str) -> int | None:
 
 
 async def _runs_in_flight(client: FlowClient, limit: int) -> tuple[list[dict[str, Any]], bool]:
-    """Up to `limit` live runs, least recent progress first, and whether there are more."""
+    """Up to `limit` live runs, least recent progress first, and whether there are more (over
+    every partition)."""
+    runs: list[dict[str, Any]] = []
+    more = False
+    for queue in await client.queues():
+        found, truncated = await _partition_in_flight(queue, limit)
+        runs.extend(found)
+        more = more or truncated
+    runs.sort(key=lambda r: r["last_progress_ms"])
+    if len(runs) > limit:
+        runs, more = runs[:limit], True
+    return runs, more
+
+
+async def _partition_in_flight(queue: Any, limit: int) -> tuple[list[dict[str, Any]], bool]:
     runs: list[dict[str, Any]] = []
     offset = 0
     page = max(1, min(limit + 1, 200))
     now_ms = int(time.time() * 1000)
     while True:
-        batch = await client.queue.stalled_runs(0, offset, page)
+        batch = await queue.stalled_runs(0, offset, page)
         if not batch:
             return runs, False
         offset += len(batch)
         for run_id, last_progress in batch:
-            meta, _ = await client.queue.run_info(run_id)
+            meta, _ = await queue.run_info(run_id)
             status = meta.get("status")
             if status not in LIVE_STATUSES:
                 continue  # ended or expired, not yet swept from the index: not in flight
@@ -633,13 +647,13 @@ def _duration(seconds: float | None) -> str:
 def cmd_inspect(args: argparse.Namespace) -> int:
     async def body() -> int:
         client = _client(args)
-        from .distributed.workers import live_workers, mark_served
+        from .distributed.workers import mark_served
 
-        counts = await client.queue.counts()
-        workers = await live_workers(client.queue)
+        counts = await client.counts()
+        workers = await client.live_workers()
         limits = [
             {"group": name, "limit": limit, "running": running, "waiting": waiting}
-            for name, limit, running, waiting in sorted(await client.queue.limit_stats())
+            for name, limit, running, waiting in sorted(await client.limit_stats())
         ]
         runs, truncated = await _runs_in_flight(client, args.limit)
         mark_served(runs, workers)
@@ -726,7 +740,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     async def body() -> int:
         client = _client(args)
         f = RunFilter(frozenset(args.status or ()), args.blueprint, args.since_ms, args.limit)
-        runs, more = await recent_runs(client.queue, f)
+        runs, more = await recent_runs(await client.queues(), f)
         if args.json:
             print(json.dumps({"queue": args.queue, "runs": runs, "truncated": more}, indent=2))
             return EXIT_OK

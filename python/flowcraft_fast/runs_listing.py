@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -119,18 +120,22 @@ async def _from_index(
             return found, False
 
 
-async def recent_runs(queue: _core.Queue, f: RunFilter) -> tuple[list[dict[str, Any]], bool]:
-    """The runs matching `f`, most recent activity first (a live run's last progress, an ended
-    run's end), at most `f.limit`, and whether more matched."""
+async def recent_runs(
+    queues: _core.Queue | Sequence[_core.Queue], f: RunFilter
+) -> tuple[list[dict[str, Any]], bool]:
+    """The runs matching `f` (in a queue, or in all partitions of one), most recent activity
+    first (a live run's last progress, an ended run's end), at most `f.limit`, and whether
+    more matched."""
     now_ms = int(time.time() * 1000)
     runs: list[dict[str, Any]] = []
     more = False
-    for ended, statuses in ((False, LIVE_STATUSES), (True, ENDED_STATUSES)):
-        if f.status and not f.status & set(statuses):
-            continue
-        found, truncated = await _from_index(queue, ended, f, now_ms)
-        runs.extend(found)
-        more = more or truncated
+    for queue in [queues] if isinstance(queues, _core.Queue) else queues:
+        for ended, statuses in ((False, LIVE_STATUSES), (True, ENDED_STATUSES)):
+            if f.status and not f.status & set(statuses):
+                continue
+            found, truncated = await _from_index(queue, ended, f, now_ms)
+            runs.extend(found)
+            more = more or truncated
     runs.sort(key=lambda r: r["last_activity_ms"], reverse=True)
     if len(runs) > f.limit:
         runs, more = runs[: f.limit], True

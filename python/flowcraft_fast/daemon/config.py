@@ -30,7 +30,7 @@ TOML_TABLE = "flowcraft-fastd"
 CONFIG_ENV = "FLOWCRAFT_CONFIG"
 WORKER_INDEX_ENV = "FLOWCRAFT_WORKER_INDEX"
 """Set by the supervisor in each child's environment: the child's index (0 .. N-1)."""
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -64,6 +64,8 @@ class DaemonConfig:
     key_prefix: str = ""
     queue_prefix: str | None = None
     redis_wait: float | None = None
+    partitions: int = 1
+    partition_set: str | None = None
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -95,7 +97,22 @@ def _app(value: object) -> str:
 def _redis_url(value: object) -> str:
     text = _text(value)
     if not text.startswith(REDIS_SCHEMES):
-        raise ValueError("a redis://, rediss:// or unix:// URL")
+        raise ValueError(
+            "a redis://, rediss:// or unix:// URL (several redis:// URLs of one cluster's "
+            "nodes comma-separated), or redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER"
+        )
+    return text
+
+
+def _partition_set(value: object) -> str:
+    """A list like `0,2,4` or `0-2` (flag, env), or a TOML string or array of ints."""
+    if isinstance(value, list) and all(type(v) is int for v in value):
+        value = ",".join(map(str, value))
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("partition numbers or ranges like 0,2,4 or 0-2")
+    text = value.replace(" ", "")
+    if not all(c.isdigit() or c in ",-" for c in text):
+        raise ValueError("partition numbers or ranges like 0,2,4 or 0-2")
     return text
 
 
@@ -218,7 +235,9 @@ OPTIONS: tuple[Option, ...] = (
            "package.module:attribute naming a FlowRuntime or a zero-argument callable "
            "returning one (required)", "MODULE:ATTR"),
     Option("redis_url", "--redis-url", ("FLOWCRAFT_REDIS_URL", "REDIS_URL"), _redis_url,
-           "redis://, rediss:// or unix:// URL (default redis://127.0.0.1:6379/0)", "URL"),
+           "redis://, rediss:// or unix:// URL; a Redis Cluster node (found on connect) or "
+           "several nodes' URLs comma-separated; or redis+sentinel://HOST:PORT[,HOST:PORT]/"
+           "MASTER[/DB] (default redis://127.0.0.1:6379/0)", "URL"),
     Option("queue", "--queue", ("FLOWCRAFT_QUEUE",), _text,
            "queue to consume (default flowcraft-queue)", "NAME"),
     Option("concurrency", "--concurrency", ("FLOWCRAFT_CONCURRENCY",), _int(1),
@@ -282,6 +301,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("queue_prefix", "--queue-prefix", ("FLOWCRAFT_QUEUE_PREFIX",), _prefix,
            "BullMQ's key prefix for the queue's keys (default bull, or <key-prefix>bull "
            "when --key-prefix is set)", "PREFIX"),
+    Option("partitions", "--partitions", ("FLOWCRAFT_PARTITIONS",), _int(1, 1024),
+           "partitions of the queue, each an ordinary BullMQ queue whose keys share one hash "
+           "tag, so runs spread over a Redis Cluster's shards; every worker of a queue must "
+           "give the same count (docs/scale-out.md) (default 1)", "N"),
+    Option("partition_set", "--partition-set", ("FLOWCRAFT_PARTITION_SET",), _partition_set,
+           "serve only these partitions, e.g. 0,2,4 or 0-2 (default all)", "LIST"),
     Option("redis_wait", "--redis-wait", ("FLOWCRAFT_REDIS_WAIT",), _seconds(allow_zero=True),
            "seconds to wait at start for a Redis that does not answer, retrying with backoff "
            "(1, 2, 4 ... 30 s) and logging each try; 0: fail at once (default: wait until it "

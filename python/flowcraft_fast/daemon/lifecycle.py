@@ -233,6 +233,8 @@ def _make_adapter(config: DaemonConfig, runtime: FlowRuntime) -> Any:
             max_stalled_count=config.max_stalls,
             worker_name=config.name or default_worker_name(os.environ),
             renew_ms=int((config.renew_interval or 0) * 1000),
+            partitions=config.partitions,
+            partition_set=config.partition_set,
         )
     except Exception as exc:
         log.debug("creating the adapter failed", exc_info=True)

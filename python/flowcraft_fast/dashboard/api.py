@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..distributed.client import FlowClient
-from ..distributed.workers import live_workers, mark_served
+from ..distributed.workers import mark_served
 from ..runs_listing import STATUSES, RunFilter, recent_runs
 from ..runtime.vocabulary import AWAIT, DONE, FIRED, split_node_key
 
@@ -18,12 +18,12 @@ class BadRequest(ValueError):
 
 async def queues(client: FlowClient, queue: str) -> dict[str, Any]:
     """`/api/queues`: the queue's job counts and its live workers."""
-    workers = await live_workers(client.queue)
+    workers = await client.live_workers()
     return {
         "queues": [
             {
                 "name": queue,
-                "counts": await client.queue.counts(),
+                "counts": await client.counts(),
                 "workers": [w.to_json() for w in workers],
             }
         ]
@@ -49,8 +49,8 @@ def run_filter(query: dict[str, list[str]]) -> RunFilter:
 async def runs(client: FlowClient, f: RunFilter) -> dict[str, Any]:
     """`/api/runs`: runs in flight and recently ended, newest activity first; a live run whose
     blueprint no live worker serves is flagged (`served: false`)."""
-    found, more = await recent_runs(client.queue, f)
-    workers = await live_workers(client.queue)
+    found, more = await recent_runs(await client.queues(), f)
+    workers = await client.live_workers()
     mark_served((r for r in found if r["status"] in ("running", "awaiting")), workers)
     return {"runs": found, "truncated": more}
 
@@ -82,12 +82,12 @@ async def run_detail(client: FlowClient, run_id: str) -> dict[str, Any] | None:
     report = await run_report(client, run_id)
     if report is None:
         return None
-    meta, _ = await client.queue.run_info(run_id)
+    meta, _ = await (await client.queue_for(run_id)).run_info(run_id)
     failed = {str(e["node_id"]) for e in report["errors"] if e["node_id"]}
     report["nodes"] = node_states(meta, report["status"], failed)
     graph: dict[str, Any] | None = None
     if report["blueprint_id"]:
-        raw = await client.queue.get_blueprint(report["blueprint_id"])
+        raw = await (await client.queues())[0].get_blueprint(report["blueprint_id"])
         if raw is not None:
             import json
 

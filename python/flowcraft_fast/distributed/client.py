@@ -192,6 +192,30 @@ class FlowClient:
         assert self.layout is not None
         return self._states[self.layout.of(run_id)]
 
+    async def counts(self) -> dict[str, int]:
+        """Jobs per BullMQ state, summed over the partitions (one round trip each)."""
+        per = await asyncio.gather(*(queue.counts() for queue in await self.queues()))
+        totals: dict[str, int] = {}
+        for counts in per:
+            for state, n in counts.items():
+                totals[state] = totals.get(state, 0) + n
+        return totals
+
+    async def limit_stats(self) -> list[tuple[str, int, int, int]]:
+        """Concurrency groups (name, limit, holding, waiting) of every partition."""
+        per = await asyncio.gather(*(queue.limit_stats() for queue in await self.queues()))
+        return [group for groups in per for group in groups]
+
+    async def live_workers(self) -> list[Any]:
+        """The live workers of every partition (`WorkerRecord`s; a process serving several
+        partitions has one per partition), least recent beat first."""
+        from .workers import live_workers
+
+        per = await asyncio.gather(*(live_workers(queue) for queue in await self.queues()))
+        found = [record for records in per for record in records]
+        found.sort(key=lambda w: w.last_beat_ms)
+        return found
+
     async def context(self, run_id: str) -> RedisContext:
         """The run's context in Redis (`RedisContext`), in whatever partition it lives."""
         await self.queues()
