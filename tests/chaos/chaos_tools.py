@@ -51,13 +51,23 @@ class WorkerProcess:
     """`chaos_worker.py` in a subprocess; stdout/stderr go to files that the test can read."""
 
     def __init__(
-        self, redis_url: str, lease_ms: int = 1000, stalled_s: float = 0.5, concurrency: int = 8
+        self,
+        redis_url: str,
+        lease_ms: int = 1000,
+        stalled_s: float = 0.5,
+        concurrency: int = 8,
+        *,
+        ledger_url: str | None = None,
+        partitions: int = 1,
     ) -> None:
         self._dir = tempfile.mkdtemp(prefix="chaos-worker-")
         self.out_path = Path(self._dir) / "stdout"
         self.err_path = Path(self._dir) / "stderr"
         env = dict(os.environ)
         env.pop("PYTHONPATH", None)
+        env["CHAOS_PARTITIONS"] = str(partitions)
+        if ledger_url is not None:
+            env["CHAOS_LEDGER_URL"] = ledger_url
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [

@@ -2,6 +2,9 @@
 
     python chaos_worker.py REDIS_URL [LEASE_MS] [STALLED_INTERVAL_S] [CONCURRENCY]
 
+$CHAOS_LEDGER_URL puts the nodes' ledger on another Redis (default REDIS_URL: a cluster's
+tests keep it on a single server); $CHAOS_PARTITIONS gives the queue's partition count.
+
 Prints ``READY <pid>`` on stdout once it consumes; logs warnings (lease lost, stalled jobs) on
 stderr, each line ``[worker <pid>] <LEVEL> <message>``. It never exits on its own: the test
 ends it with a signal.
@@ -31,11 +34,12 @@ async def main() -> None:
         stream=sys.stderr,
         format=f"[worker {os.getpid()}] %(levelname)s %(message)s",
     )
-    rt = make_runtime(url)
+    rt = make_runtime(os.environ.get("CHAOS_LEDGER_URL") or url)
     adapter = BullMQAdapter(
         runtime_options=rt.options,
         connection=url,
         queue_name=QUEUE,
+        partitions=int(os.environ.get("CHAOS_PARTITIONS") or 1),
         concurrency=concurrency,
         lease_ms=lease_ms,
         stalled_interval_seconds=stalled_s,
