@@ -33,9 +33,17 @@ class RedisConnection:
         ca_certs: str | None = None,
         certfile: str | None = None,
         keyfile: str | None = None,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
     ) -> RedisConnection: ...
     @property
     def server(self) -> str: ...
+    @property
+    def wait_replicas(self) -> int:
+        """Replicas every script pipeline waits for (WAIT); 0: none."""
+    @property
+    def replica_wait_timeouts(self) -> int:
+        """Script pipelines whose WAIT timed out before enough replicas acknowledged."""
     @property
     def retry_deadline(self) -> float:
         """Seconds a call keeps retrying LOADING, BUSY and connection failures (0: none)."""

@@ -696,6 +696,28 @@ class RedisSentinelGroup:
         _wait_until(failed_over, timeout, f"the sentinels to replace the primary on {old_port}")
         return new_port
 
+    def restart_as_replica(self, old_port: int, timeout: float = 30.0) -> None:
+        """Start the server that was the primary on `old_port` again, as a replica of the
+        current primary, and wait until it is in sync (what an operator restores after a
+        failover)."""
+        server = next(s for s in (self.primary, self.replica) if s.port == old_port)
+        new_port = self.current_primary_port()
+        args = list(server.extra_args)
+        if "--replicaof" in args:
+            at = args.index("--replicaof")
+            del args[at : at + 3]
+        server.extra_args = (*args, "--replicaof", "127.0.0.1", str(new_port))
+        server.start()
+
+        def in_sync() -> bool:
+            try:
+                info = _as_str(redis_command(old_port, "INFO", "replication"))
+            except (OSError, RedisReplyError):
+                return False
+            return "master_link_status:up" in info
+
+        _wait_until(in_sync, timeout, f"the server on {old_port} to sync as a replica")
+
     def close(self) -> None:
         # The sentinels first, so that they do not fail over while the servers stop.
         for server in [*self.sentinels, self.replica, self.primary]:

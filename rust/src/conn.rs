@@ -6,6 +6,7 @@
 //! needs one `RedisConnection` per Redis, not one per task.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +36,10 @@ struct Shared {
     server: String,
     /// How long one call retries transient failures (`retry`); zero: not at all.
     retry_deadline: Duration,
+    /// `WAIT replicas timeout_ms` after every script pipeline (`scripts::send`), or None.
+    replica_wait: Option<(u32, u64)>,
+    /// Script pipelines whose WAIT came back with fewer replicas than asked (timed out).
+    replica_wait_short: AtomicU64,
 }
 
 struct Inner {
@@ -142,6 +147,28 @@ impl Connection {
         let mut link = self.inner.link.lock().expect("link lock");
         if link.as_ref().is_some_and(|(g, _)| *g == generation) {
             *link = None;
+        }
+    }
+
+    /// `(replicas, timeout ms)` every script pipeline waits for, if any.
+    pub fn replica_wait(&self) -> Option<(u32, u64)> {
+        self.inner.shared.replica_wait
+    }
+
+    /// Count a WAIT reply that acknowledged fewer replicas than asked.
+    pub fn count_replica_wait(&self, reply: Option<&redis::Value>) {
+        let Some((replicas, _)) = self.inner.shared.replica_wait else {
+            return;
+        };
+        let acked = match reply {
+            Some(redis::Value::Int(n)) => *n,
+            _ => -1,
+        };
+        if acked < i64::from(replicas) {
+            self.inner
+                .shared
+                .replica_wait_short
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -302,9 +329,12 @@ fn read_pem(path: Option<&str>, what: &str) -> PyResult<Option<Vec<u8>>> {
 /// `url` is `redis://`, `rediss://` (TLS) or `unix://`, with an optional ACL user and password
 /// (`redis://user:pass@host:6379/0`); a node of a Redis Cluster (found on connect), or several
 /// nodes' URLs comma-separated; or `redis+sentinel://[user:pass@]h1:26379,h2:26379/<master
-/// name>[/<db>]` (`rediss+sentinel://` for TLS), see `topology`. `ca_certs`, `certfile` and `keyfile` are PEM files for TLS
-/// with a private CA and client certificates. `retry_deadline` is how many seconds a call keeps
+/// name>[/<db>]` (`rediss+sentinel://` for TLS), see `topology`. `ca_certs`, `certfile` and
+/// `keyfile` are PEM files for TLS with a private CA and client certificates. `retry_deadline` is how many seconds a call keeps
 /// retrying when Redis answers LOADING or BUSY or the connection fails (0: no retries).
+/// `wait_replicas` > 0 ends every script pipeline (start, claim, commit...) with `WAIT
+/// wait_replicas wait_timeout`: a step is acknowledged once that many replicas hold it (or the
+/// timeout passed, counted in `replica_wait_timeouts`), so a failover loses none.
 #[pyclass(module = "flowcraft_fast._core", frozen)]
 pub struct RedisConnection {
     pub conn: Connection,
@@ -313,7 +343,7 @@ pub struct RedisConnection {
 #[pymethods]
 impl RedisConnection {
     #[new]
-    #[pyo3(signature = (url, *, connect_timeout=5.0, response_timeout=30.0, retry_deadline=30.0, ca_certs=None, certfile=None, keyfile=None))]
+    #[pyo3(signature = (url, *, connect_timeout=5.0, response_timeout=30.0, retry_deadline=30.0, ca_certs=None, certfile=None, keyfile=None, wait_replicas=0, wait_timeout=1.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         url: &str,
@@ -323,6 +353,8 @@ impl RedisConnection {
         ca_certs: Option<&str>,
         certfile: Option<&str>,
         keyfile: Option<&str>,
+        wait_replicas: u32,
+        wait_timeout: f64,
     ) -> PyResult<Self> {
         ensure_same_process()?;
         let server = redact_url(url);
@@ -365,7 +397,19 @@ impl RedisConnection {
                 "retry_deadline must be a number of seconds >= 0",
             ));
         }
+        if !(wait_timeout.is_finite() && wait_timeout > 0.0) {
+            return Err(PyValueError::new_err(
+                "wait_timeout must be a positive number of seconds",
+            ));
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let replica_wait = (wait_replicas > 0).then_some((
+            wait_replicas,
+            (wait_timeout * 1000.0).ceil().max(1.0) as u64,
+        ));
         let shared = Shared {
+            replica_wait,
+            replica_wait_short: AtomicU64::new(0),
             target,
             tls,
             timeouts: Timeouts {
@@ -379,6 +423,22 @@ impl RedisConnection {
         Ok(Self {
             conn: Connection::with_shared(Arc::new(shared)),
         })
+    }
+
+    /// Replicas every script pipeline waits for (`WAIT`); 0: none.
+    #[getter]
+    fn wait_replicas(&self) -> u32 {
+        self.conn.inner.shared.replica_wait.map_or(0, |(n, _)| n)
+    }
+
+    /// Script pipelines whose WAIT timed out before enough replicas acknowledged.
+    #[getter]
+    fn replica_wait_timeouts(&self) -> u64 {
+        self.conn
+            .inner
+            .shared
+            .replica_wait_short
+            .load(Ordering::Relaxed)
     }
 
     /// The URL with its password hidden.

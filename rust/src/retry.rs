@@ -183,6 +183,11 @@ impl Retrying {
         }
     }
 
+    /// The connection this call goes through.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     /// After a failure: Ok(()) once the pause before the next try is over, or the error to
     /// give up with (a final one, or a transient one once the deadline has passed).
     pub async fn pause(&mut self, err: RedisError) -> RedisResult<()> {

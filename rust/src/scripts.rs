@@ -4,6 +4,8 @@
 //! (`retry`). A call that got NOSCRIPT, LOADING or BUSY did not run, so sending it again is
 //! safe; why running each script again after a lost reply is safe too is in `retry`.
 
+use std::sync::OnceLock;
+
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 use redis::{RedisResult, Script, Value};
@@ -164,20 +166,55 @@ pub async fn eval_mixed(
     }
 }
 
+/// The scripts whose effects a caller is told are done (a run started, cancelled or resumed,
+/// a node's commit or retry): with `wait_replicas` their pipelines wait for the replicas. The
+/// others (claim, renew, stalled, ...) only move work around that a lost write gives back.
+fn acknowledges(script: &Script) -> bool {
+    static HASHES: OnceLock<Vec<String>> = OnceLock::new();
+    HASHES
+        .get_or_init(|| {
+            ["commit", "retry", "start", "cancel", "resume"]
+                .iter()
+                .map(|name| {
+                    Script::new(source(name).expect("a script"))
+                        .get_hash()
+                        .to_string()
+                })
+                .collect()
+        })
+        .iter()
+        .any(|h| h == script.get_hash())
+}
+
+/// Send script calls in one pipeline. With `RedisConnection(wait_replicas=N)` a pipeline that
+/// carries an acknowledging call (`acknowledges`) ends with `WAIT N timeout`: its reply comes
+/// once N replicas have the writes (or the timeout passed), so what a caller was told is done
+/// survives a failover to one of them.
 async fn send<'a>(
     conn: &mut Retrying,
     calls: impl Iterator<Item = (&'a Script, &'a Call)>,
 ) -> RedisResult<Vec<Value>> {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
+    let mut durable = false;
     for (script, call) in calls {
+        durable = durable || acknowledges(script);
         pipe.cmd("EVALSHA")
             .arg(script.get_hash())
             .arg(call.keys.len())
             .arg(&call.keys)
             .arg(&call.args);
     }
-    pipe.query_async(conn).await
+    let wait = conn.connection().replica_wait().filter(|_| durable);
+    if let Some((replicas, timeout_ms)) = wait {
+        pipe.cmd("WAIT").arg(replicas).arg(timeout_ms);
+    }
+    let mut replies: Vec<Value> = pipe.query_async(conn).await?;
+    if wait.is_some() {
+        let acked = replies.pop();
+        conn.connection().count_replica_wait(acked.as_ref());
+    }
+    Ok(replies)
 }
 
 /// One call, with its error (if any) turned into an `Err`.

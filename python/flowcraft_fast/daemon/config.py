@@ -66,6 +66,8 @@ class DaemonConfig:
     redis_wait: float | None = None
     partitions: int = 1
     partition_set: str | None = None
+    wait_replicas: int = 0
+    wait_timeout: float = 1.0
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -307,6 +309,14 @@ OPTIONS: tuple[Option, ...] = (
            "give the same count (docs/scale-out.md) (default 1)", "N"),
     Option("partition_set", "--partition-set", ("FLOWCRAFT_PARTITION_SET",), _partition_set,
            "serve only these partitions, e.g. 0,2,4 or 0-2 (default all)", "LIST"),
+    Option("wait_replicas", "--wait-replicas", ("FLOWCRAFT_WAIT_REPLICAS",), _int(0, 16),
+           "acknowledge each step (start, claim, commit) only once this many replicas hold "
+           "it (Redis WAIT), so a Sentinel failover loses none; costs a replica round trip "
+           "per step (default 0: asynchronous replication)", "N"),
+    Option("wait_timeout", "--wait-timeout", ("FLOWCRAFT_WAIT_TIMEOUT",),
+           _seconds(allow_zero=False),
+           "seconds a step waits for --wait-replicas before it goes on anyway (default 1)",
+           "SECONDS"),
     Option("redis_wait", "--redis-wait", ("FLOWCRAFT_REDIS_WAIT",), _seconds(allow_zero=True),
            "seconds to wait at start for a Redis that does not answer, retrying with backoff "
            "(1, 2, 4 ... 30 s) and logging each try; 0: fail at once (default: wait until it "

@@ -221,6 +221,8 @@ def _make_adapter(config: DaemonConfig, runtime: FlowRuntime) -> Any:
             retry_deadline=config.retry_deadline,
             key_prefix=config.key_prefix,
             queue_prefix=config.queue_prefix,
+            wait_replicas=config.wait_replicas,
+            wait_timeout=config.wait_timeout,
         )
         return adapter_module.BullMQAdapter(
             runtime_options=runtime.options,

@@ -93,9 +93,13 @@ def open_connection(
     ca_certs: str | None = None,
     certfile: str | None = None,
     keyfile: str | None = None,
+    wait_replicas: int = 0,
+    wait_timeout: float = 1.0,
 ) -> _core.RedisConnection:
     """A native connection for a URL, a redis-py client, or an existing RedisConnection (which
-    keeps its own settings). `retry_deadline`: see the module docstring."""
+    keeps its own settings). `retry_deadline`: see the module docstring. `wait_replicas` > 0:
+    every script call (start, claim, commit...) is acknowledged only once that many replicas
+    hold its writes, or `wait_timeout` seconds passed (Redis WAIT)."""
     if isinstance(conn, _core.RedisConnection):
         return conn
     deadline = resolve_retry_deadline(retry_deadline)
@@ -114,4 +118,6 @@ def open_connection(
         ca_certs=ca_certs,
         certfile=certfile,
         keyfile=keyfile,
+        wait_replicas=wait_replicas,
+        wait_timeout=wait_timeout,
     )

@@ -33,7 +33,10 @@ class RedisCoordinationStore:
     (at least 1, at most 100) has gathered, so a set briefly holds up to that many extra.
     `retry_deadline` is how many seconds each call retries when Redis answers LOADING or BUSY
     or the connection fails (0: no retries; default $FLOWCRAFT_REDIS_RETRY_DEADLINE, else 30;
-    ignored when `conn` is a `_core.RedisConnection`, which has its own).
+    ignored when `conn` is a `_core.RedisConnection`, which has its own). `wait_replicas` > 0
+    makes every script call (start, claim, commit...) wait for that many replicas (Redis
+    WAIT, at most `wait_timeout` seconds): with Sentinel, a failover then loses no
+    acknowledged step (docs/scale-out.md has its measured cost).
     """
 
     def __init__(
@@ -47,6 +50,8 @@ class RedisCoordinationStore:
         keep_failed_jobs: int = 5_000,
         job_events: bool = False,
         retry_deadline: float | None = None,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
     ) -> None:
         if state_ttl_seconds < 1:
             raise ValueError("state_ttl_seconds must be at least 1")
@@ -56,7 +61,12 @@ class RedisCoordinationStore:
         ):
             if keep < -1:
                 raise ValueError(f"{name} must be -1 (keep all) or at least 0, got {keep}")
-        self.connection = open_connection(conn, retry_deadline=retry_deadline)
+        self.connection = open_connection(
+            conn,
+            retry_deadline=retry_deadline,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
+        )
         self.key_prefix = key_prefix
         if queue_prefix is None:
             queue_prefix = default_queue_prefix(key_prefix)
