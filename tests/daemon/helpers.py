@@ -167,8 +167,9 @@ FAKE_ADAPTER = textwrap.dedent(
 
     class RedisCoordinationStore:
         def __init__(self, conn, *, state_ttl_seconds, retry_deadline, key_prefix,
-                     queue_prefix):
+                     queue_prefix, wait_replicas, wait_timeout):
             self.conn = conn
+            self.replica_wait = [wait_replicas, wait_timeout]
             self.prefixes = [key_prefix, queue_prefix]
             self.state_ttl_seconds = state_ttl_seconds
             self.retry_deadline = retry_deadline
@@ -176,7 +177,7 @@ FAKE_ADAPTER = textwrap.dedent(
     class BullMQAdapter:
         def __init__(self, *, runtime_options, coordination_store, connection, queue_name,
                      concurrency, lease_ms, stalled_interval_seconds, max_stalled_count,
-                     worker_name, renew_ms):
+                     worker_name, renew_ms, partitions, partition_set):
             self.queue_name = queue_name
             self.concurrency = concurrency
             self.connection = connection
@@ -186,7 +187,9 @@ FAKE_ADAPTER = textwrap.dedent(
                              "renew_ms": renew_ms,
                              "state_ttl": coordination_store.state_ttl_seconds,
                              "retry_deadline": coordination_store.retry_deadline,
-                             "prefixes": coordination_store.prefixes}
+                             "prefixes": coordination_store.prefixes,
+                             "partitions": [partitions, partition_set],
+                             "replica_wait": coordination_store.replica_wait}
 
         async def start(self):
             failure = os.environ.get("FAKE_ADAPTER_START_FAIL")

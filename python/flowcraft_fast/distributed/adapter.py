@@ -94,11 +94,12 @@ class BullMQAdapter:
         """Find the queue's layout on the connection (publishing the partition count); on a
         cluster the workers are made again for the tagged layout (nothing has started yet)."""
         layout = await self.store.layout(self.queue_name, self.partitions)
-        if layout != self.layout:
+        if (layout.count, layout.tagged) != (self.layout.count, self.layout.tagged):
             observer = self.worker.step_observer
-            self.layout, self.workers = layout, self._make_workers(layout)
+            self.workers = self._make_workers(layout)
             for worker in self.workers:
                 worker.step_observer = observer
+        self.layout = layout
 
     async def start(self) -> None:
         """Publish the blueprints and start consuming in background tasks; returns at once."""

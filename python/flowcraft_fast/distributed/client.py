@@ -23,7 +23,7 @@ from ..runtime.vocabulary import (
 from ..tracing import end_start_span, start_spans
 from .context import RedisContext
 from .jobs import check_run_id, job_data, job_id, job_opts
-from .partitions import Layout
+from .partitions import Layout, partition_of
 from .store import RedisCoordinationStore
 from .wire import StartRequest
 
@@ -169,8 +169,9 @@ class FlowClient:
 
     async def queues(self) -> list[_core.Queue]:
         """One queue per partition (partitions.py), found on first use: the partition count
-        the workers published, and whether the Redis is a cluster."""
-        if self.layout is None:
+        the workers published, and whether the Redis is a cluster. Until a worker has
+        published the count it is read again on every call."""
+        if self.layout is None or not self.layout.published:
             layout = await self.store.layout(self.queue_name)
             self._queues = self.store.partition_queues(layout)
             self._states = [
@@ -283,7 +284,9 @@ class FlowClient:
         """
         specs = [_run_spec(index, run) for index, run in enumerate(runs)]
         many = len(specs) > 1
-        ids = [spec.run_id or uuid.uuid4().hex for spec in specs]
+        await self.queues()
+        assert self.layout is not None
+        ids = [self._run_id(index, spec, self.layout) for index, spec in enumerate(specs)]
         if len(set(ids)) != len(ids):
             raise ValueError("run ids must be distinct")
         sets = [_initial_sets(spec.context, index, many) for index, spec in enumerate(specs)]
@@ -316,6 +319,29 @@ class FlowClient:
             for bp_id in dict.fromkeys(specs[i].blueprint_id for i in pending):
                 bps[bp_id] = await self.blueprint(bp_id)  # unpublished raises; stale refetches
         raise FlowcraftError("the blueprints keep changing; try again")
+
+    @staticmethod
+    def _run_id(index: int, spec: _RunSpec, layout: Layout) -> str:
+        """The run's id: the given one, or a new one. A singleton run must live in the
+        partition of its singleton key (where start.lua keeps the key), so that one live run
+        holds it across all partitions: a new id is drawn until it falls there; a given id
+        that does not is refused."""
+        if not spec.singleton or layout.count == 1:
+            return spec.run_id or uuid.uuid4().hex
+        home = partition_of(spec.singleton, layout.count)
+        if spec.run_id is not None:
+            if layout.of(spec.run_id) != home:
+                raise ValueError(
+                    f"run #{index}: run id {spec.run_id!r} lives in partition "
+                    f"{layout.of(spec.run_id)}, but singleton key {spec.singleton!r} in "
+                    f"partition {home} of {layout.count}: leave the run id out (one is drawn "
+                    "in the right partition) or pick one that lives there"
+                )
+            return spec.run_id
+        while True:
+            run_id = uuid.uuid4().hex
+            if layout.of(run_id) == home:
+                return run_id
 
     async def _start_partitioned(self, requests: list[StartRequest]) -> list[str]:
         """start.lua for each request in its run's partition (one round trip per partition,

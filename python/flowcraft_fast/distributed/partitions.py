@@ -114,6 +114,8 @@ class Layout:
     queue: str
     count: int
     tagged: bool
+    published: bool = True
+    """Whether the count was read from Redis (False: none published yet, 1 assumed)."""
 
     def __post_init__(self) -> None:
         check_partitions(self.count)

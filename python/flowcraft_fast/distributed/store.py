@@ -107,9 +107,10 @@ class RedisCoordinationStore:
     async def layout(self, queue: str, partitions: int | None = None) -> Layout:
         """The key layout of `queue` (partitions.py), found on the connection.
 
-        A worker passes its partition count: published when the queue has none (always on a
-        cluster or with more than one partition), and refused when the queue was published
-        with another. A client passes None and reads it (1 when none is published).
+        A worker passes its partition count: published when the queue has none, and refused
+        when the queue was published with another. A client passes None and reads it: 1 when
+        none is published yet (`Layout.published` False: ask again later, a worker may
+        publish another count).
         """
         self.queue(queue)  # checks the name
         key = f"{self.queue_prefix}:{queue}:{PARTITIONS_KEY}"
@@ -119,10 +120,7 @@ class RedisCoordinationStore:
             raw = await self.connection.get(key)
         else:
             check_partitions(partitions)
-            if partitions > 1 or cluster:
-                raw = await self.connection.set_if_absent(key, str(partitions))
-            else:
-                raw = await self.connection.get(key) or "1"
+            raw = await self.connection.set_if_absent(key, str(partitions))
         try:
             count = check_partitions(int(raw or 1), f"the partition count in {key}")
         except ValueError as exc:
@@ -133,7 +131,7 @@ class RedisCoordinationStore:
                 f"{partitions}: every worker of a queue must use the same count. Drain the "
                 f"queue and delete {key} to change it."
             )
-        layout = Layout(queue, count, tagged=count > 1 or cluster)
+        layout = Layout(queue, count, tagged=count > 1 or cluster, published=raw is not None)
         check_prefixes(layout, self.key_prefix, self.queue_prefix)
         return layout
 
