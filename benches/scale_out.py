@@ -24,9 +24,9 @@ import asyncio
 import datetime as dt
 import json
 import os
+import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -58,35 +58,16 @@ def start_workers(url: str, count: int, *extra: str) -> list[subprocess.Popen[by
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
     }
-    procs = []
-    for _ in range(count):
-        log = tempfile.TemporaryFile()
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "flowcraft_fast.daemon",
-                    "--app",
-                    "scale_app:runtime",
-                    "--redis-url",
-                    url,
-                    "--queue",
-                    QUEUE,
-                    "--concurrency",
-                    "64",
-                    "--reconcile-interval",
-                    "0",
-                    "--log-level",
-                    "warning",
-                    *extra,
-                ],  # fmt: skip
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-    return procs
+    command = [
+        sys.executable, "-m", "flowcraft_fast.daemon",
+        "--app", "scale_app:runtime", "--redis-url", url, "--queue", QUEUE,
+        "--concurrency", "64", "--reconcile-interval", "0", "--log-level", "warning",
+        *extra,
+    ]  # fmt: skip
+    return [
+        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr)
+        for _ in range(count)
+    ]
 
 
 def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -156,17 +137,43 @@ def measure_cluster(masters: int, workers: int, runs: int, batch: int) -> dict[s
     }
 
 
-def measure_wait(runs: int, batch: int) -> dict[str, Any]:
+async def sequential_ms(url: str, runs: int) -> float:
+    """Median milliseconds of one chain10 run started and waited for alone (latency)."""
+    client = FlowClient(url, queue_name=QUEUE)
+    times = []
+    for _ in range(runs):
+        t = time.monotonic()
+        run_id = await client.start("chain10", {})
+        await client.wait(run_id, timeout=60)
+        times.append((time.monotonic() - t) * 1000)
+    return statistics.median(times)
+
+
+def measure_wait(runs: int, batch: int, reps: int) -> dict[str, Any]:
+    """Throughput and latency with --wait-replicas 0 and 1, alternating, `reps` times each
+    (a fresh sentinel group per measurement); medians."""
+    rates: dict[int, list[float]] = {0: [], 1: []}
+    latency: dict[int, list[float]] = {0: [], 1: []}
+    for rep in range(reps):
+        for replicas in (0, 1) if rep % 2 == 0 else (1, 0):
+            with RedisSentinelGroup() as group:
+                procs = start_workers(group.url, 1, "--wait-replicas", str(replicas))
+                try:
+                    elapsed = asyncio.run(drive(group.url, runs, batch))
+                    latency[replicas].append(asyncio.run(sequential_ms(group.url, 50)))
+                finally:
+                    stop_workers(procs)
+            rates[replicas].append(runs * STEPS_PER_RUN / elapsed)
     out: dict[str, Any] = {}
     for replicas in (0, 1):
-        with RedisSentinelGroup() as group:
-            procs = start_workers(group.url, 1, "--wait-replicas", str(replicas))
-            try:
-                elapsed = asyncio.run(drive(group.url, runs, batch))
-            finally:
-                stop_workers(procs)
-        out[f"wait_replicas_{replicas}"] = round(runs * STEPS_PER_RUN / elapsed)
-    out["ratio_wait1_to_async"] = round(out["wait_replicas_1"] / out["wait_replicas_0"], 3)
+        out[f"wait_replicas_{replicas}_steps_per_s"] = round(statistics.median(rates[replicas]))
+        out[f"wait_replicas_{replicas}_run_ms"] = round(statistics.median(latency[replicas]), 2)
+    out["throughput_ratio_wait1_to_async"] = round(
+        out["wait_replicas_1_steps_per_s"] / out["wait_replicas_0_steps_per_s"], 3
+    )
+    out["latency_ratio_wait1_to_async"] = round(
+        out["wait_replicas_1_run_ms"] / out["wait_replicas_0_run_ms"], 3
+    )
     return out
 
 
@@ -194,12 +201,15 @@ def main() -> None:
             f"model {row['model_steps_per_s_per_shard']} steps/s per shard core",
             flush=True,
         )
-    wait = measure_wait(max(100, runs // 3), batch)
+    wait = measure_wait(max(100, runs // 3), batch, 1 if args.quick else 3)
     results["wait"] = wait
     print(
-        f"sentinel, 1 worker: {wait['wait_replicas_0']} steps/s async replication, "
-        f"{wait['wait_replicas_1']} with --wait-replicas 1 "
-        f"({wait['ratio_wait1_to_async']}x)"
+        f"sentinel, 1 worker: {wait['wait_replicas_0_steps_per_s']} steps/s and "
+        f"{wait['wait_replicas_0_run_ms']} ms per chain10 run alone with asynchronous "
+        f"replication; {wait['wait_replicas_1_steps_per_s']} steps/s and "
+        f"{wait['wait_replicas_1_run_ms']} ms with --wait-replicas 1 (throughput "
+        f"{wait['throughput_ratio_wait1_to_async']}x, latency "
+        f"{wait['latency_ratio_wait1_to_async']}x)"
     )
     if not args.quick:
         (HERE / "results-scale-out.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -172,6 +172,28 @@ impl Connection {
         }
     }
 
+    /// `cmd` on every master of a cluster (node address -> reply) or on the one server,
+    /// retrying transient failures until the deadline.
+    pub async fn on_every_master(&self, cmd: &redis::Cmd) -> PyResult<redis::Value> {
+        let mut retrying = self.retrying();
+        loop {
+            let result = match self.open().await {
+                Ok((generation, mut link)) => {
+                    let result = link.on_every_master(cmd).await;
+                    if result.is_err() && self.follows_failover() {
+                        self.invalidate(generation); // the next try asks the sentinels
+                    }
+                    result
+                }
+                Err(e) => Err(e),
+            };
+            let result = result.and_then(redis::Value::extract_error);
+            if let Some(v) = retrying.settle(result).await.map_err(|e| self.error(&e))? {
+                return Ok(v);
+            }
+        }
+    }
+
     /// The database number of the URL.
     pub fn db(&self) -> i64 {
         match &self.inner.shared.target {
@@ -529,13 +551,9 @@ impl RedisConnection {
     fn config_get<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
         let conn = self.conn.clone();
         crate::runtime::future_into_py(py, async move {
-            let mut m = conn.manager().await?;
-            let reply: redis::Value = redis::cmd("CONFIG")
-                .arg("GET")
-                .arg(&name)
-                .query_async(&mut m)
-                .await
-                .map_err(|e| conn.error(&e))?;
+            let reply = conn
+                .on_every_master(redis::cmd("CONFIG").arg("GET").arg(&name))
+                .await?;
             let mut values = Vec::new();
             for (node, value) in per_node(reply) {
                 let pairs: Vec<String> =
@@ -555,12 +573,9 @@ impl RedisConnection {
     fn info<'py>(&self, py: Python<'py>, section: String) -> PyResult<Bound<'py, PyAny>> {
         let conn = self.conn.clone();
         crate::runtime::future_into_py(py, async move {
-            let mut m = conn.manager().await?;
-            let reply: redis::Value = redis::cmd("INFO")
-                .arg(&section)
-                .query_async(&mut m)
-                .await
-                .map_err(|e| conn.error(&e))?;
+            let reply = conn
+                .on_every_master(redis::cmd("INFO").arg(&section))
+                .await?;
             let mut nodes: Vec<(String, HashMap<String, String>)> = Vec::new();
             for (node, value) in per_node(reply) {
                 let text: String =

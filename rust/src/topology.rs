@@ -59,6 +59,23 @@ impl ConnectionLike for Link {
     }
 }
 
+impl Link {
+    /// `cmd` on every master of a cluster (a map of node address -> reply), or on the one
+    /// server: what a start-up check of every node needs (CONFIG GET, INFO).
+    pub async fn on_every_master(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        match self {
+            Link::Single(m) => m.req_packed_command(cmd).await,
+            Link::Cluster(c) => {
+                let routing = redis::cluster_routing::RoutingInfo::MultiNode((
+                    redis::cluster_routing::MultipleNodeRoutingInfo::AllMasters,
+                    None,
+                ));
+                c.route_command(cmd.clone(), routing).await
+            }
+        }
+    }
+}
+
 /// What a URL names (before connecting).
 pub enum Target {
     /// One or more URLs of servers: one server, or seed nodes of a cluster (found on connect).

@@ -8,6 +8,9 @@ its own. Then 500 runs must spread over all three masters.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -91,3 +94,24 @@ async def test_runs_spread_over_every_master(
     total = sum(added.values())
     # 6 partitions on 3 equal slot ranges: two per master; each master holds ~1/3 of the keys
     assert all(n > total / 6 for n in added.values()), added
+
+    # the CLI sees every partition: `inspect` sums the counts, `status` finds any run
+    inspect = _cli("inspect", "--json", "--redis-url", redis_cluster.urls[2], "--queue", QUEUE)
+    report = json.loads(inspect)
+    # ~85 runs per partition: at least 500 completed jobs only when the partitions are summed
+    assert report["counts"]["completed"] >= 500
+    assert len(report["workers"]) == 2 * PARTITIONS  # two daemons, one record per partition
+    status = _cli("status", ids[-1], "--json", "--redis-url", cluster_workers, "--queue", QUEUE)
+    assert json.loads(status)["status"] == "completed"
+
+
+def _cli(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "flowcraft_fast.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout

@@ -73,7 +73,7 @@ def test_partition_of_and_sets() -> None:
     assert parse_partition_set(None, 3) == [0, 1, 2]
     assert parse_partition_set("0-2,5", 6) == [0, 1, 2, 5]
     assert parse_partition_set([4, 1], 6) == [1, 4]
-    with pytest.raises(ValueError, match="outside 0..5"):
+    with pytest.raises(ValueError, match=r"outside 0\.\.5"):
         parse_partition_set("6", 6)
     with pytest.raises(ValueError, match="numbers or ranges"):
         parse_partition_set("a", 6)
@@ -151,3 +151,19 @@ async def test_workers_restricted_to_partition_sets(redis_url: str) -> None:
     finally:
         await low.close()
         await high.close()
+
+
+@pytest.mark.cluster
+async def test_an_evicting_node_of_a_cluster_is_refused(
+    cluster_url: str, redis_cluster: RedisCluster
+) -> None:
+    """The start-up check asks every node: one evicting master is enough to refuse."""
+    from flowcraft_fast.distributed.safety import UnsafeRedisError
+
+    port = redis_cluster.nodes[2].port
+    redis_command(port, "CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+    try:
+        with pytest.raises(UnsafeRedisError, match=f"127.0.0.1:{port}=allkeys-lru"):
+            await adapter(cluster_url, 3).start()
+    finally:
+        redis_command(port, "CONFIG", "SET", "maxmemory-policy", "noeviction")
