@@ -19,12 +19,23 @@ from .context import check_json_value
 from .events import EventEmitter
 from .executor import ExecutorServices, Sleep
 from .graph import LOOP_CONTROLLER, CompiledGraph, RunGraph, run_graph
+from .history import (
+    START,
+    HistoryEntry,
+    HistoryError,
+    HistoryTee,
+    MemoryHistory,
+    fork_point,
+    replay_entries,
+    start_entry,
+)
 from .ledger import MemoryLedger
 from .limits import MemoryLimits
 from .retry import RandomSource
 from .routing import Evaluate, builtin_evaluate
 from .scheduler import RunScheduler
-from .types import RunStatus, WorkflowError, WorkflowResult
+from .time_travel import execute_node_alone
+from .types import NodeResult, RunStatus, WorkflowError, WorkflowResult
 from .vocabulary import AWAITING_KEY, BOOKKEEPING_PREFIXES, LEDGER_KEY, PAUSED_PREFIX
 
 _DEFAULT_LOGGER = logging.getLogger("flowcraft_fast")
@@ -56,6 +67,9 @@ class RuntimeOptions:
     """How conditions, transforms and loop conditions are evaluated."""
     flow_limits: MemoryLimits = field(default_factory=MemoryLimits)
     """The concurrency slots and rate windows of this runtime's in-memory runs (limits.py)."""
+    history: int = 0
+    """History entries kept per run (runtime/history.py, docs/history.md); 0: off. A
+    distributed adapter built from these options records the same history in Redis."""
 
 
 class FlowRuntime:
@@ -64,6 +78,11 @@ class FlowRuntime:
     `strict=True` also refuses, when a blueprint is registered or passed to `run`/`resume`,
     one whose analysis (`flowcraft_fast.analysis`, docs/analysis.md) finds an error, raising
     `BlueprintAnalysisError` (a `BlueprintError`) with the findings. Warnings never refuse.
+
+    `history=N` (N >= 1) records each run's last N history entries (node starts, finishes and
+    errors with their inputs and outputs, every context write) for `history`, `replay` and
+    `fork`, for the last `history_runs` runs (docs/history.md). 0, the default, records nothing
+    and costs nothing.
     """
 
     def __init__(
@@ -80,6 +99,8 @@ class FlowRuntime:
         strict: bool = False,
         sleep: Sleep | None = None,
         rng: RandomSource | None = None,
+        history: int = 0,
+        history_runs: int = 1000,
     ) -> None:
         from ..nodes import BUILTIN_NODES  # the built-ins import the runtime's types
 
@@ -109,7 +130,9 @@ class FlowRuntime:
             limits=limits,
             executor=executor,
             evaluate=evaluate,
+            history=history,
         )
+        self._history = MemoryHistory(history, history_runs) if history else None
         raw_items: Iterable[Any]
         if blueprints is None:
             raw_items = ()
@@ -193,9 +216,11 @@ class FlowRuntime:
         concurrency: int | None = None,
         cancel: asyncio.Event | None = None,
         run_id: str | None = None,
+        start_at: Sequence[str] | None = None,
     ) -> WorkflowResult:
         """Run a blueprint to its end (or until it awaits). Node failures give status "failed";
-        an invalid blueprint raises BlueprintError."""
+        an invalid blueprint raises BlueprintError. `start_at`: the nodes to start
+        at instead of the blueprint's start nodes (what `fork` does; docs/history.md)."""
         bp = self.load(blueprint_or_id)
         data: dict[str, Any] = {}
         for key, value in (initial_context or {}).items():
@@ -206,13 +231,13 @@ class FlowRuntime:
         ledger = MemoryLedger()
         with run_span(run_id, bp.id, bp.version) as traced:
             events = EventEmitter(
-                self.options.event_bus, run_id, bp.id, self.options.logger,
+                self._history_bus(run_id, (bp.id, data)), run_id, bp.id, self.options.logger,
                 traced[1] if traced else None,
             )  # fmt: skip
             if events.enabled:
                 await events.emit("workflow:start")
             scheduler = self._scheduler(graph, ledger, data, run_id, events, concurrency, cancel)
-            scheduler.seed_start_nodes()
+            scheduler.seed_start_nodes(start_at)
             status = await scheduler.drive()
             if traced:
                 _end_run_span(traced[0], status, scheduler.errors)
@@ -260,7 +285,7 @@ class FlowRuntime:
         run_id = str(raw_ledger.get("runId") or uuid.uuid4().hex)
         with run_span(run_id, bp.id, bp.version, "resume") as traced:
             events = EventEmitter(
-                self.options.event_bus, run_id, bp.id, self.options.logger,
+                self._history_bus(run_id), run_id, bp.id, self.options.logger,
                 traced[1] if traced else None,
             )  # fmt: skip
             if events.enabled:
@@ -271,6 +296,75 @@ class FlowRuntime:
             if traced:
                 _end_run_span(traced[0], status, scheduler.errors)
             return await self._finish(status, graph, ledger, data, scheduler.errors, run_id, events)
+
+    # ------------------------------------------------------------------ history, time travel
+
+    def _history_bus(self, run_id: str, start: tuple[str, dict[str, Any]] | None = None) -> Any:
+        """The event bus of a run: the user's, with the history recorder in front when history
+        is on (`start`: a new run's blueprint id and initial context, recorded first)."""
+        if self._history is None:
+            return self.options.event_bus
+        sink = self._history.sink(run_id)
+        if start is not None:
+            sink(START, start_entry(*start))
+        return HistoryTee(self.options.event_bus, sink)
+
+    def history(self, run_id: str) -> list[HistoryEntry]:
+        """The recorded entries of `run_id`, oldest first (docs/history.md); `HistoryError`
+        when there are none (history off, or the run is forgotten)."""
+        if self._history is None:
+            raise HistoryError(
+                f"no history of run {run_id!r}: this runtime records none (FlowRuntime(history=N))"
+            )
+        return self._history.entries(run_id)
+
+    def replay(self, run_id: str, until: str | None = None) -> dict[str, Any]:
+        """The run's context as it was after the history entry `until` (an entry's `id`;
+        None: after the last one), rebuilt from the initial context and the recorded writes.
+        Bookkeeping keys (`_outputs.*`, `_inputs.*`) are included, as nodes see them."""
+        return replay_entries(self.history(run_id), until, run_id=run_id)
+
+    async def fork(
+        self,
+        run_id: str,
+        from_node: str,
+        *,
+        new_run_id: str | None = None,
+        concurrency: int | None = None,
+        cancel: asyncio.Event | None = None,
+    ) -> WorkflowResult:
+        """Run the recorded run's blueprint again from `from_node`, as a new run: the context
+        as recorded just before `from_node` first started (with the input it was given then),
+        the run starting at `from_node` alone. Limits: docs/history.md."""
+        point = fork_point(self.history(run_id), from_node, run_id=run_id)
+        bp = self.get_blueprint(point.blueprint_id)
+        if from_node not in CompiledGraph.from_blueprint(bp).nodes:
+            raise HistoryError(f"blueprint {bp.id!r} has no node {from_node!r} to fork from")
+        return await self.run(
+            bp, point.context, run_id=new_run_id, concurrency=concurrency, cancel=cancel,
+            start_at=(from_node,),
+        )  # fmt: skip
+
+    async def execute_node(
+        self,
+        blueprint_or_id: Blueprint | Mapping[str, Any] | str,
+        node_id: str,
+        context: Mapping[str, Any] | None = None,
+        input_override: Any = None,
+        *,
+        override: bool | None = None,
+    ) -> NodeResult:
+        """Run one node outside any run, for debugging, through the same step as a run's
+        nodes (attempts, retries, timeouts, middleware, events) against a copy of `context`,
+        without its fallback. Returns its `NodeResult`; raises what its last attempt raised.
+
+        Its input is `input_override` when given (not None; `override=True` gives None), even
+        when the node declares `inputs`; otherwise what a run would give it: its `inputs`
+        resolved against `context`, else `context["_inputs.<node_id>"]`."""
+        overridden = input_override is not None if override is None else override
+        return await execute_node_alone(
+            self.options, self.load(blueprint_or_id), node_id, context, input_override, overridden
+        )
 
     def _scheduler(
         self,

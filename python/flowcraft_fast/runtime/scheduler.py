@@ -13,7 +13,7 @@ import asyncio
 import contextvars
 import logging
 from collections import deque
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..blueprint import NodeDefinition
@@ -94,8 +94,10 @@ class RunScheduler:
 
     # ------------------------------------------------------------------ seeding
 
-    def seed_start_nodes(self) -> None:
-        activations = [Activation(node_id, ()) for node_id in self.graph.static.start_nodes]
+    def seed_start_nodes(self, node_ids: Sequence[str] | None = None) -> None:
+        """Ready the blueprint's start nodes (or `node_ids`: a fork starts at one node)."""
+        starts = self.graph.static.start_nodes if node_ids is None else node_ids
+        activations = [Activation(node_id, ()) for node_id in starts]
         self.ledger.start(a.key for a in activations)
         self._ready.extend(activations)
 

@@ -252,8 +252,8 @@ async def _fall_back(
                 )
             done = _finish(
                 options, graph, act, fallback_id, chain, outcome.result, fb_input, context
-            )
-            return await _evaluated(events, done) if events.enabled else done
+            )  # its writes are reported like any finished node's (context:change...)
+            return await _observed(events, fallback, context, done) if events.enabled else done
         assert outcome.error is not None
         errors.append(outcome.error)
         if outcome.exception is not None:
