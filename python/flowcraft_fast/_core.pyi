@@ -6,6 +6,7 @@ from typing import Protocol, final
 __all__ = [
     "ClaimedJob",
     "CommitReply",
+    "History",
     "Queue",
     "RedisCommandError",
     "RedisConnection",
@@ -190,6 +191,26 @@ class _StartRequest(Protocol):
     traceparent: str
     priority: int
     singleton: str
+
+@final
+class History:
+    """The history streams of one queue's (or partition's) runs (rust/src/history.rs): one
+    Redis Stream per run, `<run prefix>workflow:history:<runId>`, each kept to its last
+    `max_entries` entries (exactly up to 1000, approximately above) and expiring `state_ttl_s`
+    (the queue's) after its last append. Entries are (run id, type, JSON data) on the way in,
+    (entry id, type, JSON data) on the way out."""
+
+    def __new__(cls, queue: Queue, max_entries: int) -> History: ...
+    @property
+    def max_entries(self) -> int: ...
+    def key(self, run_id: str) -> str:
+        """The run's stream key."""
+    async def append(self, entries: list[tuple[str, str, str]]) -> None:
+        """Append (run id, type, JSON data) entries in order, in one pipeline."""
+    async def read(self, run_id: str) -> list[tuple[str, str, str]]:
+        """Every entry of the run, oldest first: (entry id, type, JSON data)."""
+    async def expire(self, run_ids: list[str], ttl_s: int) -> None:
+        """Set the expiry of the runs' streams to `ttl_s` seconds."""
 
 @final
 class Queue:

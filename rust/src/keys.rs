@@ -14,6 +14,7 @@ pub const STATE_PREFIX: &str = "workflow:state:";
 pub const RUN_PREFIX: &str = "workflow:run:";
 pub const JOINS_PREFIX: &str = "workflow:joins:";
 pub const STATUS_PREFIX: &str = "workflow:status:";
+pub const HISTORY_PREFIX: &str = "workflow:history:";
 
 fn join(parts: &[&str]) -> String {
     let mut key = String::with_capacity(parts.iter().map(|p| p.len()).sum());
@@ -51,6 +52,11 @@ impl RunKeys {
     }
     pub fn status(&self, run_id: &str) -> String {
         join(&[&self.prefix, STATUS_PREFIX, run_id])
+    }
+    /// The run's history stream (history.rs), when history is on: bounded, and expiring with
+    /// the run's other keys.
+    pub fn history(&self, run_id: &str) -> String {
+        join(&[&self.prefix, HISTORY_PREFIX, run_id])
     }
     pub fn state_prefix(&self) -> String {
         join(&[&self.prefix, STATE_PREFIX])
@@ -257,5 +263,7 @@ mod tests {
         let r = RunKeys::new("");
         assert_eq!(r.status("x"), "workflow:status:x");
         assert_eq!(r.meta("x"), "workflow:run:x");
+        assert_eq!(r.history("x"), "workflow:history:x");
+        assert_eq!(RunKeys::new("{q}:").history("x"), "{q}:workflow:history:x");
     }
 }

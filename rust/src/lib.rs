@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 
 mod conn; // connections: URLs, TLS, ACL users, redis-py clients
 mod errors; // the exceptions Python sees
+mod history; // optional per-run history streams: append in batches, read, expire
 mod hot_path; // claim, commit, retry, renew: one round trip per batch
 mod keys; // every Redis key shape
 mod leases; // lease renewal in a tokio task
@@ -39,6 +40,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     conn::register(m)?;
     state::register(m)?;
     queue::register(m)?;
+    history::register(m)?;
     keys::register(m)?;
     scripts::register(m)?;
     Ok(())

@@ -85,6 +85,11 @@ pub struct Queue {
 }
 
 impl Queue {
+    /// What the queue's other Rust modules share with it (its connection and key shapes).
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
     /// Run `work(inner)` on the native runtime and hand its result to asyncio.
     fn spawn<'py, F, T>(
         &self,

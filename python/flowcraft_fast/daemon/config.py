@@ -68,6 +68,7 @@ class DaemonConfig:
     partition_set: str | None = None
     wait_replicas: int = 0
     wait_timeout: float = 1.0
+    history: int = 0
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -317,6 +318,11 @@ OPTIONS: tuple[Option, ...] = (
            _seconds(allow_zero=False),
            "seconds a step waits for --wait-replicas before it goes on anyway (default 1)",
            "SECONDS"),
+    Option("history", "--history", ("FLOWCRAFT_HISTORY",), _int(0, 1_000_000),
+           "keep each run's last N history entries (node starts, finishes, errors, context "
+           "writes) in a Redis Stream per run, for replay and fork (docs/history.md); costs "
+           "one round trip per commit batch; 0: off (default 0, or the app runtime's "
+           "FlowRuntime(history=N))", "N"),
     Option("redis_wait", "--redis-wait", ("FLOWCRAFT_REDIS_WAIT",), _seconds(allow_zero=True),
            "seconds to wait at start for a Redis that does not answer, retrying with backoff "
            "(1, 2, 4 ... 30 s) and logging each try; 0: fail at once (default: wait until it "

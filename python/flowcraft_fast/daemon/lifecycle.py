@@ -237,6 +237,7 @@ def _make_adapter(config: DaemonConfig, runtime: FlowRuntime) -> Any:
             renew_ms=int((config.renew_interval or 0) * 1000),
             partitions=config.partitions,
             partition_set=config.partition_set,
+            history=config.history or None,
         )
     except Exception as exc:
         log.debug("creating the adapter failed", exc_info=True)

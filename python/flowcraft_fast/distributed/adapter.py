@@ -27,6 +27,9 @@ class BullMQAdapter:
     queue must give the same count, published in Redis for clients); `partition_set` (e.g.
     "0,2,4" or [0, 2, 4]) restricts this adapter to some of them, by default all. One `Worker`
     runs per partition served, each with its share of `concurrency` (rounded up).
+
+    `history` (default: the runtime's, `FlowRuntime(history=N)`) records each run's last N
+    history entries in a Redis Stream per run (docs/history.md); 0: off.
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class BullMQAdapter:
         renew_ms: int = 0,
         partitions: int = 1,
         partition_set: str | Iterable[int] | None = None,
+        history: int | None = None,
     ) -> None:
         if coordination_store is None:
             if connection is None:
@@ -65,6 +69,9 @@ class BullMQAdapter:
             server_check=lambda: check_server(coordination_store.connection),
         )
         self._options = runtime_options
+        self.history = runtime_options.history if history is None else history
+        if self.history < 0:
+            raise ValueError(f"history must be 0 (off) or a number of entries, not {history}")
         self._concurrency = concurrency
         # the layout a single Redis would give; `start` finds the real one (a cluster tags it)
         self.layout = Layout(queue_name, partitions, tagged=partitions > 1)
@@ -76,7 +83,13 @@ class BullMQAdapter:
         share = -(-self._concurrency // len(self.partition_set))
         queues = self.store.partition_queues(layout)
         return [
-            Worker(self._options, queues[p], concurrency=share, **self._worker_args)
+            Worker(
+                self._options,
+                queues[p],
+                concurrency=share,
+                history=_core.History(queues[p], self.history) if self.history else None,
+                **self._worker_args,
+            )
             for p in self.partition_set
         ]
 

@@ -11,6 +11,15 @@ from .. import _core, jsoncodec
 from ..blueprint import Blueprint, load_blueprint
 from ..errors import FlowcraftError
 from ..runtime.graph import CompiledGraph, RunGraph
+from ..runtime.history import (
+    START,
+    HistoryEntry,
+    HistoryError,
+    decode,
+    fork_point,
+    replay_entries,
+    start_entry,
+)
 from ..runtime.types import WorkflowError, WorkflowResult
 from ..runtime.vocabulary import (
     AWAIT,
@@ -51,6 +60,8 @@ class _RunSpec(NamedTuple):
     run_id: str | None
     priority: int
     singleton: str
+    start_at: str | None = None
+    """A fork's node to start at (None: the blueprint's start nodes)."""
 
 
 def check_priority(priority: object, where: str = "priority") -> int:
@@ -151,6 +162,7 @@ class FlowClient:
         queue_name: str = "flowcraft-queue",
         *,
         retry_deadline: float | None = None,
+        history: int = 0,
     ) -> None:
         self.store = (
             conn
@@ -166,6 +178,11 @@ class FlowClient:
         self._queues: list[_core.Queue] = []
         self._states: list[_core.StateStore] = []
         self._blueprints: dict[str, tuple[str, Blueprint]] = {}
+        if history < 0:
+            raise ValueError(f"history must be 0 (off) or a number of entries, not {history}")
+        self.history_entries = history
+        """History on (docs/history.md): the runs this client starts get their initial
+        context recorded as their history's first entry (the workers record the rest)."""
 
     async def queues(self) -> list[_core.Queue]:
         """One queue per partition (partitions.py), found on first use: the partition count
@@ -283,6 +300,9 @@ class FlowClient:
         (each start carries a token): it is started once.
         """
         specs = [_run_spec(index, run) for index, run in enumerate(runs)]
+        return await self._start_specs(specs)
+
+    async def _start_specs(self, specs: list[_RunSpec]) -> list[str]:
         many = len(specs) > 1
         await self.queues()
         assert self.layout is not None
@@ -294,12 +314,14 @@ class FlowClient:
         for bp_id in dict.fromkeys(spec.blueprint_id for spec in specs):
             cached = self._blueprints.get(bp_id)
             bps[bp_id] = cached[1] if cached is not None else await self.blueprint(bp_id)
+        if self.history_entries:  # before the runs exist: the workers' entries come after it
+            await self._record_starts(ids, specs)
         pending = list(range(len(specs)))
         for _ in range(3):
             requests = []
             for i in pending:
                 spec, bp = specs[i], bps[specs[i].blueprint_id]
-                jobs = self._start_jobs(bp, ids[i])
+                jobs = self._start_jobs(bp, ids[i], spec.start_at)
                 requests.append(
                     StartRequest(
                         ids[i], bp.id, bp.version or "", sets[i], jobs, spec.priority,
@@ -363,11 +385,13 @@ class FlowClient:
         return outcomes
 
     @staticmethod
-    def _start_jobs(bp: Blueprint, run_id: str) -> list[tuple[str, str, str, str]]:
+    def _start_jobs(
+        bp: Blueprint, run_id: str, start_at: str | None = None
+    ) -> list[tuple[str, str, str, str]]:
         version = bp.version or ""
         graph = CompiledGraph.from_blueprint(bp)
         jobs = []
-        for node_id in graph.start_nodes:
+        for node_id in graph.start_nodes if start_at is None else (start_at,):
             jid = job_id(run_id, node_id, ())
             jobs.append(
                 (
@@ -378,6 +402,54 @@ class FlowClient:
                 )
             )
         return jobs
+
+    # ------------------------------------------------------------------ history, time travel
+
+    async def _history_of(self, run_id: str, max_entries: int = 1) -> _core.History:
+        return _core.History(await self.queue_for(run_id), max_entries)
+
+    async def _record_starts(self, ids: list[str], specs: list[_RunSpec]) -> None:
+        """The `workflow:start` entries (initial contexts) of runs to start, one round trip per
+        partition."""
+        per: dict[int, list[tuple[str, str, str]]] = {}
+        assert self.layout is not None
+        for run_id, spec in zip(ids, specs, strict=True):
+            entry = (run_id, START, start_entry(spec.blueprint_id, spec.context or {}))
+            per.setdefault(self.layout.of(run_id), []).append(entry)
+        await asyncio.gather(
+            *(
+                _core.History(self._queues[p], self.history_entries).append(entries)
+                for p, entries in per.items()
+            )
+        )
+
+    async def history(self, run_id: str) -> list[HistoryEntry]:
+        """The recorded history of `run_id`, oldest first (docs/history.md); empty when it has
+        none (history off, or expired)."""
+        raw = await (await self._history_of(run_id)).read(run_id)
+        return [decode(*entry) for entry in raw]
+
+    async def replay(self, run_id: str, until: str | None = None) -> dict[str, Any]:
+        """The run's context as it was after the history entry `until` (an entry's `id`;
+        None: after the last one), rebuilt from its recorded history: as
+        `FlowRuntime.replay`. Raises `HistoryError` when the history cannot say."""
+        return replay_entries(await self.history(run_id), until, run_id=run_id)
+
+    async def fork(
+        self, run_id: str, from_node: str, *, new_run_id: str | None = None, priority: int = 0
+    ) -> str:
+        """Start a new run of the recorded run's blueprint at `from_node`, with the context as
+        recorded just before `from_node` first started (and the input it was given then);
+        returns its id (`wait` for its result). Limits: docs/history.md."""
+        point = fork_point(await self.history(run_id), from_node, run_id=run_id)
+        bp = await self.blueprint(point.blueprint_id)
+        if from_node not in CompiledGraph.from_blueprint(bp).nodes:
+            raise HistoryError(f"blueprint {bp.id!r} has no node {from_node!r} to fork from")
+        spec = _RunSpec(
+            bp.id, point.context, None if new_run_id is None else check_run_id(new_run_id),
+            check_priority(priority), "", from_node,
+        )  # fmt: skip
+        return (await self._start_specs([spec]))[0]
 
     async def cancel(self, run_id: str) -> bool:
         """End a running or awaiting run as `cancelled`, keeping its context.

@@ -23,6 +23,7 @@ from ..nodes.sleep import parse_duration_ms, sleep_node
 from ..runtime.buffered import BufferedContext
 from ..runtime.events import EventEmitter
 from ..runtime.graph import CompiledGraph, RunGraph, run_graph
+from ..runtime.history import HistoryTee
 from ..runtime.inputs import resolve_input
 from ..runtime.ledger import SKIPPED
 from ..runtime.limits import Groups, LimitKeyError, groups, limited
@@ -180,12 +181,15 @@ async def run_job(
     log: logging.Logger,
     max_stalls: int = 1,
     admit: Admit | None = None,
+    history: list[tuple[str, str, str]] | None = None,
 ) -> CommitRequest | RetryRequest | None:
     """Turn the job into an activation, run it through the engine's step, and say what to
     commit (or when to retry). A job that stalled more than `max_stalls` times (its workers
     died running it) does not run again: its node fails with a StalledJobError. A job of a
     node with flow limits runs only once `admit` lets it (limit.lua): None when the job now
-    waits in its group (nothing to send), a deferral when its rate window is full."""
+    waits in its group (nothing to send), a deferral when its rate window is full.
+    With `history` (history on), the job's history entries are appended to it as (run id,
+    type, JSON data): the worker sends them before the job's commit."""
     jid, run_id, node_id, bp_id = job.id, job.run_id, job.node_id, job.blueprint_id
     key = job.node_key
 
@@ -266,7 +270,10 @@ async def run_job(
         transformed = node_id in graph.static.transformed_targets
         resume = {"output": resolve_input(node, context.view(), edge_value, transformed)}
     trace = job_trace(run.traceparent, run_id, bp_id, wanted, jid)
-    events = EventEmitter(options.event_bus, run_id, bp_id, options.logger, trace)
+    bus = options.event_bus
+    if history is not None:
+        bus = HistoryTee(bus, lambda kind, text: history.append((run_id, kind, text)))
+    events = EventEmitter(bus, run_id, bp_id, options.logger, trace)
     act = Activation(node_id, iteration, edge_value, job.attempts_made + 1, resume)
     if job.stalls > max_stalls:
         message = (

@@ -58,6 +58,8 @@ class _InFlight:
     held_limit: str | None = None
     """The concurrency group (digest) whose slot the job holds: freed for a waiter once the
     job leaves this worker (limit.lua)."""
+    history: list[tuple[str, str, str]] | None = None
+    """The job's history entries (history on), sent before its commit."""
 
     @property
     def job_id(self) -> str:
@@ -138,6 +140,7 @@ class Worker:
         name: str | None = None,
         renew_ms: int = 0,
         server_check: Callable[[], Awaitable[object]] | None = None,
+        history: _core.History | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -166,6 +169,8 @@ class Worker:
         incarnation = uuid.uuid4().hex
         self.token_prefix = f"{name}@{incarnation[:16]}" if name is not None else incarnation
         self.server_check = server_check
+        self.history = history
+        """Where the runs' history entries go (history on; docs/history.md); None: off."""
         self._safe = asyncio.Event()
         self._safe.set()
         """Cleared while the server is unsafe (an evicting policy): no claims meanwhile."""
@@ -385,9 +390,11 @@ class Worker:
                 early = await adopt(self.options, self.queue, flight.job, flight.run, self.log)
                 if early is not None:
                     return early
+            if self.history is not None:
+                flight.history = []
             return await run_job(
                 self.options, flight.job, flight.run, flight.cancelled, self.log, self.max_stalls,
-                lambda g: self._admit(flight, g),
+                lambda g: self._admit(flight, g), flight.history,
             )  # fmt: skip
         except asyncio.CancelledError:
             return self._stopped(flight)
@@ -586,6 +593,7 @@ class Worker:
         claims the successors it fires (up to its `take`: local continuation, for edges into
         a node with one predecessor, which fire for sure), and a claim takes the rest from the
         queue."""
+        await self._flush_history(items)
         free = 0
         if not self._closing:
             free = max(0, self.concurrency - (len(self._in_flight) - len(items)))
@@ -623,7 +631,23 @@ class Worker:
             self._report_rejected(rejected)
             self._launch_all(claimed_runs, jobs)
 
+    async def _flush_history(self, items: Sequence[tuple[Any, _InFlight]]) -> None:
+        """History on: the entries of a batch's jobs, in one round trip before the batch itself,
+        so a run's history is complete once its end is committed. A failure loses the entries
+        (logged), never the batch."""
+        if self.history is None:
+            return
+        entries = [entry for _, flight in items if flight.history for entry in flight.history]
+        if not entries:
+            return
+        try:
+            await self.history.append(entries)
+        except (ConnectionError, _core.RedisCommandError) as exc:
+            self.stats.redis_errors += 1
+            self.log.warning("%d history entries not recorded: %s", len(entries), exc)
+
     async def _flush_retries(self, items: list[tuple[_Retry, _InFlight]]) -> None:
+        await self._flush_history(items)
         replies = await self._send([request for request, _ in items], self.queue.retry)
         for _, flight in items:
             if replies is None:

@@ -20,7 +20,7 @@ fork starts from. Both modes share them. See docs/history.md.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,7 +163,7 @@ def _apply(context: dict[str, Any], entry: HistoryEntry) -> None:
     data = entry.data
     if entry.type == START:
         initial = data.get("context")
-        if isinstance(initial, dict):
+        if isinstance(initial, dict) and not context:  # a start sent again adds an entry too
             context.update(initial)
     elif entry.type == "context:change":
         key = data.get("key")
@@ -216,8 +216,3 @@ def fork_point(entries: Sequence[HistoryEntry], node_id: str, *, run_id: str = "
 def start_entry(blueprint_id: str, context: Mapping[str, Any]) -> str:
     """The JSON text of a run's `workflow:start` entry."""
     return encode({"blueprintId": blueprint_id, "context": dict(context)})
-
-
-def group_by_run(entries: Iterable[tuple[str, str, str]]) -> list[str]:
-    """The run ids of (run id, type, data) entries, each once, in order."""
-    return list(dict.fromkeys(run_id for run_id, _, _ in entries))
