@@ -27,7 +27,8 @@ worker, inside scripts: see WORKER_SCRIPTS (claim, commit, retry, renew, stalled
     reconcile, beat, limit); test_acl.py checks every `redis.call` of them is granted.
 client (FlowClient, RedisContext reads)
     info                  on connect: is this a cluster node (INFO cluster; topology.rs)
-    get                   the queue's partition count (store.py `layout`)
+    get                   the queue's partition count (store.py `layout`), its webhook secret
+    evalsha (event)       send_event and webhooks (event.lua; its commands: CLIENT_SCRIPTS)
     evalsha, script|load  start, cancel, resume scripts (their commands: CLIENT_SCRIPTS)
     hget                  the published blueprint; RedisContext.get
     hgetall, get          status, result, RedisContext.to_dict
@@ -56,7 +57,7 @@ RUN_KEY_SHAPES = ("workflow:state:", "workflow:run:", "workflow:joins:", "workfl
 WORKER_SCRIPTS = (
     "claim", "commit", "retry", "renew", "stalled", "adopt", "reconcile", "beat", "limit",
 )  # fmt: skip
-CLIENT_SCRIPTS = ("start", "cancel", "resume")
+CLIENT_SCRIPTS = ("start", "cancel", "resume", "event")
 
 WORKER_DIRECT = (
     "ping", "info", "evalsha", "script|load", "bzpopmin", "zadd", "hmset", "hgetall", "get",
@@ -80,8 +81,8 @@ CLIENT_DIRECT = (
 """What FlowClient and RedisContext's reads send outside scripts."""
 
 CLIENT_IN_SCRIPTS = (
-    "time", "exists", "hget", "hset", "hdel", "hincrby", "del", "set", "expire", "lpush", "zadd",
-    "zrem", "publish", "incr", "rpush",
+    "time", "exists", "hget", "hexists", "hset", "hdel", "hincrby", "del", "set", "expire",
+    "lpush", "zadd", "zrem", "publish", "incr", "rpush",
 )  # fmt: skip
 """What CLIENT_SCRIPTS run (test_acl.py reads them: exactly these)."""
 
@@ -176,6 +177,7 @@ def client_acl(
         f"~{base}flowcraft:runs:ended",
         f"~{base}flowcraft:runs:singletons",
         f"~{base}flowcraft:partitions",
+        f"~{base}flowcraft:webhook-secret",
         f"~{base}*.*",
         *run_key_patterns(key_prefix),
     ]

@@ -282,6 +282,19 @@ class Queue:
     async def resume_run(
         self, run_id: str, node_key: str, job_id: str, data: str, opts: str, payload: str
     ) -> str: ...
+    async def send_event(
+        self,
+        run_id: str,
+        name: str,
+        payload: str,
+        delivery: str,
+        node_key: str,
+        job_id: str,
+        data: str,
+        opts: str,
+    ) -> str:
+        """event.lua: "delivered", "buffered", "duplicate", "missing", "ended" or
+        "retry:<node key>"."""
     async def adopt_run(
         self, run_id: str, blueprint_id: str, version: str, starts: list[tuple[str, str]]
     ) -> str: ...

@@ -403,6 +403,36 @@ impl Queue {
         self.spawn(py, |i| runs::resume_run(i, resume))
     }
 
+    /// Deliver a named event to a run (event.lua): "delivered" (a node waited for it and is
+    /// resumed by the job given), "buffered" (kept for the node that will wait for it),
+    /// "duplicate" (this delivery id was taken), "missing", "ended", or "retry:<node key>"
+    /// (another node waits than `node_key` says: read the run again and send again).
+    #[allow(clippy::too_many_arguments)]
+    fn send_event<'py>(
+        &self,
+        py: Python<'py>,
+        run_id: String,
+        name: String,
+        payload: String,
+        delivery: String,
+        node_key: String,
+        job_id: String,
+        data: String,
+        opts: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let event = runs::Event {
+            run_id,
+            name,
+            payload,
+            delivery,
+            node_key,
+            job_id,
+            data,
+            opts,
+        };
+        self.spawn(py, |i| runs::send_event(i, event))
+    }
+
     /// Take over a run the TypeScript client protocol started (no run record; its state names
     /// a blueprint this worker serves): create its record once, with the start nodes fired as
     /// (node key, job id) pairs. Returns the run's status after ("running"), or "mismatch".

@@ -129,6 +129,48 @@ pub async fn resume_run(inner: Arc<Inner>, r: Resume) -> PyResult<String> {
     Ok(outcome)
 }
 
+/// One event for a run (event.lua).
+pub struct Event {
+    pub run_id: String,
+    pub name: String,
+    pub payload: String,
+    pub delivery: String,
+    /// The waiting node's key as the caller read it, and its resume job (id, data, opts).
+    pub node_key: String,
+    pub job_id: String,
+    pub data: String,
+    pub opts: String,
+}
+
+/// Deliver (or buffer) an event: event.lua's answer. A resend after a lost reply that finds
+/// its own delivery id answers "duplicate": taken as this call's "delivered"/"buffered" by
+/// the caller only when it gave a delivery id (see client.py `send_event`).
+pub async fn send_event(inner: Arc<Inner>, e: Event) -> PyResult<String> {
+    let (runs, q) = (&inner.runs, &inner.q);
+    // no job when the caller saw no waiter: a key it may touch stands in (event.lua does not)
+    let job_hash = if e.job_id.is_empty() {
+        q.key("wait")
+    } else {
+        q.job(&e.job_id)
+    };
+    let call = Call {
+        keys: vec![
+            runs.meta(&e.run_id),
+            runs.status(&e.run_id),
+            runs.state(&e.run_id),
+            q.key("wait"),
+            q.key("marker"),
+            job_hash,
+            q.active_runs(),
+        ],
+        args: vec![
+            e.run_id, e.name, e.payload, e.delivery, e.node_key, e.job_id, e.data, e.opts,
+        ],
+    };
+    let reply = inner.eval(&inner.scripts.event, call).await?;
+    Ok(text(&reply).unwrap_or_default())
+}
+
 /// Take over a run started by the TypeScript client protocol (adopt.lua): its status after.
 pub async fn adopt_run(
     inner: Arc<Inner>,

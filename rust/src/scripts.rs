@@ -26,7 +26,7 @@ macro_rules! script_source {
 }
 
 /// (name, source) of every script, for `Scripts::new` and `script_source`.
-const SOURCES: [(&str, &str); 12] = [
+const SOURCES: [(&str, &str); 13] = [
     ("claim", script_source!("claim")),
     ("commit", script_source!("commit")),
     ("retry", script_source!("retry")),
@@ -39,6 +39,7 @@ const SOURCES: [(&str, &str); 12] = [
     ("adopt", script_source!("adopt")),
     ("beat", script_source!("beat")),
     ("limit", script_source!("limit")),
+    ("event", script_source!("event")),
 ];
 
 pub struct Scripts {
@@ -54,6 +55,7 @@ pub struct Scripts {
     pub adopt: Script,
     pub beat: Script,
     pub limit: Script,
+    pub event: Script,
 }
 
 fn source(name: &str) -> Option<&'static str> {
@@ -79,6 +81,7 @@ impl Scripts {
             adopt: script("adopt"),
             beat: script("beat"),
             limit: script("limit"),
+            event: script("event"),
         }
     }
 }
@@ -173,7 +176,7 @@ fn acknowledges(script: &Script) -> bool {
     static HASHES: OnceLock<Vec<String>> = OnceLock::new();
     HASHES
         .get_or_init(|| {
-            ["commit", "retry", "start", "cancel", "resume"]
+            ["commit", "retry", "start", "cancel", "resume", "event"]
                 .iter()
                 .map(|name| {
                     Script::new(source(name).expect("a script"))

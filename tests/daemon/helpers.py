@@ -177,7 +177,7 @@ FAKE_ADAPTER = textwrap.dedent(
     class BullMQAdapter:
         def __init__(self, *, runtime_options, coordination_store, connection, queue_name,
                      concurrency, lease_ms, stalled_interval_seconds, max_stalled_count,
-                     worker_name, renew_ms, partitions, partition_set):
+                     worker_name, renew_ms, partitions, partition_set, history):
             self.queue_name = queue_name
             self.concurrency = concurrency
             self.connection = connection
@@ -188,7 +188,7 @@ FAKE_ADAPTER = textwrap.dedent(
                              "state_ttl": coordination_store.state_ttl_seconds,
                              "retry_deadline": coordination_store.retry_deadline,
                              "prefixes": coordination_store.prefixes,
-                             "partitions": [partitions, partition_set],
+                             "partitions": [partitions, partition_set], "history": history,
                              "replica_wait": coordination_store.replica_wait}
 
         async def start(self):

@@ -9,20 +9,16 @@ set), where .ci/run installs it.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
-import subprocess
-import sys
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dashboard_process import dashboard_process, fetch
 from flowcraft_fast import BullMQAdapter, FlowClient, FlowRuntime, NodeContext
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
@@ -72,36 +68,8 @@ async def worker(url: str) -> AsyncIterator[BullMQAdapter]:
         await adapter.close(timeout=5)
 
 
-@contextmanager
-def dashboard(url: str, *extra: str) -> Iterator[str]:
-    """`flowcraft-fast dashboard --port 0` as a process; its base URL (from its first line)."""
-    cmd = [sys.executable, "-m", "flowcraft_fast.cli", "dashboard", "--redis-url", url,
-           "--queue", QUEUE, "--port", "0", *extra]  # fmt: skip
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("dashboard on http://"), (
-            line,
-            process.stderr and process.stderr.read(),
-        )
-        yield line.split()[2].rstrip("/")
-    finally:
-        process.terminate()
-        code = process.wait(10)
-        assert code == 0, process.stderr.read() if process.stderr else code
-
-
-def fetch(url: str, method: str = "GET", body: Any = None, **headers: str) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+def dashboard(url: str, *extra: str) -> Any:
+    return dashboard_process(url, QUEUE, *extra)
 
 
 async def three_runs(client: FlowClient) -> tuple[str, str, str]:

@@ -26,6 +26,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .. import _core
 from ..distributed.client import FlowClient, RunNotFound
+from ..distributed.webhooks import DELIVERY_HEADERS, MAX_WEBHOOK_BODY
+from ..distributed.webhooks import deliver as deliver_webhook
 from ..errors import FlowcraftError
 from . import api
 from .page import PAGE
@@ -108,6 +110,9 @@ class Handler(BaseHTTPRequestHandler):
         if not self._host_ok():
             return
         parts = urlsplit(self.path).path.split("/")
+        if len(parts) == 3 and parts[1] == "webhooks":
+            self._webhook(unquote(parts[2]))
+            return
         if (
             len(parts) != 5
             or parts[:3] != ["", "api", "runs"]
@@ -152,6 +157,27 @@ class Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.CONFLICT, {"error": str(exc)})
         except (ConnectionError, TimeoutError, _core.RedisCommandError) as exc:
             self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"Redis: {exc}"})
+
+    def _webhook(self, token: str) -> None:
+        """`POST /webhooks/<token>`: the body is the event's payload (distributed/webhooks.py);
+        the token authorises it (no --allow-actions, no action header)."""
+        try:
+            length = int(self.headers.get("Content-Length") or "0")
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_WEBHOOK_BODY:
+            self.close_connection = True  # the body is not read
+            self._json(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                {"error": f"body over {MAX_WEBHOOK_BODY} bytes"},
+            )
+            return
+        body = self.rfile.read(length) if length else b""
+        delivery = next((self.headers[h] for h in DELIVERY_HEADERS if self.headers.get(h)), None)
+        status, document = self.dashboard.call(
+            deliver_webhook(self.dashboard.client, token, body, delivery)
+        )
+        self._json(status, document)
 
     # ------------------------------------------------------------------ helpers
 

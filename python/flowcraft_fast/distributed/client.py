@@ -479,23 +479,89 @@ class FlowClient:
         if not waiting:
             raise FlowcraftError(f"run {run_id!r} is not waiting at node {node_id!r}")
         key = waiting[0].removeprefix(AWAIT)
-        bp = await self.blueprint(meta.get("blueprintId", ""))
-        iteration = RunGraph(CompiledGraph.from_blueprint(bp)).parse_iteration(
-            node_id, split_node_key(key)[0]
-        )
-        jid = f"{job_id(run_id, node_id, iteration)}.r{uuid.uuid4().hex[:8]}"
+        jid, data, opts = await self._resume_job(run_id, meta, key, "r")
         outcome = await queue.resume_run(
             run_id,
             key,
             jid,
-            job_data(run_id, bp.id, meta.get("blueprintVersion", ""), node_id, iteration),
-            job_opts(bp.node(node_id), jid),
+            data,
+            opts,
             jsoncodec.dumps({"output": output, "action": action}, what="resume output"),
         )
         if outcome == "missing":
             raise RunNotFound(f"no run {run_id!r}")
         if outcome != "ok":
             raise FlowcraftError(f"run {run_id!r} is not waiting at node {node_id!r}")
+
+    async def _resume_job(
+        self, run_id: str, meta: Mapping[str, str], key: str, tag: str
+    ) -> tuple[str, str, str]:
+        """(job id, data, opts) of the job that carries a waiting node's result (`key`: its
+        node key) to a worker."""
+        node_id = split_node_key(key)[1]
+        bp = await self.blueprint(meta.get("blueprintId", ""))
+        iteration = RunGraph(CompiledGraph.from_blueprint(bp)).parse_iteration(
+            node_id, split_node_key(key)[0]
+        )
+        jid = f"{job_id(run_id, node_id, iteration)}.{tag}{uuid.uuid4().hex[:8]}"
+        data = job_data(run_id, bp.id, meta.get("blueprintVersion", ""), node_id, iteration)
+        return jid, data, job_opts(bp.node(node_id), jid)
+
+    async def send_event(
+        self, run_id: str, name: str, payload: Any = None, *, delivery_id: str | None = None
+    ) -> str:
+        """Deliver event `name` to a run, whose `wait-for-event` node (params.event) takes it:
+        "delivered" (the node waited and now runs on with the payload as its output) or
+        "buffered" (kept in the run until the node waits for it: the node then takes it at
+        once). Sent before, while or after the node waits, the event is never lost
+        (event.lua orders it with the node's park).
+
+        `delivery_id` makes the call idempotent: a second call with the same id changes
+        nothing and returns "duplicate" (a replayed webhook; the ids are kept with the run).
+        Without one, an id is drawn per call, so a resend after a lost reply is recognised.
+        Raises RunNotFound for an unknown run, FlowcraftError for a run that ended.
+        """
+        from ..nodes.wait_event import event_name
+
+        name = event_name({"event": name}, "send_event")
+        text = jsoncodec.dumps(payload, what=f"event {name!r} payload")
+        delivery = delivery_id if delivery_id is not None else uuid.uuid4().hex
+        if not isinstance(delivery, str) or not 1 <= len(delivery) <= 200:
+            raise ValueError(f"delivery_id must be a string of 1-200 characters, not {delivery!r}")
+        queue = await self.queue_for(run_id)
+        node_key, jid, data, opts = "", "", "", ""
+        for _ in range(10):
+            outcome = await queue.send_event(
+                run_id, name, text, delivery, node_key, jid, data, opts
+            )
+            if outcome == "missing":
+                raise RunNotFound(f"no run {run_id!r}")
+            if outcome == "ended":
+                raise FlowcraftError(f"run {run_id!r} has ended; event {name!r} not delivered")
+            if outcome == "duplicate" and delivery_id is None:
+                return "delivered"  # this call's own earlier send, whose reply was lost
+            if not outcome.startswith("retry:"):
+                return outcome
+            node_key = outcome.removeprefix("retry:")
+            meta, _ = await queue.run_info(run_id)
+            jid, data, opts = await self._resume_job(run_id, meta, node_key, "e")
+        raise FlowcraftError(f"run {run_id!r}: event {name!r} could not be delivered; try again")
+
+    async def webhook_url_token(self, run_id: str, name: str) -> str:
+        """A token for `POST /webhooks/<token>` (the dashboard server) that delivers event
+        `name` to this run: `<run id>.<name>.<signature>`, an HMAC of both with the queue's
+        webhook secret (made once, kept in Redis), so it cannot be guessed or altered."""
+        from .webhooks import sign
+
+        await self.queues()
+        secret = await self._webhook_secret()
+        return sign(secret, run_id, name)
+
+    async def _webhook_secret(self) -> str:
+        import secrets
+
+        key = f"{self.store.queue_prefix}:{self.queue_name}:flowcraft:webhook-secret"
+        return await self.store.connection.set_if_absent(key, secrets.token_hex(32))
 
     async def status(self, run_id: str) -> str | None:
         meta, _ = await (await self.queue_for(run_id)).run_info(run_id)

@@ -39,7 +39,14 @@ from ..runtime.step import (
     step,
 )
 from ..runtime.types import WorkflowError
-from ..runtime.vocabulary import DYNAMIC_PREFIX, INPUTS_PREFIX, LIVE_STATUSES, SKIP, node_key
+from ..runtime.vocabulary import (
+    DYNAMIC_PREFIX,
+    INPUTS_PREFIX,
+    LIVE_STATUSES,
+    SKIP,
+    WAIT_FOR_EVENT_USES,
+    node_key,
+)
 from ..tracing import job_trace
 from .jobs import job_data, job_id, job_opts
 from .lazy_state import LazyState
@@ -309,6 +316,12 @@ async def run_job(
     if isinstance(outcome, Parked):
         sets, deletes = context.changes()
         payload = jsoncodec.dumps({"status": "awaiting", "awaiting": [node_id]})
+        if node.uses == WAIT_FOR_EVENT_USES:
+            # parks only on the state it read: an event sent meanwhile makes it run again
+            return CommitRequest(
+                jid, job.token, run_id, key, "await-event", "null", payload, sets, deletes,
+                known_version=run.version,
+            )  # fmt: skip
         return CommitRequest(jid, job.token, run_id, key, "await", "null", payload, sets, deletes)
     _log_failure(log, job, act.attempt, outcome.errors, outcome.exceptions, None)
     last = outcome.errors[-1]

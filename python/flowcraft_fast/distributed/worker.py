@@ -103,6 +103,9 @@ class WorkerStats:
     with its reason; orphan ids (no job hash) removed from the queue are counted too."""
     parked: int = 0
     """Jobs over a concurrency limit, moved to their group's waiting list (limit.lua)."""
+    requeued: int = 0
+    """Wait-for-event parks refused because an event may have arrived (commit.lua): the job
+    went back to the queue to run again on the new state."""
     admitted_by_commit: int = 0
     """Jobs of limited nodes taken with a slot of their group by the commit that fired them
     (no admission round trip of their own)."""
@@ -526,7 +529,7 @@ class Worker:
         job, started = flight.job, flight.started
         events = EventEmitter(self.options.event_bus, job.run_id, job.blueprint_id, self.log)
         node_id = job.node_id
-        if code != "ok":
+        if code != "ok" or detail == "requeued":
             return
         if request.mode == "reject":
             await events.emit("job:failed", nodeId=node_id, error=request.result)
@@ -554,7 +557,9 @@ class Worker:
             await events.emit("workflow:pause", status="awaiting", reasons=reasons)
 
     def _count(self, code: str, detail: str, flight: _InFlight) -> None:
-        if code == "ok" and detail == "rejected":
+        if code == "ok" and detail == "requeued":
+            self.stats.requeued += 1  # a wait-for-event park on a stale state: runs again
+        elif code == "ok" and detail == "rejected":
             self.stats.rejected += 1
         elif code == "ok":
             self.stats.committed += 1

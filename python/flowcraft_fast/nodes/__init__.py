@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..runtime.vocabulary import GATHER_USES, SCATTER_USES
+from ..runtime.vocabulary import GATHER_USES, SCATTER_USES, WAIT_FOR_EVENT_USES
 from .batch import batch_gather, batch_scatter
 from .loop import loop_controller
 from .sleep import parse_duration_ms, sleep_node
 from .subflow import subflow_node
 from .wait import wait_node
+from .wait_event import wait_for_event_node
 
 BUILTIN_NODES: dict[str, Any] = {
     "wait": wait_node,
+    WAIT_FOR_EVENT_USES: wait_for_event_node,
     "sleep": sleep_node,
     "subflow": subflow_node,
     SCATTER_USES: batch_scatter,
@@ -23,6 +25,7 @@ BUILTIN_NODES: dict[str, Any] = {
 
 BUILTIN_ACTIONS: dict[str, frozenset[str]] = {
     "loop-controller": frozenset({"continue", "break"}),
+    WAIT_FOR_EVENT_USES: frozenset(),
     "subflow": frozenset(),
     SCATTER_USES: frozenset(),
     GATHER_USES: frozenset(),

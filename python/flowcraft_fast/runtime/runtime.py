@@ -29,6 +29,7 @@ from .history import (
     replay_entries,
     start_entry,
 )
+from .inbox import EventInbox, ready_waiters, with_event
 from .ledger import MemoryLedger
 from .limits import MemoryLimits
 from .retry import RandomSource
@@ -36,7 +37,14 @@ from .routing import Evaluate, builtin_evaluate
 from .scheduler import RunScheduler
 from .time_travel import execute_node_alone
 from .types import NodeResult, RunStatus, WorkflowError, WorkflowResult
-from .vocabulary import AWAITING_KEY, BOOKKEEPING_PREFIXES, LEDGER_KEY, PAUSED_PREFIX
+from .vocabulary import (
+    AWAITING_KEY,
+    BOOKKEEPING_PREFIXES,
+    EVENT,
+    EVENT_WAIT,
+    LEDGER_KEY,
+    PAUSED_PREFIX,
+)
 
 _DEFAULT_LOGGER = logging.getLogger("flowcraft_fast")
 _ANALYSED_LIMIT = 512
@@ -109,6 +117,7 @@ class FlowRuntime:
         self._limits = limits
         self._strict = False  # until every blueprint given here is registered (see below)
         self._analysed: dict[int, Blueprint] = {}
+        self._inbox = EventInbox()
         full_registry = {**BUILTIN_NODES, **(registry or {})}
         deps = {"runtime": self, "logger": log, **(dependencies or {})}
         evaluate = builtin_evaluate if evaluator is None else _custom_evaluate(evaluator, log)
@@ -238,10 +247,17 @@ class FlowRuntime:
                 await events.emit("workflow:start")
             scheduler = self._scheduler(graph, ledger, data, run_id, events, concurrency, cancel)
             scheduler.seed_start_nodes(start_at)
-            status = await scheduler.drive()
+            self._inbox.attach(run_id, data)
+            try:
+                status = await scheduler.drive()
+            finally:
+                self._inbox.detach(run_id)
             if traced:
                 _end_run_span(traced[0], status, scheduler.errors)
-            return await self._finish(status, graph, ledger, data, scheduler.errors, run_id, events)
+            result = await self._finish(
+                status, graph, ledger, data, scheduler.errors, run_id, events
+            )
+        return await self._deliver_arrived(bp, result, data, concurrency, cancel)
 
     async def resume(
         self,
@@ -292,10 +308,96 @@ class FlowRuntime:
                 await events.emit("workflow:resume", nodeId=target)
             scheduler = self._scheduler(graph, ledger, data, run_id, events, concurrency, cancel)
             scheduler.resume_at(key, dict(resume_data or {}))
-            status = await scheduler.drive()
+            self._inbox.attach(run_id, data)
+            try:
+                status = await scheduler.drive()
+            finally:
+                self._inbox.detach(run_id)
             if traced:
                 _end_run_span(traced[0], status, scheduler.errors)
-            return await self._finish(status, graph, ledger, data, scheduler.errors, run_id, events)
+            result = await self._finish(
+                status, graph, ledger, data, scheduler.errors, run_id, events
+            )
+        return await self._deliver_arrived(bp, result, data, concurrency, cancel)
+
+    async def _deliver_arrived(
+        self,
+        bp: Blueprint,
+        result: WorkflowResult,
+        data: dict[str, Any],
+        concurrency: int | None,
+        cancel: asyncio.Event | None,
+    ) -> WorkflowResult:
+        """A run that parked at a `wait-for-event` node whose event arrived while the run was
+        still going is resumed with it at once."""
+        if result.status != "awaiting":
+            return result
+        for name, node_id in ready_waiters(data):
+            return await self._resume_with_event(bp, result, name, node_id, concurrency, cancel)
+        return result
+
+    async def _resume_with_event(
+        self,
+        bp: Blueprint,
+        result: WorkflowResult,
+        name: str,
+        node_id: str,
+        concurrency: int | None,
+        cancel: asyncio.Event | None,
+    ) -> WorkflowResult:
+        data = json.loads(result.serialized_context)
+        payload = data.pop(EVENT + name)
+        data.pop(EVENT_WAIT + name, None)
+        return await self.resume(
+            bp, data, {"output": payload}, node_id, concurrency=concurrency, cancel=cancel
+        )
+
+    async def send_event(
+        self,
+        run: str | WorkflowResult,
+        name: str,
+        payload: Any = None,
+        *,
+        blueprint: Blueprint | Mapping[str, Any] | str | None = None,
+    ) -> WorkflowResult | None:
+        """Deliver event `name` to an in-memory run (the `wait-for-event` built-in waits for it).
+
+        `run` is a run id or an awaiting run's result. A run id: the event goes into the run
+        if it is executing in this runtime now, else it waits for a run with that id to start
+        (`run(..., run_id=...)`); returns None. An awaiting result: the node waiting for the
+        event is resumed with the payload as its output and the new result is returned; when
+        no node waits for it yet, the returned result (still awaiting) carries the event for
+        the node that will (`blueprint`: the run's, when it is not registered here)."""
+        from ..nodes.wait_event import event_name
+
+        name = event_name({"event": name}, "send_event")
+        check_json_value(payload, f"event {name!r} payload")
+        if isinstance(run, str):
+            self._inbox.send(run, name, payload)
+            return None
+        if run.status != "awaiting":
+            raise ResumeError(f"Cannot send event {name!r}: the run is {run.status}, not awaiting")
+        data, waiter = with_event(run.serialized_context, name, payload)
+        ledger = data.get(LEDGER_KEY) or {}
+        bp = self.load(blueprint if blueprint is not None else str(ledger.get("blueprintId")))
+        if waiter is None:
+            serialized = json.dumps(data, separators=(",", ":"))
+            context = {k: v for k, v in data.items() if k != LEDGER_KEY}
+            return WorkflowResult(
+                status="awaiting",
+                context=context,
+                serialized_context=serialized,
+                errors=list(run.errors),
+                run_id=run.run_id,
+            )
+        result = WorkflowResult(
+            status="awaiting",
+            context=run.context,
+            serialized_context=json.dumps(data, separators=(",", ":")),
+            errors=list(run.errors),
+            run_id=run.run_id,
+        )
+        return await self._resume_with_event(bp, result, name, waiter, None, None)
 
     # ------------------------------------------------------------------ history, time travel
 

@@ -389,6 +389,7 @@ def _node_context(
         cancelled,
         graph.static.blueprint.id,
         act.iteration[-1] if act.iteration else 0,
+        tuple(act.iteration),
     )
 
 

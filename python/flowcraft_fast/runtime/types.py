@@ -126,6 +126,9 @@ class NodeContext:
     iteration: int = 0
     """How many times this node's loop has been re-entered (0 outside loops, and on the first
     pass). Distributed job ids carry it."""
+    iterations: tuple[int, ...] = ()
+    """The iteration of every loop around this node, outermost first (`iteration` is the
+    last): with `node_id`, the activation's key (`vocabulary.node_key`)."""
 
     async def pause(self, reason: str = "") -> NodeResult:
         """Park this node's run, as the `wait` built-in does: `return await ctx.pause("...")`.

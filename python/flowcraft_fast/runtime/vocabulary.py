@@ -116,7 +116,17 @@ SUBFLOW_STATE_PREFIX: Final = "_subflowState."
 """`_subflowState.<node id>`: an awaiting child run's serialized context."""
 PAUSED_PREFIX: Final = "_paused."
 """`_paused.<node id>`: why a node parked its run (`NodeContext.pause`)."""
-BOOKKEEPING_PREFIXES: Final = (BATCH_PREFIX, SUBFLOW_STATE_PREFIX, DYNAMIC_PREFIX, PAUSED_PREFIX)
+EVENT: Final = "_events."
+"""`_events.<name>`: an event sent to the run before a node waited for it (its payload)."""
+EVENT_WAIT: Final = "_evwait."
+"""`_evwait.<name>`: the id of the `wait-for-event` node parked waiting for that event."""
+DELIVERY: Final = "evd:"
+"""Run meta `evd:<delivery id>`: a delivery already taken (a replayed webhook changes nothing)."""
+WAIT_FOR_EVENT_USES: Final = "wait-for-event"
+"""The built-in that parks its run until an event arrives (nodes/wait_event.py)."""
+BOOKKEEPING_PREFIXES: Final = (
+    BATCH_PREFIX, SUBFLOW_STATE_PREFIX, DYNAMIC_PREFIX, PAUSED_PREFIX, EVENT, EVENT_WAIT,
+)  # fmt: skip
 """Engine bookkeeping left out of the result context of a run that did not end awaiting."""
 
 # ---------------------------------------------------------------- the ledger's field names

@@ -22,7 +22,10 @@
                      successor's concurrency group digest ("" none), its name, its limit)*,
         stacktrace (last; with "fail": the node's traceback, appended to the job's BullMQ
         `stacktrace` field, see push_stacktrace in lib.lua; "" for none)
-  mode: "ok" (node finished), "await" (a wait node parked the run), "fail" (the run fails),
+  mode: "ok" (node finished), "await" (a wait node parked the run), "await-event" (a
+  wait-for-event node parks the run: only on the state version it ran with, else an event may
+  have arrived since: the job goes back to the queue, nothing else changes, and the node runs
+  again on the new state; see event.lua), "fail" (the run fails),
   "reject" (the job cannot run: it alone fails with the result text as its reason; the run is
   not touched).
 
@@ -120,6 +123,18 @@ if not is_live(run_status) then
   finish(true, 'run ' .. run_id .. ' ended (' .. (run_status or 'expired')
                .. ') before node ' .. node_key .. ' committed; its result was discarded')
   return {'terminal', run_status or ''}
+end
+if mode == 'await-event' then
+  local version_now = tonumber(redis.call('HGET', KEYS[10], STATE_VERSION) or '0')
+  if known_version >= 0 and version_now ~= known_version
+     and redis.call('HEXISTS', KEYS[10], DONE .. node_key) == 0 then
+    redis.call('DEL', KEYS[2])
+    redis.call('LREM', KEYS[3], 0, job_id)
+    enqueue(KEYS[6], job_id, priority)
+    redis.call('ZADD', KEYS[7], 0, '0')
+    return {'ok', 'requeued'}
+  end
+  mode = 'await'
 end
 if redis.call('HSETNX', KEYS[10], DONE .. node_key, job_id) == 0 then
   finish(false, 'null')

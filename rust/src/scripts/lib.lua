@@ -10,6 +10,8 @@ local JOIN_PREDS, JOIN_ARRIVED, JOIN_FINISHED = 'np:', 'n:', 'f:'
 local PENDING = 'pending'
 local STATE_VERSION = 'sv'  -- run meta: bumped by every write to the run's state hash
 local RUNNING, AWAITING = 'running', 'awaiting'
+local EVENT, EVENT_WAIT = '_events.', '_evwait.'  -- run state: a buffered event, its waiter
+local DELIVERY = 'evd:'    -- run meta: a delivery id already taken (send_event, webhooks)
 
 -- Redis time in ms: never a worker's clock.
 local function now_ms()
@@ -290,4 +292,25 @@ local function limit_promote(qp, now, reserve, holders, waiting, digest, limit, 
     end
   end
   if redis.call('LLEN', waiting) == 0 then redis.call('SREM', index, digest) end
+end
+
+-- A waiting node gets its result from outside (resume.lua, event.lua): its await marker goes,
+-- the run is running again once no node waits, and a job carrying `payload` ({output, action},
+-- routed by the worker like any result, no user code) is queued for it. False when the node
+-- does not wait (any more).
+local function resume_node(meta, status_key, wait, marker, job_hash, index, run_id, node_key,
+                           job_id, data, opts, payload)
+  if redis.call('HDEL', meta, AWAIT .. node_key) == 0 then return false end
+  if redis.call('HINCRBY', meta, 'awaiting', -1) <= 0 then
+    redis.call('HSET', meta, 'status', RUNNING)
+    redis.call('DEL', status_key)
+  end
+  local now = now_ms()
+  local priority = run_priority(meta)
+  create_job(job_hash, data, opts, now, 0, priority, 'fcr', payload)
+  redis.call('HSET', meta, FIRED .. node_key, job_id)
+  enqueue(wait, job_id, priority)
+  redis.call('ZADD', marker, 0, '0')
+  redis.call('ZADD', index, now, run_id)
+  return true
 end

@@ -10,16 +10,8 @@
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if not is_live(status) then return 'not-awaiting' end
-if redis.call('HDEL', KEYS[1], AWAIT .. ARGV[2]) == 0 then return 'not-awaiting' end
-if redis.call('HINCRBY', KEYS[1], 'awaiting', -1) <= 0 then
-  redis.call('HSET', KEYS[1], 'status', RUNNING)
-  redis.call('DEL', KEYS[2])
+if not resume_node(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[1], ARGV[2],
+                   ARGV[3], ARGV[4], ARGV[5], ARGV[6]) then
+  return 'not-awaiting'
 end
-local now = now_ms()
-local priority = run_priority(KEYS[1])
-create_job(KEYS[5], ARGV[4], ARGV[5], now, 0, priority, 'fcr', ARGV[6])
-redis.call('HSET', KEYS[1], FIRED .. ARGV[2], ARGV[3])
-enqueue(KEYS[3], ARGV[3], priority)
-redis.call('ZADD', KEYS[4], 0, '0')
-redis.call('ZADD', KEYS[6], now, ARGV[1])
 return 'ok'

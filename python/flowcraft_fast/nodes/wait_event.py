@@ -1,0 +1,48 @@
+"""`wait-for-event`: park the run until a named event arrives (`params.event`).
+
+An event is sent with `FlowClient.send_event(run_id, name, payload)` (or the webhook endpoint,
+docs/events.md) distributed, and `FlowRuntime.send_event` in memory. Whenever it is sent,
+before the run reaches the node, while it runs, or after it parked, the node finishes with the
+payload as its output (one event per wait; the latest of a name sent before the wait wins):
+
+- sent before: it is buffered in the run's state (`_events.<name>`), and the node takes it;
+- sent while the node parks: the park commit is refused because the state changed since the
+  node read it (commit.lua, mode "await-event"), and the node runs again and takes it;
+- sent after: the node waits (`_evwait.<name>` holds its activation's key) and the event
+  resumes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..runtime.types import NodeContext, NodeResult
+from ..runtime.vocabulary import EVENT, EVENT_WAIT, node_key
+
+MAX_EVENT_NAME = 200
+_ABSENT: Any = object()
+
+
+def event_name(params: Any, node_id: str) -> str:
+    """The node's `params.event`, checked: 1-200 characters, no control characters."""
+    name = params.get("event") if hasattr(params, "get") else None
+    if not isinstance(name, str) or not name or len(name) > MAX_EVENT_NAME:
+        raise ValueError(
+            f"wait-for-event node '{node_id}' needs params.event, a name of 1-"
+            f"{MAX_EVENT_NAME} characters, not {name!r}"
+        )
+    if any(ord(c) < 32 for c in name):
+        raise ValueError(
+            f"wait-for-event node '{node_id}': event name {name!r} has control characters"
+        )
+    return name
+
+
+async def wait_for_event_node(ctx: NodeContext) -> NodeResult:
+    name = event_name(ctx.params, ctx.node_id)
+    payload = await ctx.context.get(EVENT + name, _ABSENT)
+    if payload is not _ABSENT:
+        await ctx.context.delete(EVENT + name)  # taken: the next wait needs a new event
+        return NodeResult(output=payload)
+    await ctx.context.set(EVENT_WAIT + name, node_key(ctx.node_id, ctx.iterations))
+    return NodeResult(output=None, awaiting=True)
