@@ -43,6 +43,7 @@ impl Inner {
                 self.runs.state_prefix(),
                 self.runs.meta_prefix(),
                 MAX_JOB_DATA_BYTES.to_string(),
+                self.runs.status_prefix(),
             ],
         }
     }

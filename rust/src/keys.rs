@@ -64,6 +64,9 @@ impl RunKeys {
     pub fn meta_prefix(&self) -> String {
         join(&[&self.prefix, RUN_PREFIX])
     }
+    pub fn status_prefix(&self) -> String {
+        join(&[&self.prefix, STATUS_PREFIX])
+    }
 }
 
 /// Keys of one BullMQ queue.

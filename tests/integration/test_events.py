@@ -15,7 +15,7 @@ from dashboard_process import dashboard_process, fetch
 from flowcraft_fast import BullMQAdapter, FlowClient, FlowRuntime, NodeContext
 from flowcraft_fast.distributed.client import RunNotFound
 from flowcraft_fast.distributed.webhooks import MAX_WEBHOOK_BODY, sign, verify
-from flowcraft_fast.errors import FlowcraftError
+from flowcraft_fast.errors import BlueprintError, FlowcraftError
 from flowcraft_fast.nodes.wait_event import wait_for_event_node
 from flowcraft_fast.runtime.types import NodeResult
 
@@ -200,3 +200,66 @@ async def test_webhooks_over_http(redis_url: str) -> None:
             # the run ended: a new delivery is refused
             code, _ = await post(url, body={"n": 10}, **{"X-Delivery-Id": "fresh"})
             assert code == 409
+
+
+def timed(bp_id: str, timeout: str) -> dict[str, Any]:
+    """a -> w (wait-for-event "paid", with a timeout) -> paid | late (on the action timeout)."""
+    return {
+        "id": bp_id,
+        "nodes": [
+            {"id": "a", "uses": "first"},
+            {"id": "w", "uses": "wait-for-event", "params": {"event": "paid", "timeout": timeout}},
+            {"id": "paid", "uses": "echo"},
+            {"id": "late", "uses": "echo"},
+        ],
+        "edges": [
+            {"source": "a", "target": "w"},
+            {"source": "w", "target": "paid"},
+            {"source": "w", "target": "late", "action": "timeout"},
+        ],
+    }
+
+
+def timed_runtime() -> FlowRuntime:
+    return FlowRuntime(
+        registry={"first": first, "echo": echo},
+        blueprints=[timed("quick", "300ms"), timed("slow", "30s")],
+    )
+
+
+async def test_in_memory_timeout() -> None:
+    rt = timed_runtime()
+    late = await rt.run("quick")  # nobody sends: the run waits in process, then times out
+    assert late.status == "completed"
+    assert "late" in late.context and "paid" not in late.context
+    running = asyncio.create_task(rt.run("slow", run_id="r-slow"))
+    await asyncio.sleep(0.2)
+    await rt.send_event("r-slow", "paid", {"n": 1})  # before the timeout: the event wins
+    on_time = await asyncio.wait_for(running, 10)
+    assert on_time.context["paid"] == {"got": {"n": 1}} and "late" not in on_time.context
+    with pytest.raises(BlueprintError, match="'w': timeout: sleep duration 'soon'"):
+        await rt.run(timed("bad", "soon"))
+    with pytest.raises(BlueprintError, match=r"needs params\.event"):
+        await rt.run({"id": "x", "nodes": [{"id": "w", "uses": "wait-for-event"}], "edges": []})
+
+
+async def test_distributed_timeout(redis_url: str) -> None:
+    async with worker(redis_url, timed_runtime()) as adapter:
+        client = FlowClient(redis_url, queue_name=QUEUE)
+        late = await client.start("quick")
+        assert (await client.wait(late, timeout=10)).status == "awaiting"
+        done = await client.wait(late, timeout=10)
+        if done.status == "awaiting":  # the wait returned at the park: wait for the end
+            await asyncio.sleep(1)
+            done = await client.wait(late, timeout=10)
+        assert done.status == "completed" and "late" in done.context
+        assert "paid" not in done.context
+        # the event first: the timeout job is deleted (and would do nothing)
+        on_time = await client.start("slow")
+        assert (await client.wait(on_time, timeout=10)).status == "awaiting"
+        assert await client.send_event(on_time, "paid", {"n": 2}) == "delivered"
+        done = await client.wait(on_time, timeout=10)
+        assert done.context["paid"] == {"got": {"n": 2}} and "late" not in done.context
+        counts = await client.counts()
+        assert counts["delayed"] == 0, counts
+        assert adapter.worker.stats.rejected == 0

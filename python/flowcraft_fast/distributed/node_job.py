@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from .. import _core, jsoncodec
 from ..blueprint import Blueprint, thaw
 from ..errors import FlowcraftError
 from ..nodes.sleep import parse_duration_ms, sleep_node
+from ..nodes.wait_event import event_name, event_timeout_ms
 from ..runtime.buffered import BufferedContext
 from ..runtime.events import EventEmitter
 from ..runtime.graph import CompiledGraph, RunGraph, run_graph
@@ -41,6 +43,7 @@ from ..runtime.step import (
 from ..runtime.types import WorkflowError
 from ..runtime.vocabulary import (
     DYNAMIC_PREFIX,
+    EVENT_TIMER,
     INPUTS_PREFIX,
     LIVE_STATUSES,
     SKIP,
@@ -317,6 +320,18 @@ async def run_job(
         sets, deletes = context.changes()
         payload = jsoncodec.dumps({"status": "awaiting", "awaiting": [node_id]})
         if node.uses == WAIT_FOR_EVENT_USES:
+            timeout = event_timeout_ms(node.params, node_id)
+            if timeout is not None:  # commit.lua makes the timeout job with the park
+                name = event_name(node.params, node_id)
+                tid = f"{job_id(run_id, node_id, iteration)}.t{uuid.uuid4().hex[:8]}"
+                timer = {
+                    "id": tid,
+                    "data": job_data(run_id, bp_id, wanted, node_id, iteration),
+                    "opts": job_opts(node, tid),
+                    "delay": max(1, int(timeout)),
+                    "event": name,
+                }
+                sets = [*sets, (EVENT_TIMER + name, jsoncodec.dumps(timer))]
             # parks only on the state it read: an event sent meanwhile makes it run again
             return CommitRequest(
                 jid, job.token, run_id, key, "await-event", "null", payload, sets, deletes,

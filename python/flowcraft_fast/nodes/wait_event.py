@@ -10,6 +10,11 @@ payload as its output (one event per wait; the latest of a name sent before the 
   node read it (commit.lua, mode "await-event"), and the node runs again and takes it;
 - sent after: the node waits (`_evwait.<name>` holds its activation's key) and the event
   resumes it.
+
+With `params.timeout` (ms or "30s", "5m", ...), a node still waiting when it passes finishes
+with output null and the action "timeout" (route on it with an edge `"action": "timeout"`):
+distributed, a delayed job made with the park does it unless the event came first (commit.lua,
+claim.lua); in memory the run waits in process for the event or the timeout (runtime.py).
 """
 
 from __future__ import annotations
@@ -18,9 +23,21 @@ from typing import Any
 
 from ..runtime.types import NodeContext, NodeResult
 from ..runtime.vocabulary import EVENT, EVENT_WAIT, node_key
+from .sleep import parse_duration_ms
 
 MAX_EVENT_NAME = 200
 _ABSENT: Any = object()
+
+
+def event_timeout_ms(params: Any, node_id: str) -> float | None:
+    """The node's optional `params.timeout` (ms, or a string like "30s", "5m"), checked."""
+    raw = params.get("timeout") if hasattr(params, "get") else None
+    if raw is None:
+        return None
+    try:
+        return parse_duration_ms(raw)
+    except ValueError as exc:
+        raise ValueError(f"wait-for-event node '{node_id}': timeout: {exc}") from None
 
 
 def event_name(params: Any, node_id: str) -> str:
@@ -40,6 +57,7 @@ def event_name(params: Any, node_id: str) -> str:
 
 async def wait_for_event_node(ctx: NodeContext) -> NodeResult:
     name = event_name(ctx.params, ctx.node_id)
+    event_timeout_ms(ctx.params, ctx.node_id)
     payload = await ctx.context.get(EVENT + name, _ABSENT)
     if payload is not _ABSENT:
         await ctx.context.delete(EVENT + name)  # taken: the next wait needs a new event

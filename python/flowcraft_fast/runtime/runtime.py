@@ -29,7 +29,7 @@ from .history import (
     replay_entries,
     start_entry,
 )
-from .inbox import EventInbox, ready_waiters, with_event
+from .inbox import EventInbox, event_timeouts, ready_waiters, with_event
 from .ledger import MemoryLedger
 from .limits import MemoryLimits
 from .retry import RandomSource
@@ -44,6 +44,8 @@ from .vocabulary import (
     EVENT_WAIT,
     LEDGER_KEY,
     PAUSED_PREFIX,
+    WAIT_FOR_EVENT_USES,
+    split_node_key,
 )
 
 _DEFAULT_LOGGER = logging.getLogger("flowcraft_fast")
@@ -329,12 +331,36 @@ class FlowRuntime:
         cancel: asyncio.Event | None,
     ) -> WorkflowResult:
         """A run that parked at a `wait-for-event` node whose event arrived while the run was
-        still going is resumed with it at once."""
+        still going is resumed with it at once; one parked at such a node with a timeout
+        waits here for its event or the timeout (in process, as `sleep` does in memory)."""
         if result.status != "awaiting":
             return result
         for name, node_id in ready_waiters(data):
-            return await self._resume_with_event(bp, result, name, node_id, concurrency, cancel)
-        return result
+            return await self._resume_with_event(
+                bp, result, name, node_id, concurrency, cancel, data
+            )
+        timeouts = event_timeouts(bp, data)
+        if not timeouts:
+            return result
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first = min(timeouts.values())
+        await self._inbox.wait(result.run_id, data, first / 1000)
+        for name, node_id in ready_waiters(data):
+            return await self._resume_with_event(
+                bp, result, name, node_id, concurrency, cancel, data
+            )
+        if (loop.time() - started) * 1000 < first:
+            return result  # woken for nothing (cancelled): stays awaiting
+        node_id = min(timeouts, key=timeouts.__getitem__)
+        state = json.loads(result.serialized_context)
+        for key in [k for k, v in state.items() if k.startswith(EVENT_WAIT)]:
+            if split_node_key(str(state[key]))[1] == node_id:
+                del state[key]
+        return await self.resume(
+            bp, state, {"output": None, "action": "timeout"}, node_id,
+            concurrency=concurrency, cancel=cancel,
+        )  # fmt: skip
 
     async def _resume_with_event(
         self,
@@ -344,13 +370,22 @@ class FlowRuntime:
         node_id: str,
         concurrency: int | None,
         cancel: asyncio.Event | None,
+        live: dict[str, Any] | None = None,
     ) -> WorkflowResult:
+        """Resume `node_id` with event `name`, whose payload is in the result's context or
+        arrived since in `live` (the run's context when it ended)."""
         data = json.loads(result.serialized_context)
-        payload = data.pop(EVENT + name)
+        payload = data.pop(EVENT + name, live.get(EVENT + name) if live is not None else None)
         data.pop(EVENT_WAIT + name, None)
         return await self.resume(
             bp, data, {"output": payload}, node_id, concurrency=concurrency, cancel=cancel
         )
+
+    def live_context(self, run_id: str) -> dict[str, Any] | None:
+        """A copy of the context of a run executing in this runtime now (its state between
+        two steps; engine bookkeeping included), else None (a debugging aid: the stepper)."""
+        data = self._inbox.live(run_id)
+        return None if data is None else dict(data)
 
     async def send_event(
         self,
@@ -568,8 +603,17 @@ def _custom_evaluate(evaluator: Any, logger: logging.Logger) -> Evaluate:
 
 
 def check_builtin_params(bp: Blueprint, limits: BlueprintLimits) -> None:
-    """Built-in nodes whose params hold expressions are checked at load, like edges."""
+    """Built-in nodes whose params hold expressions are checked at load, like edges; so are
+    a `wait-for-event` node's event name and timeout."""
+    from ..nodes.wait_event import event_name, event_timeout_ms
+
     for node in bp.nodes:
+        if node.uses == WAIT_FOR_EVENT_USES:
+            try:
+                event_name(node.params, node.id)
+                event_timeout_ms(node.params, node.id)
+            except ValueError as exc:
+                raise BlueprintError(f"blueprint '{bp.id}': {exc}") from None
         if node.uses != LOOP_CONTROLLER:
             continue
         condition = node.params.get("condition")

@@ -119,13 +119,16 @@ PAUSED_PREFIX: Final = "_paused."
 EVENT: Final = "_events."
 """`_events.<name>`: an event sent to the run before a node waited for it (its payload)."""
 EVENT_WAIT: Final = "_evwait."
-"""`_evwait.<name>`: the id of the `wait-for-event` node parked waiting for that event."""
+"""`_evwait.<name>`: the key of the `wait-for-event` activation parked waiting for that event."""
+EVENT_TIMER: Final = "_evtimer."
+"""`_evtimer.<name>`: the timeout job of a parked `wait-for-event` with `params.timeout`."""
 DELIVERY: Final = "evd:"
 """Run meta `evd:<delivery id>`: a delivery already taken (a replayed webhook changes nothing)."""
 WAIT_FOR_EVENT_USES: Final = "wait-for-event"
 """The built-in that parks its run until an event arrives (nodes/wait_event.py)."""
 BOOKKEEPING_PREFIXES: Final = (
     BATCH_PREFIX, SUBFLOW_STATE_PREFIX, DYNAMIC_PREFIX, PAUSED_PREFIX, EVENT, EVENT_WAIT,
+    EVENT_TIMER,
 )  # fmt: skip
 """Engine bookkeeping left out of the result context of a run that did not end awaiting."""
 

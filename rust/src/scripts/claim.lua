@@ -5,7 +5,7 @@
   KEYS[8] completed   KEYS[9] the queue's published blueprints
   ARGV[1] queue key prefix ("bull:<queue>:")   ARGV[2] lease token prefix   ARGV[3] lease ms
   ARGV[4] max jobs   ARGV[5] run-state key prefix ("workflow:state:")   ARGV[6] run key prefix
-  ARGV[7] the largest job data accepted, in bytes
+  ARGV[7] the largest job data accepted, in bytes   ARGV[8] run status key prefix
 
   First promotes due delayed jobs (BullMQ score: due_ms * 4096 + seq). Returns
   {next_delayed_ms, {run_id, run_status, state_flat, state_version, traceparent, ...},
@@ -100,7 +100,7 @@ while n < max do
   local data, reason, status, settled, bp = nil, nil, nil, false, nil
   local f = not_a_job_id(id) and {err = 'reserved'}
             or redis.pcall('HMGET', jk, 'data', 'atm', 'attemptsMade', 'ats', 'opts', 'fci',
-                           'fcr', 'fcw', 'stc', 'fce')
+                           'fcr', 'fcw', 'stc', 'fce', 'fcev')
   if f.err then
     -- its "job hash" is another key of the queue (or of some other type): leave it alone
     redis.call('LREM', KEYS[2], -1, id)
@@ -180,6 +180,21 @@ while n < max do
         elseif not is_live(status) then
           reason = 'run ' .. data['runId'] .. ' already ended (' .. status .. '); node '
                    .. data['nodeId'] .. ' not run'
+        elseif f[11] then
+          -- a wait-for-event's timeout (commit.lua made it): it resumes the node only if it
+          -- still waits; an event that came first leaves it nothing to do
+          local run_id = data['runId']
+          local key = text_or(data['iteration'], '0') .. '|' .. data['nodeId']
+          if unpark(ARGV[6] .. run_id, ARGV[8] .. run_id, key) then
+            redis.call('HDEL', ARGV[5] .. run_id, EVENT_WAIT .. f[11], EVENT_TIMER .. f[11])
+            redis.call('HINCRBY', ARGV[6] .. run_id, STATE_VERSION, 1)
+            redis.call('HSET', ARGV[6] .. run_id, FIRED .. key, id)
+          else
+            redis.call('LREM', KEYS[2], 0, id)
+            redis.call('ZADD', KEYS[8], now, id)
+            redis.call('HSET', jk, 'finishedOn', now, 'returnvalue', '"event came first"')
+            settled = true
+          end
         end
       end
     end

@@ -25,7 +25,8 @@
   mode: "ok" (node finished), "await" (a wait node parked the run), "await-event" (a
   wait-for-event node parks the run: only on the state version it ran with, else an event may
   have arrived since: the job goes back to the queue, nothing else changes, and the node runs
-  again on the new state; see event.lua), "fail" (the run fails),
+  again on the new state; see event.lua; a context write `_evtimer.<name>` = {id, data, opts,
+  delay, event} also creates the node's timeout job), "fail" (the run fails),
   "reject" (the job cannot run: it alone fails with the result text as its reason; the run is
   not touched).
 
@@ -135,6 +136,18 @@ if mode == 'await-event' then
     return {'ok', 'requeued'}
   end
   mode = 'await'
+  -- a timeout: the node's job made it (an `_evtimer.<name>` write): a delayed job that resumes
+  -- the node with the action "timeout" unless an event did first (claim.lua checks, event.lua
+  -- deletes it)
+  for s = 0, tonumber(ARGV[21]) - 1 do
+    local field = ARGV[22 + 2 * s]
+    if string.sub(field, 1, #EVENT_TIMER) == EVENT_TIMER then
+      local t = cjson.decode(ARGV[23 + 2 * s])
+      create_job(qp .. t.id, t.data, t.opts, now, 0, priority, 'fcr',
+                 '{"output":null,"action":"timeout"}', 'fcev', t.event, 'delay', t.delay)
+      delay_job(qp .. 'delayed', KEYS[7], t.id, now + t.delay)
+    end
+  end
 end
 if redis.call('HSETNX', KEYS[10], DONE .. node_key, job_id) == 0 then
   finish(false, 'null')

@@ -32,6 +32,14 @@ if waiter then
     resume_node(KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6], KEYS[7], ARGV[1], waiting,
                 ARGV[6], ARGV[7], ARGV[8], '{"output":' .. payload .. ',"action":null}')
     redis.call('HDEL', KEYS[3], EVENT_WAIT .. name)
+    local timer = redis.call('HGET', KEYS[3], EVENT_TIMER .. name)
+    if timer then  -- its timeout job is not needed any more
+      local t = cjson.decode(timer)
+      local qp = string.sub(KEYS[4], 1, #KEYS[4] - 4)
+      redis.call('ZREM', qp .. 'delayed', t.id)
+      redis.call('DEL', qp .. t.id)
+      redis.call('HDEL', KEYS[3], EVENT_TIMER .. name)
+    end
     redis.call('HINCRBY', KEYS[1], STATE_VERSION, 1)
     if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], DELIVERY .. ARGV[4], '1') end
     return 'delivered'

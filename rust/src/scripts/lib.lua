@@ -11,6 +11,7 @@ local PENDING = 'pending'
 local STATE_VERSION = 'sv'  -- run meta: bumped by every write to the run's state hash
 local RUNNING, AWAITING = 'running', 'awaiting'
 local EVENT, EVENT_WAIT = '_events.', '_evwait.'  -- run state: a buffered event, its waiter
+local EVENT_TIMER = '_evtimer.'  -- run state: a wait-for-event's timeout job {id, data, opts...}
 local DELIVERY = 'evd:'    -- run meta: a delivery id already taken (send_event, webhooks)
 
 -- Redis time in ms: never a worker's clock.
@@ -294,17 +295,23 @@ local function limit_promote(qp, now, reserve, holders, waiting, digest, limit, 
   if redis.call('LLEN', waiting) == 0 then redis.call('SREM', index, digest) end
 end
 
--- A waiting node gets its result from outside (resume.lua, event.lua): its await marker goes,
--- the run is running again once no node waits, and a job carrying `payload` ({output, action},
--- routed by the worker like any result, no user code) is queued for it. False when the node
--- does not wait (any more).
-local function resume_node(meta, status_key, wait, marker, job_hash, index, run_id, node_key,
-                           job_id, data, opts, payload)
+-- A parked activation `node_key` leaves its wait: its await marker goes, and the run is running
+-- again once no node waits. False when it does not wait (any more).
+local function unpark(meta, status_key, node_key)
   if redis.call('HDEL', meta, AWAIT .. node_key) == 0 then return false end
   if redis.call('HINCRBY', meta, 'awaiting', -1) <= 0 then
     redis.call('HSET', meta, 'status', RUNNING)
     redis.call('DEL', status_key)
   end
+  return true
+end
+
+-- A waiting node gets its result from outside (resume.lua, event.lua): it leaves its wait
+-- (unpark), and a job carrying `payload` ({output, action}, routed by the worker like any
+-- result, no user code) is queued for it. False when the node does not wait (any more).
+local function resume_node(meta, status_key, wait, marker, job_hash, index, run_id, node_key,
+                           job_id, data, opts, payload)
+  if not unpark(meta, status_key, node_key) then return false end
   local now = now_ms()
   local priority = run_priority(meta)
   create_job(job_hash, data, opts, now, 0, priority, 'fcr', payload)
@@ -313,4 +320,13 @@ local function resume_node(meta, status_key, wait, marker, job_hash, index, run_
   redis.call('ZADD', marker, 0, '0')
   redis.call('ZADD', index, now, run_id)
   return true
+end
+
+-- Put job `id` on the `delayed` zset, due at `due` (ms), as BullMQ scores it (FIFO within one
+-- millisecond in the low 12 bits), and move the queue's delayed marker earlier if needed.
+local function delay_job(delayed, marker, id, due)
+  local seq = redis.call('ZCOUNT', delayed, due * 4096, due * 4096 + 4095)
+  redis.call('ZADD', delayed, due * 4096 + math.min(seq, 4095), id)
+  local marked = redis.call('ZSCORE', marker, '1')
+  if not marked or tonumber(marked) > due then redis.call('ZADD', marker, due, '1') end
 end

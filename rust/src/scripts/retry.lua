@@ -29,11 +29,7 @@ else
 end
 if delay > 0 then
   local due = now + delay
-  -- BullMQ's delayed score keeps FIFO order within one millisecond in its low 12 bits.
-  local seq = redis.call('ZCOUNT', KEYS[4], due * 4096, due * 4096 + 4095)
-  redis.call('ZADD', KEYS[4], due * 4096 + math.min(seq, 4095), id)
-  local marked = redis.call('ZSCORE', KEYS[6], '1')
-  if not marked or tonumber(marked) > due then redis.call('ZADD', KEYS[6], due, '1') end
+  delay_job(KEYS[4], KEYS[6], id, due)
   if ARGV[6] == '1' then  -- BullMQ's events stream, when the queue writes it
     redis.call('XADD', KEYS[7], 'MAXLEN', '~', 10000, '*', 'event', 'delayed', 'jobId', id,
                'delay', due)
