@@ -3,6 +3,9 @@
 - `run_with_trace(runtime, blueprint, context)` / `resume_with_trace(...)`: run in memory and
   get a `TracedRun` (the result and its ordered event `Trace`); `traced.assert_ok()` fails
   a test with the rendered trace when the run did not complete.
+- `Stepper(runtime, blueprint, context)`: run in memory one node at a time (`await
+  stepper.next()` returns a `Step`; `stepper.context` between steps; `await
+  stepper.finish()`).
 - `EventRecorder`: an event bus that records (`events`, `names()`, `for_node()`,
   `for_run()`, `of_type()`, `clear()`, `await wait_for(...)`), for in-memory runtimes and for
   the distributed workers built from their options.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 from .recorder import EventRecorder
 from .runs import TracedRun, resume_with_trace, run_with_trace, wait_with_trace
+from .stepper import Step, Stepper
 from .trace import RecordedEvent, Trace
 from .worker import RunningWorker, start_worker
 
@@ -23,6 +27,8 @@ __all__ = [
     "EventRecorder",
     "RecordedEvent",
     "RunningWorker",
+    "Step",
+    "Stepper",
     "Trace",
     "TracedRun",
     "resume_with_trace",
