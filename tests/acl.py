@@ -23,10 +23,13 @@ worker, outside scripts
                           tools list the worker
     zrange                `flowcraft-fast inspect`/`runs` as the worker user: the live workers
                           and the runs indexes (workers.rs, reads.rs)
+    xadd, expire          history on: a run's history stream (history.rs)
 worker, inside scripts: see WORKER_SCRIPTS (claim, commit, retry, renew, stalled, adopt,
     reconcile, beat, limit); test_acl.py checks every `redis.call` of them is granted.
 client (FlowClient, RedisContext reads)
     info                  on connect: is this a cluster node (INFO cluster; topology.rs)
+    xadd, expire, xrange  history on: the initial context recorded at start; `history`,
+                          `replay`, `fork` read the stream (history.rs)
     get                   the queue's partition count (store.py `layout`), its webhook secret
     evalsha (event)       send_event and webhooks (event.lua; its commands: CLIENT_SCRIPTS)
     evalsha, script|load  start, cancel, resume scripts (their commands: CLIENT_SCRIPTS)
@@ -51,8 +54,12 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-RUN_KEY_SHAPES = ("workflow:state:", "workflow:run:", "workflow:joins:", "workflow:status:")
-"""rust/src/keys.rs: the four keys of a run, each behind the deployment's key prefix."""
+RUN_KEY_SHAPES = (
+    "workflow:state:", "workflow:run:", "workflow:joins:", "workflow:status:",
+    "workflow:history:",
+)  # fmt: skip
+"""rust/src/keys.rs: the keys of a run, each behind the deployment's key prefix (the history
+stream exists only with history on: docs/history.md)."""
 
 WORKER_SCRIPTS = (
     "claim", "commit", "retry", "renew", "stalled", "adopt", "reconcile", "beat", "limit",
@@ -62,6 +69,7 @@ CLIENT_SCRIPTS = ("start", "cancel", "resume", "event")
 WORKER_DIRECT = (
     "ping", "info", "evalsha", "script|load", "bzpopmin", "zadd", "hmset", "hgetall", "get",
     "time", "zrangebyscore", "hmget", "zrem", "subscribe", "client|setname", "zrange",
+    "xadd", "expire",
 )  # fmt: skip
 """What a worker sends outside scripts (see the module docstring)."""
 
@@ -75,7 +83,7 @@ WORKER_IN_SCRIPTS = (
 """What WORKER_SCRIPTS run (test_acl.py reads them: exactly these)."""
 
 CLIENT_DIRECT = (
-    "info", "evalsha", "script|load", "hget", "hgetall", "get", "hexists", "exists", "subscribe",
+    "info", "xadd", "expire", "xrange", "evalsha", "script|load", "hget", "hgetall", "get", "hexists", "exists", "subscribe",
     "unsubscribe",
 )  # fmt: skip
 """What FlowClient and RedisContext's reads send outside scripts."""

@@ -133,9 +133,10 @@ def test_script_commands_are_exactly_the_granted_ones() -> None:
     client = set().union(*(script_commands(n) for n in CLIENT_SCRIPTS))
     assert worker == set(WORKER_IN_SCRIPTS)
     assert client == set(CLIENT_IN_SCRIPTS)
-    # start, cancel and resume need nothing a worker lacks; `wait` needs UNSUBSCRIBE
+    # start, cancel and resume need nothing a worker lacks; `wait` needs UNSUBSCRIBE, reading
+    # a run's history XRANGE
     assert client <= worker
-    assert set(CLIENT_COMMANDS) - set(WORKER_COMMANDS) == {"unsubscribe"}
+    assert set(CLIENT_COMMANDS) - set(WORKER_COMMANDS) == {"unsubscribe", "xrange"}
     scripts = set(WORKER_SCRIPTS) | set(CLIENT_SCRIPTS) | {"lib"}
     for path in (ROOT / "rust/src/scripts").glob("*.lua"):
         assert path.stem in scripts, f"{path.name}: which user runs it? (tests/acl.py)"
@@ -384,4 +385,39 @@ async def test_the_optional_grants(users: Users) -> None:
     users.admin.execute_command(*setuser_args(WORKER, PASSWORD, rules))
     facts = await check_server(worker)
     assert (facts.maxmemory_policy, facts.warnings) == ("noeviction", ())
+    assert_no_denials(users)
+
+
+async def test_history_events_and_webhook_tokens_as_the_users(users: Users) -> None:
+    """History on, a wait-for-event run and a webhook token, as the minimal users: the rule
+    sets grant the history stream, the event script and the webhook secret."""
+    rt = runtime()
+    rt.register_blueprint(
+        {
+            "id": "evented",
+            "nodes": [
+                {"id": "a", "uses": "one"},
+                {"id": "w", "uses": "wait-for-event", "params": {"event": "go"}},
+            ],
+            "edges": [{"source": "a", "target": "w"}],
+        }
+    )
+    adapter = BullMQAdapter(
+        runtime_options=rt.options,
+        coordination_store=users.store(users.worker_url),
+        queue_name=QUEUE,
+        history=50,
+    )
+    await adapter.start()
+    try:
+        client = FlowClient(users.store(users.client_url), queue_name=QUEUE, history=50)
+        run_id = await client.start("evented", {"given": 1})
+        assert (await client.wait(run_id, timeout=20)).status == "awaiting"
+        assert await client.send_event(run_id, "go", {"ok": True}) == "delivered"
+        assert (await client.wait(run_id, timeout=20)).context["w"] == {"ok": True}
+        assert len(await client.history(run_id)) > 3
+        assert (await client.replay(run_id))["w"] == {"ok": True}
+        assert (await client.webhook_url_token(run_id, "go")).startswith(run_id + ".")
+    finally:
+        await adapter.close(timeout=5)
     assert_no_denials(users)
