@@ -83,8 +83,8 @@ WORKER_IN_SCRIPTS = (
 """What WORKER_SCRIPTS run (test_acl.py reads them: exactly these)."""
 
 CLIENT_DIRECT = (
-    "info", "xadd", "expire", "xrange", "evalsha", "script|load", "hget", "hgetall", "get", "hexists", "exists", "subscribe",
-    "unsubscribe",
+    "info", "xadd", "expire", "xrange", "evalsha", "script|load", "hget", "hgetall", "get",
+    "hexists", "exists", "subscribe", "unsubscribe",
 )  # fmt: skip
 """What FlowClient and RedisContext's reads send outside scripts."""
 
