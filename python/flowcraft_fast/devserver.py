@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 ENV_BINARY = "FLOWCRAFT_REDIS_SERVER"
 CLUSTER_SLOTS = 16384
@@ -352,7 +352,33 @@ def cluster_slot_ranges(masters: int) -> list[tuple[int, int]]:
     return ranges
 
 
-class RedisCluster:
+class _Started:
+    """`with` for a group of servers: `start()` on entry (what it started is closed again if
+    it fails), `close()` on exit."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class RedisCluster(_Started):
     """A Redis Cluster of `masters` redis-server nodes (no replicas) on 127.0.0.1.
 
     Each node has its own data directory and `nodes.conf`, without persistence: a node killed and
@@ -514,21 +540,6 @@ class RedisCluster:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> RedisCluster:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 class RedisSentinel(RedisServer):
     """A redis-server in sentinel mode, monitoring one master.
@@ -567,7 +578,7 @@ class RedisSentinel(RedisServer):
         return [self.binary, str(self.config_file), "--sentinel"]
 
 
-class RedisSentinelGroup:
+class RedisSentinelGroup(_Started):
     """A primary, one replica and three sentinels (quorum 2) watching them, on 127.0.0.1.
 
     The sentinels consider the primary down after `down_after_ms` of silence, so a killed
@@ -722,18 +733,3 @@ class RedisSentinelGroup:
         # The sentinels first, so that they do not fail over while the servers stop.
         for server in [*self.sentinels, self.replica, self.primary]:
             server.close()
-
-    def __enter__(self) -> RedisSentinelGroup:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -10,7 +10,7 @@ from typing import Any
 from .. import _core
 from ..runtime.runtime import RuntimeOptions
 from .frontier import reconcile_run
-from .partitions import Layout, check_partitions, parse_partition_set
+from .partitions import Layout, check_partitions, parse_partition_set, summed
 from .safety import check_server
 from .store import RedisCoordinationStore
 from .worker import DEFAULT_LEASE_MS, DEFAULT_STALLED_INTERVAL_S, StepObserver, Worker
@@ -187,12 +187,7 @@ class BullMQAdapter:
     async def queue_counts(self) -> dict[str, int]:
         """Jobs of the queue per BullMQ state (wait, active, delayed, prioritized, completed,
         failed, ...), summed over the partitions served: one round trip each."""
-        per = await asyncio.gather(*(worker.queue.counts() for worker in self.workers))
-        totals: dict[str, int] = {}
-        for counts in per:
-            for state, n in counts.items():
-                totals[state] = totals.get(state, 0) + n
-        return totals
+        return summed(await asyncio.gather(*(w.queue.counts() for w in self.workers)))
 
     async def limit_groups(self) -> list[tuple[str, int, int, int]]:
         """The queue's concurrency groups: (name, limit, holding, waiting); with partitions,

@@ -32,7 +32,7 @@ from ..runtime.vocabulary import (
 from ..tracing import end_start_span, start_spans
 from .context import RedisContext
 from .jobs import check_run_id, job_data, job_id, job_opts
-from .partitions import Layout, partition_of
+from .partitions import Layout, partition_of, summed
 from .store import RedisCoordinationStore
 from .wire import StartRequest
 
@@ -212,12 +212,7 @@ class FlowClient:
 
     async def counts(self) -> dict[str, int]:
         """Jobs per BullMQ state, summed over the partitions (one round trip each)."""
-        per = await asyncio.gather(*(queue.counts() for queue in await self.queues()))
-        totals: dict[str, int] = {}
-        for counts in per:
-            for state, n in counts.items():
-                totals[state] = totals.get(state, 0) + n
-        return totals
+        return summed(await asyncio.gather(*(q.counts() for q in await self.queues())))
 
     async def limit_stats(self) -> list[tuple[str, int, int, int]]:
         """Concurrency groups (name, limit, holding, waiting) of every partition."""

@@ -70,6 +70,15 @@ def partition_of(run_id: str, count: int) -> int:
     return 0 if count <= 1 else zlib.crc32(run_id.encode()) % count
 
 
+def summed(per_partition: Iterable[dict[str, int]]) -> dict[str, int]:
+    """Counts of every partition added up, key by key (job counts per BullMQ state)."""
+    totals: dict[str, int] = {}
+    for counts in per_partition:
+        for key, n in counts.items():
+            totals[key] = totals.get(key, 0) + n
+    return totals
+
+
 def check_partitions(count: object, where: str = "partitions") -> int:
     if isinstance(count, bool) or not isinstance(count, int):
         raise TypeError(f"{where} must be an int, not {type(count).__name__}")
