@@ -220,6 +220,21 @@ pub async fn open_link(
     }
 }
 
+/// `text` percent-encoded for a URL's userinfo.
+fn userinfo(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// A percent-encoded path segment decoded (`+` stays a plus).
+fn percent_decoded(segment: &str) -> String {
+    let query = format!("v={}", segment.replace('+', "%2B"));
+    url::form_urlencoded::parse(query.as_bytes())
+        .next()
+        .map_or_else(|| segment.to_string(), |(_, v)| v.into_owned())
+}
+
 /// Sentinels and the name of the primary they watch.
 pub struct Sentinel {
     sentinels: Vec<Client>,
@@ -261,21 +276,20 @@ impl Sentinel {
         };
         let mut sentinel_auth = String::new();
         let (mut s_user, mut s_pass) = (String::new(), String::new());
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("sentinel_username", v)) => s_user = v.to_string(),
-                Some(("sentinel_password", v)) => s_pass = v.to_string(),
-                _ => {
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            match key.as_ref() {
+                "sentinel_username" => s_user = value.into_owned(),
+                "sentinel_password" => s_pass = value.into_owned(),
+                other => {
                     return Err(invalid(format!(
-                        "unknown sentinel URL parameter {:?} (known: sentinel_username, \
-                         sentinel_password)",
-                        pair.split('=').next().unwrap_or(pair)
+                        "unknown sentinel URL parameter {other:?} (known: sentinel_username, \
+                         sentinel_password)"
                     )))
                 }
             }
         }
         if !s_user.is_empty() || !s_pass.is_empty() {
-            sentinel_auth = format!("{s_user}:{s_pass}@");
+            sentinel_auth = format!("{}:{}@", userinfo(&s_user), userinfo(&s_pass));
         }
         let sentinels = hosts
             .split(',')
@@ -297,7 +311,7 @@ impl Sentinel {
         }
         Ok(Self {
             sentinels,
-            master_name: master_name.to_string(),
+            master_name: percent_decoded(master_name),
             scheme: scheme.to_string(),
             auth,
             db,
@@ -361,5 +375,30 @@ impl Sentinel {
             )
             .into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse, percent_decoded, userinfo, Target};
+
+    #[test]
+    fn sentinel_urls_are_decoded() {
+        assert_eq!(percent_decoded("my%20master"), "my master");
+        assert_eq!(percent_decoded("a+b"), "a+b");
+        assert_eq!(userinfo("s p:@"), "s%20p%3A%40");
+        let Ok(Target::Sentinel(s)) = parse(
+            "redis+sentinel://u:pw@h1:26379,h2/my%20master/3?sentinel_password=s+p",
+            None,
+        ) else {
+            panic!("a sentinel target");
+        };
+        assert_eq!(
+            (s.master_name.as_str(), s.db, s.sentinels.len()),
+            ("my master", 3, 2)
+        );
+        assert!(parse("redis+sentinel://h1:26379", None).is_err());
+        assert!(parse("redis+sentinel://h1/m?nope=1", None).is_err());
+        assert!(parse("ftp+sentinel://h1/m", None).is_err());
     }
 }

@@ -109,6 +109,19 @@ async def test_partitioned_queue_on_a_single_redis(redis_url: str) -> None:
         assert (await client.counts())["completed"] == 80
         with pytest.raises(FlowcraftError, match="published with 4 partition"):
             await adapter(redis_url, 2).start()
+        # each partition is an ordinary BullMQ queue: the bullmq package counts its jobs
+        import bullmq
+
+        seen = 0
+        for p in range(4):
+            bq = bullmq.Queue(layout.queue_name(p), {"connection": redis_url})
+            try:
+                counts = await bq.getJobCounts()
+            finally:
+                await bq.close()
+            assert counts["completed"] == 2 * sum(1 for i in ids if layout.of(i) == p)
+            seen += counts["completed"]
+        assert seen == 80
         ctx = await client.context(ids[0])
         assert await ctx.get("b") == 1
     finally:

@@ -46,12 +46,52 @@ def resolve_retry_deadline(value: float | None = None) -> float:
     return float(value)
 
 
+def _sentinel_url(pool: Any) -> str:
+    """`redis+sentinel://` for a redis-py `Sentinel(...).master_for(name)` client's pool."""
+    kwargs: dict[str, Any] = dict(getattr(pool, "connection_kwargs", None) or {})
+    hosts, sentinel_auth = [], None
+    for sentinel in pool.sentinel_manager.sentinels:
+        skw = sentinel.connection_pool.connection_kwargs
+        host = str(skw.get("host", "127.0.0.1"))
+        hosts.append(f"[{host}]:{skw.get('port', 26379)}" if ":" in host else
+                     f"{host}:{skw.get('port', 26379)}")  # fmt: skip
+        sentinel_auth = sentinel_auth or (skw.get("username"), skw.get("password"))
+    user, password = kwargs.get("username"), kwargs.get("password")
+    auth = ""
+    if user or password:
+        auth = quote(user or "", safe="") + (":" + quote(password, safe="") if password else "")
+        auth += "@"
+    scheme = (
+        "rediss+sentinel"
+        if kwargs.get("ssl") or "SSL" in str(getattr(pool, "connection_class", ""))
+        else "redis+sentinel"
+    )
+    url = f"{scheme}://{auth}{','.join(hosts)}/{quote(pool.service_name, safe='')}/"
+    url += str(int(kwargs.get("db") or 0))
+    query = {}
+    if sentinel_auth and sentinel_auth[0]:
+        query["sentinel_username"] = sentinel_auth[0]
+    if sentinel_auth and sentinel_auth[1]:
+        query["sentinel_password"] = sentinel_auth[1]
+    return url + (f"?{urlencode(query)}" if query else "")
+
+
 def url_from_redis_py(client: Any) -> tuple[str, dict[str, str | None]]:
     """The URL and TLS files equivalent to a redis-py client's connection parameters.
 
-    Works for `redis.Redis` and `redis.asyncio.Redis` (TCP, TLS and unix-socket pools).
+    Works for `redis.Redis` and `redis.asyncio.Redis` (TCP, TLS and unix-socket pools), and
+    for a client of `redis.sentinel.Sentinel(...).master_for(name)` (sync or asyncio): the
+    primary its sentinels name (`redis+sentinel://`), followed through failovers.
     """
     pool = getattr(client, "connection_pool", None)
+    if pool is not None and hasattr(pool, "sentinel_manager") and hasattr(pool, "service_name"):
+        kwargs = dict(getattr(pool, "connection_kwargs", None) or {})
+        tls_files = {
+            "ca_certs": kwargs.get("ssl_ca_certs"),
+            "certfile": kwargs.get("ssl_certfile"),
+            "keyfile": kwargs.get("ssl_keyfile"),
+        }
+        return _sentinel_url(pool), tls_files
     kwargs: dict[str, Any] = dict(getattr(pool, "connection_kwargs", None) or {})
     if not kwargs and pool is None:
         raise TypeError(f"expected a Redis URL or a redis-py client, got {type(client).__name__}")
