@@ -84,25 +84,19 @@ def url_from_redis_py(client: Any) -> tuple[str, dict[str, str | None]]:
     primary its sentinels name (`redis+sentinel://`), followed through failovers.
     """
     pool = getattr(client, "connection_pool", None)
-    if pool is not None and hasattr(pool, "sentinel_manager") and hasattr(pool, "service_name"):
-        kwargs = dict(getattr(pool, "connection_kwargs", None) or {})
-        tls_files = {
-            "ca_certs": kwargs.get("ssl_ca_certs"),
-            "certfile": kwargs.get("ssl_certfile"),
-            "keyfile": kwargs.get("ssl_keyfile"),
-        }
-        return _sentinel_url(pool), tls_files
     kwargs: dict[str, Any] = dict(getattr(pool, "connection_kwargs", None) or {})
     if not kwargs and pool is None:
         raise TypeError(f"expected a Redis URL or a redis-py client, got {type(client).__name__}")
-    user = kwargs.get("username")
-    password = kwargs.get("password")
-    db = int(kwargs.get("db") or 0)
     tls_files = {
         "ca_certs": kwargs.get("ssl_ca_certs"),
         "certfile": kwargs.get("ssl_certfile"),
         "keyfile": kwargs.get("ssl_keyfile"),
     }
+    if hasattr(pool, "sentinel_manager") and hasattr(pool, "service_name"):
+        return _sentinel_url(pool), tls_files
+    user = kwargs.get("username")
+    password = kwargs.get("password")
+    db = int(kwargs.get("db") or 0)
     path = kwargs.get("path")
     if path:
         query: dict[str, str] = {"db": str(db)}
