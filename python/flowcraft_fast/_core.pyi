@@ -209,8 +209,6 @@ class History:
         """Append (run id, type, JSON data) entries in order, in one pipeline."""
     async def read(self, run_id: str) -> list[tuple[str, str, str]]:
         """Every entry of the run, oldest first: (entry id, type, JSON data)."""
-    async def expire(self, run_ids: list[str], ttl_s: int) -> None:
-        """Set the expiry of the runs' streams to `ttl_s` seconds."""
 
 @final
 class Queue:

@@ -120,35 +120,6 @@ impl History {
         })
     }
 
-    /// Set the expiry of the histories of `run_ids` to `ttl_s` seconds (a run that ended: its
-    /// history goes with its other keys).
-    fn expire<'py>(
-        &self,
-        py: Python<'py>,
-        run_ids: Vec<String>,
-        ttl_s: u64,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let inner = self.inner.clone();
-        crate::runtime::future_into_py(py, async move {
-            if run_ids.is_empty() {
-                return Ok(());
-            }
-            let mut pipe = redis::pipe();
-            for run_id in &run_ids {
-                pipe.cmd("EXPIRE")
-                    .arg(inner.runs.history(run_id))
-                    .arg(ttl_s)
-                    .ignore();
-            }
-            let mut m = inner.conn.manager().await?;
-            let (): () = pipe
-                .query_async(&mut m)
-                .await
-                .map_err(|e| inner.conn.error(&e))?;
-            Ok(())
-        })
-    }
-
     fn __repr__(&self) -> String {
         format!(
             "History({}, max_entries={})",
