@@ -125,15 +125,42 @@ def queue_base(queue: str, queue_prefix: str = "bull") -> str:
 
 
 def run_key_patterns(key_prefix: str = "") -> list[str]:
-    return [f"~{glob_escape(key_prefix + shape)}*" for shape in RUN_KEY_SHAPES]
+    return _run_keys(glob_escape(key_prefix))
+
+
+def _run_keys(prefix_pattern: str) -> list[str]:
+    return [f"~{prefix_pattern}{glob_escape(shape)}*" for shape in RUN_KEY_SHAPES]
+
+
+def _layouts(
+    queue: str, key_prefix: str, queue_prefix: str, partitioned: bool
+) -> list[tuple[str, str]]:
+    """(queue key pattern prefix, run key pattern prefix) of each layout the rules cover: the
+    single-partition one, and with `partitioned` every partition's (partitions.py: queue
+    `{<queue>.<p>}`, run keys `<key prefix>{<queue>.<p>}:...`; `[0-9]*` matches the partition
+    number and the tag's optional `.<k>`)."""
+    layouts = [(glob_escape(queue_base(queue, queue_prefix)), glob_escape(key_prefix))]
+    if partitioned:
+        tag = "[0-9]*" + glob_escape("}:")
+        layouts.append(
+            (
+                glob_escape(f"{queue_prefix}:{{{queue}.") + tag,
+                glob_escape(f"{key_prefix}{{{queue}.") + tag,
+            )
+        )
+    return layouts
 
 
 def channel_patterns(queue: str, key_prefix: str = "", queue_prefix: str = "bull") -> list[str]:
     """The stops channel of the queue (stops.rs, published by commit and cancel) and the runs'
     status channels (each run's status key is also its channel: waits.rs, lib.lua end_run)."""
+    return _channels(glob_escape(queue_base(queue, queue_prefix)), glob_escape(key_prefix))
+
+
+def _channels(base_pattern: str, prefix_pattern: str) -> list[str]:
     return [
-        "&" + glob_escape(queue_base(queue, queue_prefix) + "flowcraft:stops"),
-        "&" + glob_escape(key_prefix + "workflow:status:") + "*",
+        "&" + base_pattern + glob_escape("flowcraft:stops"),
+        "&" + prefix_pattern + glob_escape("workflow:status:") + "*",
     ]
 
 
@@ -144,19 +171,32 @@ def worker_acl(
     *,
     config_get: bool = False,
     scan: bool = False,
+    partitioned: bool = False,
 ) -> list[str]:
     """The rules of a worker user serving `queue` (keys, channels, commands).
 
     `config_get`: also CONFIG GET (not needed: denied it, the maxmemory-policy check reads
-    INFO memory). `scan`: the reconciler's scan mode."""
+    INFO memory). `scan`: the reconciler's scan mode. `partitioned`: the queue has partitions
+    (`--partitions N`, or any count on a Redis Cluster): their keys and channels too."""
     _check(queue, key_prefix, queue_prefix)
-    keys = [f"~{glob_escape(queue_base(queue, queue_prefix))}*", *run_key_patterns(key_prefix)]
+    keys: list[str] = []
+    channels: list[str] = []
+    for base, prefix in _layouts(queue, key_prefix, queue_prefix, partitioned):
+        keys += [f"~{base}*", *_run_keys(prefix)]
+        channels += _channels(base, prefix)
     commands = list(WORKER_COMMANDS)
     if config_get:
         commands.append("config|get")
     if scan:
         commands.append("scan")
-    return [*keys, *channel_patterns(queue, key_prefix, queue_prefix), *(f"+{c}" for c in commands)]
+    return [*keys, *channels, *(f"+{c}" for c in commands)]
+
+
+CLIENT_QUEUE_KEYS = (
+    "wait", "prioritized", "pc", "marker", "flowcraft:blueprints", "flowcraft:runs",
+    "flowcraft:runs:ended", "flowcraft:runs:singletons",
+)  # fmt: skip
+"""The keys of a queue (of each partition) a client touches (start, resume, reads)."""
 
 
 def client_acl(
@@ -165,34 +205,30 @@ def client_acl(
     queue_prefix: str = "bull",
     *,
     context_writes: bool = False,
+    partitioned: bool = False,
 ) -> list[str]:
     """The rules of a client user of `queue`: FlowClient and RedisContext's reads.
 
     Of the queue's keys it gets only those a client touches: `wait`, `prioritized` and its
     counter `pc`, and `marker` (start, resume), the published blueprints, the unfinished-runs
-    index and the singleton runs next to it, the partition count, and the job hashes it creates
-    (FlowClient's job ids always contain a `.`; BullMQ's own keys never do, so `active`,
-    `delayed`, `completed`, `failed`, `meta`, `events`... stay out of its reach)."""
+    index and the singleton runs next to it, the partition count, the webhook secret, and the
+    job hashes it creates (FlowClient's job ids always contain a `.`; BullMQ's own keys never
+    do, so `active`, `delayed`, `completed`, `failed`, `meta`, `events`... stay out of its
+    reach). `partitioned`: the same keys of every partition."""
     _check(queue, key_prefix, queue_prefix)
-    base = glob_escape(queue_base(queue, queue_prefix))
-    keys = [
-        f"~{base}wait",
-        f"~{base}prioritized",
-        f"~{base}pc",
-        f"~{base}marker",
-        f"~{base}flowcraft:blueprints",
-        f"~{base}flowcraft:runs",
-        f"~{base}flowcraft:runs:ended",
-        f"~{base}flowcraft:runs:singletons",
-        f"~{base}flowcraft:partitions",
-        f"~{base}flowcraft:webhook-secret",
-        f"~{base}*.*",
-        *run_key_patterns(key_prefix),
-    ]
+    layouts = _layouts(queue, key_prefix, queue_prefix, partitioned)
+    keys: list[str] = []
+    channels: list[str] = []
+    for i, (base, prefix) in enumerate(layouts):
+        keys += [f"~{base}{glob_escape(name)}" for name in CLIENT_QUEUE_KEYS]
+        if i == 0:  # the queue's own (never per partition)
+            keys += [f"~{base}flowcraft:partitions", f"~{base}flowcraft:webhook-secret"]
+        keys += [f"~{base}*.*", *_run_keys(prefix)]
+        channels += _channels(base, prefix)
     commands = list(CLIENT_COMMANDS)
     if context_writes:
         commands.extend(CONTEXT_WRITE_COMMANDS)
-    return [*keys, *channel_patterns(queue, key_prefix, queue_prefix), *(f"+{c}" for c in commands)]
+    return [*keys, *channels, *(f"+{c}" for c in commands)]
 
 
 def setuser_args(user: str, password: str, rules: Iterable[str]) -> list[str]:

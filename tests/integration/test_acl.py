@@ -421,3 +421,50 @@ async def test_history_events_and_webhook_tokens_as_the_users(users: Users) -> N
     finally:
         await adapter.close(timeout=5)
     assert_no_denials(users)
+
+
+async def test_partitioned_rules_serve_a_partitioned_queue(redis_url: str) -> None:
+    """`worker_acl(..., partitioned=True)` / `client_acl(..., partitioned=True)`: a queue with 4
+    partitions (keys `{acl-q.<p>}`) served and used as the minimal users, with no denial; the
+    single-partition rules do not reach the partitions' keys."""
+    admin = redis.Redis.from_url(redis_url)
+    rules = worker_acl(QUEUE, KEY_PREFIX, QUEUE_PREFIX, partitioned=True)
+    admin.execute_command(*setuser_args(WORKER, PASSWORD, rules))
+    client_rules = client_acl(QUEUE, KEY_PREFIX, QUEUE_PREFIX, partitioned=True)
+    admin.execute_command(*setuser_args(CLIENT, PASSWORD, client_rules))
+    admin.execute_command("ACL", "LOG", "RESET")
+    users = Users(
+        admin, user_url(redis_url, WORKER, PASSWORD), user_url(redis_url, CLIENT, PASSWORD)
+    )
+    adapter = BullMQAdapter(
+        runtime_options=runtime().options,
+        coordination_store=users.store(users.worker_url),
+        queue_name=QUEUE,
+        partitions=4,
+    )
+    try:
+        await adapter.start()
+        client = FlowClient(users.store(users.client_url), queue_name=QUEUE)
+        ids = await client.start_many([("chain", {"given": i}) for i in range(12)])
+        assert client.layout is not None and client.layout.count == 4
+        assert {client.layout.of(i) for i in ids} == {0, 1, 2, 3}
+        for run_id in ids:
+            assert (await client.wait(run_id, timeout=20)).context["b"] == 2
+        parked = await client.start("waits")
+        assert (await client.wait(parked, timeout=20)).status == "awaiting"
+        await client.resume(parked, "w", output=41)
+        assert (await client.wait(parked, timeout=20)).context["b"] == 42
+        # `inspect` (queue counts) runs as the worker user, as docs/security.md says
+        inspector = FlowClient(users.store(users.worker_url), queue_name=QUEUE)
+        assert (await inspector.counts())["completed"] >= 24
+        assert_no_denials(users)
+        # the single-partition rules would not do: they do not reach a partition's keys
+        narrow = client_acl(QUEUE, KEY_PREFIX, QUEUE_PREFIX)
+        admin.execute_command(*setuser_args(CLIENT, PASSWORD, narrow))
+        with pytest.raises(_core.RedisCommandError, match="NOPERM"):
+            await FlowClient(users.store(users.client_url), queue_name=QUEUE).start("chain")
+    finally:
+        await adapter.close(timeout=5)
+        admin.execute_command("ACL", "DELUSER", WORKER, CLIENT)
+        admin.execute_command("ACL", "LOG", "RESET")
+        admin.close()
