@@ -55,7 +55,10 @@ async def test_failover_under_load(
         coordination_store=store(),
         queue_name=QUEUE,
         concurrency=32,
-        lease_ms=2000,
+        # longer than the failover (~2.3 s) plus a WAIT timeout, as the default 10 s is: a
+        # lease shorter than the outage makes every job in flight stall, and a second stall
+        # (a commit waiting for a replica that is not back yet) fails its node
+        lease_ms=5000,
         stalled_interval_seconds=0.5,
     )
     await adapter.start()
