@@ -445,9 +445,14 @@ async def test_partitioned_rules_serve_a_partitioned_queue(redis_url: str) -> No
     try:
         await adapter.start()
         client = FlowClient(users.store(users.client_url), queue_name=QUEUE)
-        ids = await client.start_many([("chain", {"given": i}) for i in range(12)])
-        assert client.layout is not None and client.layout.count == 4
-        assert {client.layout.of(i) for i in ids} == {0, 1, 2, 3}
+        await client.queues()
+        layout = client.layout
+        assert layout is not None and layout.count == 4
+        # three runs in each partition (random ids could leave one out)
+        pool = [f"acl-run-{i}" for i in range(200)]
+        ids = [r for p in range(4) for r in [r for r in pool if layout.of(r) == p][:3]]
+        ids = await client.start_many([("chain", {"given": 1}, r) for r in ids])
+        assert sorted(layout.of(i) for i in ids) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
         for run_id in ids:
             assert (await client.wait(run_id, timeout=20)).context["b"] == 2
         parked = await client.start("waits")
