@@ -120,8 +120,8 @@ class BullMQAdapter:
             return
         await self.store.connection.ping()
         await check_server(self.store.connection)  # refuses an evicting Redis
-        await self.publish()
-        await asyncio.gather(*(worker.start() for worker in self.workers))
+        await self.publish()  # every partition's, the served ones included
+        await asyncio.gather(*(worker.start(publish=False) for worker in self.workers))
         self._started = True
 
     async def publish(self) -> None:

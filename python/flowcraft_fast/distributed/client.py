@@ -178,6 +178,7 @@ class FlowClient:
         self._queues: list[_core.Queue] = []
         self._states: list[_core.StateStore] = []
         self._blueprints: dict[str, tuple[str, Blueprint]] = {}
+        self._secret: str | None = None
         if history < 0:
             raise ValueError(f"history must be 0 (off) or a number of entries, not {history}")
         self.history_entries = history
@@ -548,15 +549,17 @@ class FlowClient:
         webhook secret (made once, kept in Redis), so it cannot be guessed or altered."""
         from .webhooks import sign
 
-        await self.queues()
-        secret = await self._webhook_secret()
-        return sign(secret, run_id, name)
+        return sign(await self._webhook_secret(), run_id, name)
 
     async def _webhook_secret(self) -> str:
-        import secrets
+        """The queue's webhook secret: made once (SET NX) and kept in Redis; read once per
+        client."""
+        if self._secret is None:
+            import secrets
 
-        key = f"{self.store.queue_prefix}:{self.queue_name}:flowcraft:webhook-secret"
-        return await self.store.connection.set_if_absent(key, secrets.token_hex(32))
+            key = f"{self.store.queue_prefix}:{self.queue_name}:flowcraft:webhook-secret"
+            self._secret = await self.store.connection.set_if_absent(key, secrets.token_hex(32))
+        return self._secret
 
     async def status(self, run_id: str) -> str | None:
         meta, _ = await (await self.queue_for(run_id)).run_info(run_id)

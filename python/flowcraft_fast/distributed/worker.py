@@ -223,8 +223,11 @@ class Worker:
             published.append((bp.id + VERSION_FIELD, bp.version or ""))
         await queue.publish_blueprints(published)
 
-    async def start(self) -> None:
-        await self.publish()
+    async def start(self, *, publish: bool = True) -> None:
+        """Publish the blueprints (unless the caller just did: `publish=False`) and start
+        consuming in background tasks."""
+        if publish:
+            await self.publish()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._claim_loop(), name="flowcraft-claim"),
