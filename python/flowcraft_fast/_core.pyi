@@ -71,6 +71,21 @@ class StateStore:
 class ClaimedJob:
     """A job a claim handed to this worker, with what its node needs to run."""
 
+    def __new__(
+        cls,
+        id: str,
+        token: str,
+        data: str,
+        run_id: str,
+        target_key: str,
+        blueprint_id: str,
+        blueprint_version: str,
+        opts: str,
+        input: str,
+    ) -> ClaimedJob:
+        """A job run ahead of the commit that claims it (speculative continuation): its
+        parent's commit takes it with `token` only when the prediction holds. `target_key`
+        is `<iteration>|<node id>`; ValueError otherwise."""
     @property
     def id(self) -> str: ...
     @property

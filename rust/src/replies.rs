@@ -52,6 +52,48 @@ pub struct ClaimedJob {
 
 #[pymethods]
 impl ClaimedJob {
+    /// A job this worker runs ahead of the commit that will claim it for it (speculative
+    /// continuation, `distributed/worker.py`): its parent's commit takes it with `token` only
+    /// when the prediction holds (commit.lua), else the run is discarded.
+    #[new]
+    #[pyo3(signature = (id, token, data, run_id, target_key, blueprint_id, blueprint_version, opts, input))]
+    #[allow(clippy::too_many_arguments)]
+    fn predicted(
+        id: String,
+        token: String,
+        data: String,
+        run_id: String,
+        target_key: &str,
+        blueprint_id: String,
+        blueprint_version: String,
+        opts: String,
+        input: String,
+    ) -> PyResult<Self> {
+        let Some((iteration, node_id)) = target_key.split_once('|') else {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "target key {target_key:?} is not <iteration>|<node id>"
+            )));
+        };
+        Ok(ClaimedJob {
+            id,
+            token,
+            data,
+            run_id,
+            node_id: node_id.to_string(),
+            iteration: iteration.to_string(),
+            blueprint_id,
+            blueprint_version,
+            attempts_made: 0,
+            attempts_started: 1,
+            opts,
+            input: Some(input),
+            resume: None,
+            slept: false,
+            stalls: 0,
+            held_limit: String::new(),
+        })
+    }
+
     /// The key the run's ledger knows this activation by: `<iteration>|<node id>`.
     #[getter]
     fn node_key(&self) -> String {

@@ -66,6 +66,8 @@ STEP_BUCKETS = (
 HELP = {
     "jobs_claimed": "jobs this worker claimed (local continuations included)",
     "jobs_continued": "jobs a commit claimed for this worker as it fired them",
+    "jobs_speculated": "jobs run before the commit that claims them was answered",
+    "jobs_speculation_dropped": "speculative runs discarded (the commit did not take the job)",
     "jobs_processed": "jobs whose commit this worker settled",
     "jobs_retried": "jobs sent back for a later attempt",
     "runs_failed": "runs this worker ended as failed",

@@ -160,6 +160,8 @@ class BullMQAdapter:
             for name, value in (
                 ("jobs_claimed_total", s.claimed),
                 ("jobs_continued_total", s.continued),
+                ("jobs_speculated_total", s.speculated),
+                ("jobs_speculation_dropped_total", s.speculation_dropped),
                 ("jobs_processed_total", s.committed),
                 ("jobs_retried_total", s.retried),
                 ("runs_failed_total", s.failed_runs),

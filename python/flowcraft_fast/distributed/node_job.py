@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _core, jsoncodec
-from ..blueprint import Blueprint, thaw
+from ..blueprint import Blueprint, NodeDefinition, thaw
 from ..errors import FlowcraftError
 from ..nodes.sleep import parse_duration_ms, sleep_node
 from ..nodes.wait_event import event_name, event_timeout_ms
@@ -364,6 +364,8 @@ def _commit_request(
     for a in finished.arrivals:
         succ = job_id(run_id, a.target, a.iteration)
         value = SKIP if a.value is SKIPPED else encode(a.value, "edge value")
+        target = graph.node(a.target)
+        single = len(a.predecessors) == 1
         arrivals.append(
             ArrivalRequest(
                 a.key,
@@ -373,10 +375,11 @@ def _commit_request(
                 list(a.predecessors),
                 succ,
                 job_data(run_id, bp.id, version, a.target, a.iteration),
-                job_opts(graph.node(a.target), succ),
+                job_opts(target, succ),
                 NO_LIMIT
-                if a.value is SKIPPED or len(a.predecessors) != 1
+                if a.value is SKIPPED or not single
                 else _successor_limit(graph, bp.id, a.target, a.value, context, options),
+                single and _speculable(graph, target),
             )
         )
     sets, deletes = context.changes(encode)
@@ -386,6 +389,18 @@ def _commit_request(
         job.id, job.token, run_id, key, "ok", returnvalue, "", sets, deletes, arrivals,
         0, bp.id, version, known_version,
     )  # fmt: skip
+
+
+def _speculable(graph: RunGraph, target: NodeDefinition) -> bool:
+    """A successor with one predecessor that only this arrival can fire: not a start node (a
+    cycle back to it finds it fired already), not a fallback (its owner's failure fires it
+    too), and without flow limits (its job is admitted when it starts)."""
+    static = graph.static
+    return (
+        target.id not in static.start_nodes
+        and target.id not in static.fallback_owners
+        and not limited(target)
+    )
 
 
 def _successor_limit(

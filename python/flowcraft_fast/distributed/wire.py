@@ -32,6 +32,10 @@ class ArrivalRequest:
     """The successor's concurrency group (digest, name, limit) for this edge's value as its
     input: a commit that takes the job for this worker takes a slot of the group with it, or
     leaves the job on the queue when the group is full. NO_LIMIT: none (or not knowable)."""
+    speculable: bool = False
+    """The arrival fires its successor for sure (one predecessor) and the successor has no
+    flow limits: the worker may run it before this commit is sent (speculative continuation,
+    `worker.py`). Python only: the native queue does not read it."""
 
 
 @dataclass(slots=True)

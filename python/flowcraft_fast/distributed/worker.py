@@ -60,6 +60,23 @@ class _InFlight:
     job leaves this worker (limit.lua)."""
     history: list[tuple[str, str, str]] | None = None
     """The job's history entries (history on), sent before its commit."""
+    sole: bool = False
+    """The job is its run's only outstanding one (a commit that left one job took it, or a
+    speculative child of such a job with no other arrival): nobody else writes the run's state
+    while it runs, so its successors can run on its own view (speculative continuation)."""
+    parent: _InFlight | None = None
+    """Speculative: the job whose commit (not yet answered) will claim this one for this
+    worker; None once confirmed, or for a job claimed the usual way."""
+    children: list[_InFlight] | None = None
+    """Its successors this worker runs ahead of its commit's reply."""
+    queued: bool = False
+    """Its commit waits in the next batch (a speculative child's commit may follow it there)."""
+    held: Any = None
+    """A speculative job's outcome (commit, retry, or _NOTHING) kept until its parent's
+    commit confirms that it holds the job."""
+    dropped: bool = False
+    """The prediction failed (the parent's commit did not take it with the predicted token):
+    whatever it did is discarded, quietly; the job runs on what the commit returned."""
 
     @property
     def job_id(self) -> str:
@@ -97,6 +114,12 @@ class WorkerStats:
     continued: int = 0
     """Jobs a commit claimed for this worker as it fired them (local continuation); counted in
     `claimed` too."""
+    speculated: int = 0
+    """Jobs run ahead of the commit that claims them (speculative continuation), their commits
+    pipelined behind their parents'; counted in `claimed` and `continued` once confirmed."""
+    speculation_dropped: int = 0
+    """Speculative runs discarded because the parent's commit did not take the job as
+    predicted (its run ended, a duplicate, the queue paused, an event changed the state)."""
     commit_batches: int = 0
     rejected: int = 0
     """Jobs failed at once because they cannot run (bad payload, no such run/node), each logged
@@ -127,6 +150,12 @@ DEFAULT_STALLED_INTERVAL_S = 5.0
 YIELD_EVERY = 64
 """Jobs a driver steps back to back before it lets the event loop run other tasks."""
 
+MAX_QUEUED_COMMITS = 512
+"""Speculation stops feeding a batch that already carries this many commits."""
+
+_NOTHING = object()
+"""A held outcome meaning "nothing to send" (the node was stopped, or waits in a group)."""
+
 
 class Worker:
     def __init__(
@@ -144,6 +173,7 @@ class Worker:
         renew_ms: int = 0,
         server_check: Callable[[], Awaitable[object]] | None = None,
         history: _core.History | None = None,
+        speculate: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -174,6 +204,9 @@ class Worker:
         self.server_check = server_check
         self.history = history
         """Where the runs' history entries go (history on; docs/history.md); None: off."""
+        self.speculate = speculate and history is None and options.event_bus is None
+        """Speculative continuation (see `_speculate`): off with history or an event bus, whose
+        records would include runs that may be discarded."""
         self._safe = asyncio.Event()
         self._safe.set()
         """Cleared while the server is unsafe (an evicting policy): no claims meanwhile."""
@@ -332,10 +365,12 @@ class Worker:
         for job in jobs:
             self._launch(claimed.get(job.run_id, missing), (job,))
 
-    def _launch(self, run: ClaimedRun, jobs: Sequence[_core.ClaimedJob]) -> None:
+    def _launch(
+        self, run: ClaimedRun, jobs: Sequence[_core.ClaimedJob], sole: bool = False
+    ) -> None:
         now = time.perf_counter()
         for job in jobs:
-            flight = _InFlight(job, run, now)
+            flight = _InFlight(job, run, now, sole=sole)
             if job.held_limit:  # the commit that took it took a slot of its group for it
                 flight.held_limit = job.held_limit
                 self.stats.admitted_by_commit += 1
@@ -361,6 +396,9 @@ class Worker:
         try:
             while ready and not self._closing:
                 flight = ready.popleft()
+                if flight.dropped:  # a speculative job whose prediction failed meanwhile
+                    self._forget(flight)
+                    continue
                 coro = self._execute(flight)
                 variables = contextvars.copy_context()  # as a task of its own would have
                 try:
@@ -455,7 +493,17 @@ class Worker:
         return None
 
     def _submit(self, flight: _InFlight, request: CommitRequest | _Retry | None) -> None:
-        """Queue the job's commit (or retry) for the next batch; it settles when that returns."""
+        """Queue the job's commit (or retry) for the next batch; it settles when that returns.
+        A speculative job's commit rides in its parent's batch, behind it; anything else it
+        has to send waits until the parent's commit confirms it holds the job."""
+        if flight.dropped:
+            self._forget(flight)
+            return
+        parent = flight.parent
+        if parent is not None and not (isinstance(request, CommitRequest) and parent.queued):
+            flight.committing = True
+            flight.held = _NOTHING if request is None else request
+            return
         if request is None:
             self._forget(flight)
             return
@@ -463,8 +511,87 @@ class Worker:
         if isinstance(request, tuple):
             self._pending_retries.append((request, flight))
         else:
+            flight.queued = True
             self._pending_commits.append((request, flight))
+            if self.speculate and flight.sole:
+                self._speculate(flight, request)
         self._commit_ready.set()
+
+    def _speculate(self, flight: _InFlight, request: CommitRequest) -> None:
+        """Speculative continuation: a run's only outstanding job finished; its successors
+        that fire for sure run now, on the state this commit leaves (the snapshot plus its
+        writes: nobody else writes while the job is the run's only one), and their commits
+        follow this one in the same batch. The commit takes each with a predicted token
+        (commit.lua); when the prediction fails (the run ended, a duplicate, the queue
+        paused, an event wrote the state) the child's commit finds another token and does
+        nothing, its outcome is discarded and the job runs on what the commit returned. A
+        sequential chain thus commits many steps in one round trip, with the durability of
+        local continuation: a worker that dies loses its uncommitted steps, which run again
+        (at least once, as any job).
+
+        A job that is its run's only one and fires one successor leaves it the run's only
+        one: chains speculate step after step."""
+        if (
+            request.mode != "ok"
+            or request.known_version < 0
+            or self._closing
+            or len(self._pending_commits) >= MAX_QUEUED_COMMITS
+        ):
+            return
+        chosen = [a for a in request.arrivals if a.speculable and a.job_id not in self._in_flight]
+        if not chosen:
+            return
+        wrote = bool(request.sets or request.deletes)
+        run = flight.run.after(request, request.known_version + wrote)
+        sole = len(request.arrivals) == 1
+        now = time.perf_counter()
+        children = []
+        for a in chosen:
+            job = _core.ClaimedJob(
+                a.job_id, f"{self.token_prefix}:{a.job_id}:p", a.job_data, request.run_id,
+                a.target_key, request.blueprint_id, request.blueprint_version, a.job_opts,
+                a.value,
+            )  # fmt: skip
+            child = _InFlight(job, run, now, sole=sole, parent=flight)
+            self._in_flight[job.id] = child
+            children.append(child)
+        if len(chosen) < len(request.arrivals):  # the commit takes the chosen ones first
+            rest = [a for a in request.arrivals if not any(a is c for c in chosen)]
+            request.arrivals = chosen + rest
+        flight.children = children
+        self.stats.speculated += len(children)
+        self._ready.extendleft(reversed(children))  # next, depth first: one batch per chain
+        if not self._free_drivers:
+            self._spawn_driver()
+
+    def _confirm(self, flight: _InFlight) -> None:
+        """The parent's commit took the speculative job with its token: it is this worker's."""
+        flight.parent = None
+        self.stats.claimed += 1
+        self.stats.continued += 1
+        self.queue.track(flight.job_id, flight.token, flight.run_id)
+        held, flight.held = flight.held, None
+        if held is not None:
+            flight.committing = False
+            self._submit(flight, None if held is _NOTHING else held)
+
+    def _drop(self, flight: _InFlight) -> None:
+        """The parent's commit did not take the speculative job as predicted: discard it and
+        its own speculative children, wherever they are (running, held, in a batch)."""
+        if flight.dropped:
+            return
+        flight.dropped = True
+        self.stats.speculation_dropped += 1
+        for child in flight.children or ():
+            self._drop(child)
+        flight.children = None
+        if flight.task is not None and not flight.task.done():
+            flight.task.cancel()  # its driver then submits nothing, and forgets it
+        elif flight.held is not None:
+            flight.held = None
+            self._forget(flight)
+        # else it waits in the ready queue (its driver skips it) or its commit is in a batch
+        # (that reply finds another token and is settled quietly)
 
     def _forget(self, flight: _InFlight) -> None:
         """The job leaves this worker: stop renewing its lease, free its slot."""
@@ -499,6 +626,9 @@ class Worker:
         self, flight: _InFlight, request: CommitRequest, reply: _core.CommitReply | BaseException
     ) -> None:
         """A commit's reply arrived (or the error that Redis could not be reached)."""
+        if flight.dropped:  # a failed prediction: its commit found another token
+            self._forget(flight)
+            return
         if isinstance(reply, BaseException):
             self.log.warning(
                 "job %s: its commit could not be sent (%s); it returns to the queue when its "
@@ -590,6 +720,8 @@ class Worker:
                 await asyncio.sleep(0)
             commits, self._pending_commits = self._pending_commits, []
             retries, self._pending_retries = self._pending_retries, []
+            for _, flight in commits:
+                flight.queued = False  # a speculative child's commit now waits for the reply
             if commits:
                 await self._flush_commits(commits)
                 self.stats.commit_batches += 1
@@ -606,9 +738,10 @@ class Worker:
         if not self._closing:
             free = max(0, self.concurrency - (len(self._in_flight) - len(items)))
         for request, flight in items:
+            ahead = len(flight.children or ())  # already running here: taken in any case
             certain = sum(1 for a in request.arrivals if len(a.predecessors) == 1)
-            request.take = min(certain, free)
-            free -= request.take
+            request.take = ahead + min(certain - ahead, free)
+            free -= request.take - ahead
             if flight.held_limit is not None:
                 request.held_limit = flight.held_limit  # the commit frees the slot
         # A claim in the same round trip fills slots the commits free; while the claim loop
@@ -622,16 +755,31 @@ class Worker:
         result = await self._send([request for request, _ in items], send)
         for index, (request, flight) in enumerate(items):
             reply = _UNREACHABLE if result is None else result[0][index]
+            dropped = flight.dropped
             self._settle(flight, request, reply)
-            if not isinstance(reply, BaseException) and reply.taken:
+            ok = not dropped and not isinstance(reply, BaseException) and reply.code == "ok"
+            taken = reply.taken if ok and not isinstance(reply, BaseException) else []
+            if flight.children is not None:
+                tokens = {j.id: j.token for j in taken}
+                confirmed = set()
+                for child in flight.children:
+                    if tokens.get(child.job_id) == child.token:
+                        confirmed.add(child.job_id)
+                        self._confirm(child)
+                    else:  # a job taken with another token runs again, on the reply's state
+                        self._drop(child)
+                flight.children = None
+                taken = [j for j in taken if j.id not in confirmed]
+            if taken:
+                assert not isinstance(reply, BaseException)
                 # the run as it is now: sent back when this worker's snapshot was stale, else
                 # the snapshot plus this commit's writes
                 if reply.state is not None:
                     run = ClaimedRun(RUNNING, reply.state, reply.version, flight.run.traceparent)
                 else:
                     run = flight.run.after(request, reply.version)
-                self.stats.continued += len(reply.taken)
-                self._launch(run, reply.taken)
+                self.stats.continued += len(taken)
+                self._launch(run, taken, sole=reply.detail == "1" and len(reply.taken) == 1)
         if result is not None and result[1] is not None:
             next_due_ms, claimed_runs, jobs, rejected = result[1]
             self.stats.claims += 1

@@ -42,6 +42,11 @@
   with a lock holding a fresh token (`fce` 1), `processedOn` and `ats` 1. A chain thus runs on
   one worker at one round trip per step; if that worker dies, the lock lapses and the stalled
   check returns the job to wait like any other.
+  Speculative continuation: the token of a taken job is "<prefix>:<job id>:p" when the state
+  before this commit is the version the node ran with and the job's input is this arrival's
+  value, i.e. when the worker could compute the job's state and input itself. The worker may
+  then have run the job already and pipelined its commit behind this one; claim.lua's tokens
+  end in a number, so only a commit that took the job this way accepts that commit.
   Flow limits: a successor of a concurrency-limited node (its group computed by the worker from
   the edge's value and the context after this commit) is taken only if it gets a slot of its
   group here (limit_hold, as limit.lua's admission); a full group leaves it on the queue, where
@@ -264,7 +269,13 @@ for a = 1, n_arr do
                 and limit_hold(qp, now, nil, holders, succ_id, l_digest, l_name, l_limit)
     end
     if take_it then
+      -- ':p' (predicted): the worker knew this state and this input, so it may have run the
+      -- job already and sends that commit behind this one; ':1' otherwise (that commit, if
+      -- any, then finds another token and is discarded; the job runs on what comes back)
       local succ_token = token_prefix .. ':' .. succ_id .. ':1'
+      if version_before == known_version and input == value then
+        succ_token = token_prefix .. ':' .. succ_id .. ':p'
+      end
       create_job(succ_hash, succ_data, succ_opts, now, 1, priority, 'fci', input, 'fce', 1,
                  'processedOn', now)
       redis.call('SET', succ_hash .. ':lock', succ_token, 'PX', lease_ms)

@@ -1,0 +1,177 @@
+"""Speculative continuation (docs/distributed.md): a run's only outstanding job runs its
+certain successors before its commit is answered, their commits pipelined behind it.
+
+- A quiet chain: every node runs once, the steps after the second ride in one commit round
+  trip, nothing is dropped, and BullMQ sees every job completed as usual.
+- A prediction that fails is discarded and the job runs again on the real state: a write from
+  outside while the parent runs (the successor then sees it), and a run that ended while the
+  parent ran (nothing ahead of it is committed, nothing is left locked).
+- Not speculated: successors with several predecessors (joins), start nodes reached by a cycle,
+  and anything while history is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import redis
+
+from flowcraft_fast import (
+    BullMQAdapter,
+    FlowClient,
+    FlowRuntime,
+    NodeContext,
+    RedisCoordinationStore,
+)
+from flowcraft_fast.distributed.context import RedisContext
+from waiting import wait_until
+
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
+
+QUEUE = "spec"
+QP = f"bull:{QUEUE}:"
+CHAIN = {
+    "id": "chain8",
+    "nodes": [{"id": f"n{i}", "uses": "step"} for i in range(8)],
+    "edges": [{"source": f"n{i}", "target": f"n{i + 1}"} for i in range(7)],
+}
+FAN = {
+    "id": "fan3",
+    "nodes": [
+        {"id": "s", "uses": "step"},
+        *({"id": f"p{i}", "uses": "step"} for i in range(3)),
+        {"id": "j", "uses": "total", "config": {"joinStrategy": "all"}},
+    ],
+    "edges": [
+        *({"source": "s", "target": f"p{i}"} for i in range(3)),
+        *({"source": f"p{i}", "target": "j"} for i in range(3)),
+    ],
+}
+GATE: dict[str, asyncio.Event] = {}
+RAN: Counter[str] = Counter()
+
+
+async def step(ctx: NodeContext) -> Any:
+    RAN[f"{ctx.run_id}:{ctx.node_id}"] += 1
+    if ctx.node_id in GATE:
+        await asyncio.wait_for(GATE[ctx.node_id].wait(), 30)
+    seen = await ctx.context.get("seen", [])
+    await ctx.context.set("seen", [*seen, ctx.node_id, await ctx.context.get("outside")])
+    return (ctx.input or 0) + 1
+
+
+async def total(ctx: NodeContext) -> Any:
+    return sum(ctx.input.values())
+
+
+@asynccontextmanager
+async def serving(
+    url: str, **adapter_options: Any
+) -> AsyncIterator[tuple[BullMQAdapter, FlowClient, redis.Redis]]:
+    r = redis.Redis.from_url(url, decode_responses=True)
+    rt = FlowRuntime(blueprints=[CHAIN, FAN], registry={"step": step, "total": total})
+    adapter = BullMQAdapter(
+        runtime_options=rt.options,
+        coordination_store=RedisCoordinationStore(url),
+        queue_name=QUEUE,
+        concurrency=8,
+        **adapter_options,
+    )
+    await adapter.start()
+    try:
+        yield adapter, FlowClient(RedisCoordinationStore(url), queue_name=QUEUE), r
+    finally:
+        GATE.clear()
+        await adapter.close(timeout=10)
+        r.close()
+
+
+def ran(run_id: str, prefix: str = "n") -> dict[str, int]:
+    return {k.split(":", 1)[1]: v for k, v in RAN.items() if k.startswith(f"{run_id}:{prefix}")}
+
+
+async def test_a_quiet_chain_commits_its_speculated_steps_in_one_round_trip(
+    redis_url: str,
+) -> None:
+    async with serving(redis_url) as (adapter, client, r):
+        worker = adapter.workers[0]
+        run_id = await client.start("chain8", {})
+        result = await client.wait(run_id, timeout=30)
+        assert result.status == "completed" and result.context["n7"] == 8, result
+        assert ran(run_id) == {f"n{i}": 1 for i in range(8)}  # each node ran once
+        # n0 was claimed; its commit took n1 (the run's only job), which ran n2..n7 ahead
+        assert worker.stats.speculated == 6, worker.stats
+        assert worker.stats.speculation_dropped == 0, worker.stats
+        assert worker.stats.commit_batches == 2, worker.stats  # n0's; n1..n7's
+        metrics = adapter.metrics()
+        assert metrics["jobs_continued_total"] == 7, metrics
+        assert metrics["jobs_claimed_total"] == 8, metrics
+        completed = r.zrange(QP + "completed", 0, -1)
+        assert len(completed) == 8
+        for jid in completed:  # BullMQ sees ordinary completed jobs
+            job = r.hgetall(QP + jid)
+            assert job["ats"] == "1" and job["atm"] == "1" and job["finishedOn"], job
+        assert r.llen(QP + "active") == 0
+        assert not list(r.scan_iter(QP + "*:lock"))
+
+
+async def test_a_write_from_outside_drops_the_speculation_and_the_job_sees_it(
+    redis_url: str,
+) -> None:
+    GATE["n1"] = asyncio.Event()
+    async with serving(redis_url) as (adapter, client, r):
+        worker = adapter.workers[0]
+        run_id = await client.start("chain8", {})
+        await wait_until(lambda: r.hexists(f"workflow:run:{run_id}", "done:0|n0"), 20, "n0")
+        await RedisContext(redis_url, run_id).set("outside", "hello")
+        GATE["n1"].set()  # n1 finishes on its old snapshot; n2.. ran ahead on it too
+        result = await client.wait(run_id, timeout=30)
+        assert result.status == "completed" and result.context["n7"] == 8, result
+        seen = result.context["seen"]
+        assert seen[:4] == ["n0", None, "n1", None], seen
+        assert seen[4:] == [x for i in range(2, 8) for x in (f"n{i}", "hello")], seen
+        assert worker.stats.speculation_dropped >= 1, worker.stats
+        counts = ran(run_id)
+        assert counts["n0"] == counts["n1"] == 1, counts
+        assert counts["n2"] == 2, counts  # ran ahead (discarded), then on the real state
+
+
+async def test_a_run_that_ended_meanwhile_commits_nothing_speculated(redis_url: str) -> None:
+    GATE["n1"] = asyncio.Event()
+    async with serving(redis_url) as (adapter, client, r):
+        worker = adapter.workers[0]
+        run_id = await client.start("chain8", {})
+        meta_key = f"workflow:run:{run_id}"
+        await wait_until(lambda: r.hexists(meta_key, "done:0|n0"), 20, "n0")
+        # the run ends before its announcement reaches the worker (a cancel in flight): n1
+        # finishes, n2..n7 run ahead of n1's commit, which finds the run ended
+        r.hset(meta_key, "status", "cancelled")
+        GATE["n1"].set()
+        await wait_until(lambda: worker.in_flight == 0, 20, "the worker to settle")
+        meta = r.hgetall(meta_key)
+        assert [k for k in meta if k.startswith("done:")] == ["done:0|n0"], meta
+        assert worker.stats.speculated == 6, worker.stats
+        assert worker.stats.speculation_dropped == 6, worker.stats  # n2, and behind it n3..n7
+        assert worker.stats.committed == 1 and worker.stats.lost == 0, worker.stats
+        assert r.llen(QP + "active") == 0
+        assert not list(r.scan_iter(QP + "*:lock"))
+        assert r.zcard(QP + "completed") == 1 and r.zcard(QP + "failed") == 1  # n0; n1
+
+
+async def test_joins_and_history_are_not_speculated(redis_url: str) -> None:
+    async with serving(redis_url) as (adapter, client, _):
+        worker = adapter.workers[0]
+        result = await client.wait(await client.start("fan3", {}), timeout=30)
+        assert result.status == "completed" and result.context["j"] == 6, result
+        assert worker.stats.speculated == 0, worker.stats  # s is not its run's only job...
+    async with serving(redis_url, history=100) as (adapter, client, _):
+        worker = adapter.workers[0]
+        assert not worker.speculate
+        result = await client.wait(await client.start("chain8", {}), timeout=30)
+        assert result.status == "completed", result
+        assert worker.stats.speculated == 0, worker.stats
