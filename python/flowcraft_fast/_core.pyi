@@ -156,9 +156,9 @@ class CommitReply:
     def version(self) -> int:
         """The run's state version after the commit (-1 when not reported)."""
 
-_ClaimedRuns = dict[str, tuple[str, dict[str, str], int, str | None]]
+_ClaimedRuns = dict[str, tuple[str, dict[str, str], int, str | None, int]]
 """run id -> (run status, run state fields as JSON text, state version, the W3C traceparent its
-client stored at start or None), once per run."""
+client stored at start or None, its outstanding jobs or -1), once per run."""
 
 _ClaimReply = tuple[int, _ClaimedRuns, list[ClaimedJob], list[tuple[str, str]]]
 """(next delayed job due time in ms or 0, runs, jobs)."""

@@ -109,8 +109,8 @@ impl ClaimedJob {
 }
 
 /// The runs of claimed jobs, each once: run id -> (status, state fields as JSON text, state
-/// version, the W3C traceparent its client stored at start).
-pub type ClaimedRuns = HashMap<String, (String, HashMap<String, String>, i64, Option<String>)>;
+/// version, the W3C traceparent its client stored at start, its outstanding jobs or -1).
+pub type ClaimedRuns = HashMap<String, (String, HashMap<String, String>, i64, Option<String>, i64)>;
 
 /// What one claim returns: (next delayed job due time in ms or 0, runs, jobs, jobs it failed at
 /// once as (id, reason): see claim.lua).
@@ -282,12 +282,13 @@ pub fn parse_claim(reply: &Value) -> PyResult<ClaimReply> {
     let next = items.first().map_or(0, int);
     let mut runs = HashMap::new();
     if let Some(Value::Array(flat)) = items.get(1) {
-        for run in flat.chunks(5) {
-            if let [id, status, state, version, traceparent] = run {
+        for run in flat.chunks(6) {
+            if let [id, status, state, version, traceparent, pending] = run {
                 let id = text(id).ok_or_else(|| bad_reply("claim", reply))?;
                 let state = parse_state(state).ok_or_else(|| bad_reply("claim", reply))?;
                 let status = text(status).unwrap_or_default();
-                runs.insert(id, (status, state, int(version), text(traceparent)));
+                let runs_entry = (status, state, int(version), text(traceparent), int(pending));
+                runs.insert(id, runs_entry);
             }
         }
     }
@@ -458,7 +459,7 @@ mod tests {
     }
 
     /// A claim reply's shape ({next, runs, rejected, job...}) with arbitrary pieces: runs as
-    /// flat quintuples, jobs of 0-17 fields (the scripts send 15), leaves anywhere.
+    /// flat sextuples, jobs of 0-17 fields (the scripts send 15), leaves anywhere.
     fn claim_shaped() -> impl Strategy<Value = Value> {
         let run = (
             leaf(),
@@ -466,9 +467,10 @@ mod tests {
             prop_oneof![value(), vec(leaf(), 0..8).prop_map(array)],
             leaf(),
             leaf(),
+            leaf(),
         )
-            .prop_map(|(id, status, state, version, traceparent)| {
-                vec![id, status, state, version, traceparent]
+            .prop_map(|(id, status, state, version, traceparent, pending)| {
+                vec![id, status, state, version, traceparent, pending]
             });
         let runs = vec(run, 0..3).prop_map(|runs| array(runs.concat()));
         let job = vec(prop_oneof![3 => leaf(), 1 => value()], 0..18).prop_map(array);
@@ -608,11 +610,13 @@ mod tests {
                 array(vec![bulk("a"), bulk("1"), bulk("inputs:b"), bulk("\"x\"")]),
                 Value::Int(7),
                 bulk("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+                Value::Int(1),
                 bulk("r2"),
                 bulk("awaiting"),
                 array(vec![]),
                 Value::Int(0),
                 Value::Nil,
+                Value::Int(-1),
             ]),
             array(vec![bulk("bad:1"), bulk("job data is not valid JSON")]),
             job_reply(15),
@@ -620,7 +624,8 @@ mod tests {
         ]);
         let (next, runs, jobs, rejected) = parse_claim(&reply).expect("a well-formed claim");
         assert_eq!(next, 1_700_000_000_123);
-        let (status, state, version, traceparent) = &runs["r"];
+        let (status, state, version, traceparent, pending) = &runs["r"];
+        assert_eq!(*pending, 1);
         assert_eq!(status, "running");
         assert_eq!(state.len(), 2);
         assert_eq!(state["inputs:b"], "\"x\"");
@@ -630,7 +635,7 @@ mod tests {
             Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
         );
         assert_eq!(runs["r2"].0, "awaiting");
-        assert_eq!(runs["r2"].3, None);
+        assert_eq!((&runs["r2"].3, runs["r2"].4), (&None, -1));
         assert_eq!(
             rejected,
             vec![(

@@ -123,6 +123,8 @@ class ClaimedRun:
     """The state version `raw` is (see commit.lua); -1: unknown."""
     traceparent: str | None = None
     """The W3C trace context its client stored at start (see `tracing`)."""
+    pending: int = -1
+    """Its outstanding jobs as the claim saw them (-1: unknown)."""
     dynamic_keys: list[str] = field(init=False)
     """The fields recording dynamic nodes, found once per claim rather than once per job."""
 

@@ -356,14 +356,15 @@ class Worker:
 
     def _launch_all(
         self,
-        runs: dict[str, tuple[str, dict[str, str], int, str | None]],
+        runs: dict[str, tuple[str, dict[str, str], int, str | None, int]],
         jobs: list[_core.ClaimedJob],
     ) -> None:
         """Start a claim's jobs, each with its run's state as the claim read it."""
         claimed = {run_id: ClaimedRun(*run) for run_id, run in runs.items()}
         missing = ClaimedRun("", {})
         for job in jobs:
-            self._launch(claimed.get(job.run_id, missing), (job,))
+            run = claimed.get(job.run_id, missing)
+            self._launch(run, (job,), sole=run.pending == 1)  # the run's only job: this one
 
     def _launch(
         self, run: ClaimedRun, jobs: Sequence[_core.ClaimedJob], sole: bool = False
@@ -538,7 +539,9 @@ class Worker:
             or len(self._pending_commits) >= MAX_QUEUED_COMMITS
         ):
             return
+        room = 1 + max(0, self.concurrency - len(self._in_flight))  # its slot passes to one
         chosen = [a for a in request.arrivals if a.speculable and a.job_id not in self._in_flight]
+        del chosen[room:]
         if not chosen:
             return
         wrote = bool(request.sets or request.deletes)
@@ -736,7 +739,10 @@ class Worker:
         await self._flush_history(items)
         free = 0
         if not self._closing:
-            free = max(0, self.concurrency - (len(self._in_flight) - len(items)))
+            # slots the batch frees as it goes: a speculative job's frees only at its own
+            # commit, after its parent's has decided what to take
+            leaving = sum(1 for _, flight in items if flight.parent is None)
+            free = max(0, self.concurrency - (len(self._in_flight) - leaving))
         for request, flight in items:
             ahead = len(flight.children or ())  # already running here: taken in any case
             certain = sum(1 for a in request.arrivals if len(a.predecessors) == 1)

@@ -8,11 +8,12 @@
   ARGV[7] the largest job data accepted, in bytes   ARGV[8] run status key prefix
 
   First promotes due delayed jobs (BullMQ score: due_ms * 4096 + seq). Returns
-  {next_delayed_ms, {run_id, run_status, state_flat, state_version, traceparent, ...},
+  {next_delayed_ms, {run_id, run_status, state_flat, state_version, traceparent, pending, ...},
    {rejected id, reason, ...}, job1, job2, ...}:
   each run's state once (with its version, see commit.lua), however many of its jobs were
   claimed (`traceparent`: the W3C trace context its client stored at start, or false; see
-  python/flowcraft_fast/tracing.py); each job is
+  python/flowcraft_fast/tracing.py; `pending`: its outstanding jobs, -1 unknown: a run whose
+  only outstanding job is claimed here may speculate, see commit.lua); each job is
   {id, token, data, attempts_made, attempts_started, opts, input, run_id, resume, slept,
    node id, iteration text, blueprint id (its run's when the data names none), blueprint
    version, stalls} (read from the data, decoded here; `stalls`: how often the job's lease
@@ -212,7 +213,8 @@ while n < max do
     local ats = redis.call('HINCRBY', jk, 'ats', 1)
     local run_id = data['runId']
     if not runs[run_id] then
-      local meta = redis.call('HMGET', ARGV[6] .. run_id, 'status', STATE_VERSION, 'traceparent')
+      local meta = redis.call('HMGET', ARGV[6] .. run_id, 'status', STATE_VERSION, 'traceparent',
+                              PENDING)
       local status = meta[1] or ''
       local state = {}
       if is_live(status) or status == '' then  -- '': a run to adopt (see above)
@@ -224,6 +226,7 @@ while n < max do
       run_list[#run_list + 1] = state
       run_list[#run_list + 1] = tonumber(meta[2] or '0')
       run_list[#run_list + 1] = meta[3]
+      run_list[#run_list + 1] = tonumber(meta[4] or '-1')
     end
     local version = data['blueprintVersion']
     out[#out + 1] = {id, token, f[1], counter(f[2] or f[3]), ats, f[5] or '{}', f[6] or false,
