@@ -60,8 +60,9 @@ async def run_ours(url: str, queue: str, concurrency: int) -> tuple[Any, Any]:
 
     rt = FlowRuntime(blueprints=blueprints(), registry={"step": step, "sum": sum_inputs})
     adapter = BullMQAdapter(
-        runtime_options=rt.options, connection=url, queue_name=queue, concurrency=concurrency
-    )
+        runtime_options=rt.options, connection=url, queue_name=queue, concurrency=concurrency,
+        speculate=os.environ.get("FLOWCRAFT_BENCH_SPECULATE", "1") != "0",
+    )  # fmt: skip
     counting = CountingQueue(adapter.worker.queue)
     adapter.worker.queue = counting  # type: ignore[assignment]
     await adapter.start()

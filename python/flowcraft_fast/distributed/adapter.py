@@ -30,6 +30,10 @@ class BullMQAdapter:
 
     `history` (default: the runtime's, `FlowRuntime(history=N)`) records each run's last N
     history entries in a Redis Stream per run (docs/history.md); 0: off.
+
+    `speculate=False` turns speculative continuation off (docs/distributed.md): a run's only
+    job then never runs its successors before its commit is answered (one commit round trip
+    per step of a sequential chain instead of one for the whole chain).
     """
 
     def __init__(
@@ -49,6 +53,7 @@ class BullMQAdapter:
         partitions: int = 1,
         partition_set: str | Iterable[int] | None = None,
         history: int | None = None,
+        speculate: bool = True,
     ) -> None:
         if coordination_store is None:
             if connection is None:
@@ -66,6 +71,7 @@ class BullMQAdapter:
             queue_name=queue_name,
             name=worker_name,
             renew_ms=renew_ms,
+            speculate=speculate,
             server_check=lambda: check_server(coordination_store.connection),
         )
         self._options = runtime_options
