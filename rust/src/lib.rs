@@ -4,6 +4,7 @@
 
 use pyo3::prelude::*;
 
+mod bridge; // results to asyncio through one eventfd per event loop, without the GIL
 mod conn; // connections: URLs, TLS, ACL users, redis-py clients
 mod errors; // the exceptions Python sees
 mod history; // optional per-run history streams: append in batches, read, expire

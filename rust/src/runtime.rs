@@ -56,16 +56,23 @@ fn now_us() -> u64 {
     u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
-/// `pyo3_async_runtimes::tokio::future_into_py`, noting when the future completes.
+/// Run `fut` on the native runtime; an asyncio future of its result.
 ///
-/// Handing a result to asyncio (`call_soon_threadsafe`) briefly releases the GIL on the I/O
-/// thread; if the interpreter finalizes in that window the thread cannot take the GIL back and
-/// the process aborts. `settle_at_exit` (registered with `atexit`) waits that window out.
+/// Through the running loop's completion queue (`bridge`: no GIL on the I/O side), or, for a
+/// loop that cannot have one, `pyo3_async_runtimes::tokio::future_into_py`, noting when the
+/// future completes: handing a result to asyncio that way (`call_soon_threadsafe`) briefly
+/// releases the GIL on an I/O thread; if the interpreter finalizes in that window the thread
+/// cannot take the GIL back and the process aborts. `settle_at_exit` (registered with
+/// `atexit`) waits that window out.
 pub fn future_into_py<'py, F, T>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
 where
     F: Future<Output = PyResult<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
+    let fut = match crate::bridge::spawn(py, fut)? {
+        Ok(future) => return Ok(future),
+        Err(fut) => fut,
+    };
     pyo3_async_runtimes::tokio::future_into_py(py, async move {
         let out = fut.await;
         LAST_DONE_US.store(now_us().max(1), Ordering::Relaxed);
