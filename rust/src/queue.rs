@@ -34,7 +34,7 @@ pub struct Inner {
     pub leases: Arc<Leases>,
     pub stops: Arc<Stops>,
     /// The shared subscription every `wait_status` of this queue uses.
-    pub waits: Waits,
+    pub waits: Arc<Waits>,
     /// The name the blocking connection should carry (workers.rs), and whether it must be
     /// (re)sent before the next wait for work (set by each beat: a reconnect loses the name).
     pub blocking_name: std::sync::Mutex<(Option<String>, bool)>,
@@ -134,7 +134,7 @@ impl Queue {
                 job_events,
                 leases: Arc::new(Leases::default()),
                 stops: Arc::new(Stops::default()),
-                waits: Waits::default(),
+                waits: Arc::default(),
                 blocking_name: std::sync::Mutex::new((None, false)),
                 stopped_waiting: std::sync::atomic::AtomicBool::new(false),
             }),

@@ -110,8 +110,11 @@ impl Waits {
     /// The value of `channel` (a run's status key, also its channel) once it is set: now, or
     /// when a message arrives within `timeout_s`. None on timeout or when the subscriber
     /// connection dropped (the caller tries again).
+    ///
+    /// The waiter leaves its channel (the last one unsubscribes) in a task of its own, so the
+    /// caller has its answer one round trip sooner.
     pub async fn wait(
-        &self,
+        self: &Arc<Self>,
         conn: &Connection,
         channel: String,
         timeout_s: f64,
@@ -156,7 +159,10 @@ impl Waits {
             (sink, id)
         };
         let result = self.read_or_wait(conn, &channel, woken, timeout_s).await;
-        self.leave(&mut sink, &channel, id).await;
+        let waits = Arc::clone(self);
+        pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+            waits.leave(&mut sink, &channel, id).await;
+        });
         result
     }
 
