@@ -570,6 +570,8 @@ class Worker:
     def _confirm(self, flight: _InFlight) -> None:
         """The parent's commit took the speculative job with its token: it is this worker's."""
         flight.parent = None
+        if self._in_flight.get(flight.job_id) is not flight:
+            return  # left already (the worker is closing): its lease lapses, as a claimed one's
         self.stats.claimed += 1
         self.stats.continued += 1
         self.queue.track(flight.job_id, flight.token, flight.run_id)
