@@ -24,7 +24,14 @@ class JSONLimitError(ValueError):
 def dumps(value: Any, *, what: str = "value", max_bytes: int = MAX_VALUE_BYTES) -> str:
     """Encode one value as compact JSON text; TypeError/ValueError name `what` on failure."""
     try:
-        text = _encoder.encode(value)
+        # the commonest values directly (the stdlib builds an encoder object for each non-str
+        # value it encodes); bool and int subclasses take the general path
+        if type(value) is int:
+            text = int.__repr__(value)  # ValueError past the interpreter's digit limit
+        elif value is None:
+            return "null"
+        else:
+            text = _encoder.encode(value)
     except ValueError as exc:
         if "ircular reference" in str(exc):  # the stdlib's check_circular
             raise TypeError(

@@ -24,3 +24,18 @@ def test_at_the_limit_passes() -> None:
     assert loads(text, max_bytes=1001) == "€" * 333
     assert dumps("a" * 998, max_bytes=1000) == '"' + "a" * 998 + '"'
     assert utf8_size("😀") == 4
+
+
+@pytest.mark.parametrize(
+    "value", [0, -7, 2**70, None, True, False, 1.25, "é\n", [1, None, True], {"k": [0]}]
+)
+def test_dumps_writes_what_the_stdlib_writes(value: object) -> None:
+    """The direct paths for ints and None give the stdlib's compact text."""
+    import json
+
+    assert dumps(value) == json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def test_an_int_past_the_digit_limit_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match=r"not JSON-serialisable: .*digits"):
+        dumps(10**5000)
