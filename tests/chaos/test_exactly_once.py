@@ -293,6 +293,40 @@ async def test_worker_killed_after_running_before_commit(redis_url: str) -> None
         r.close()
 
 
+async def test_worker_killed_while_it_ran_steps_ahead_of_their_commits(redis_url: str) -> None:
+    """Speculative continuation: start is its run's only job, so a (and b, c) run right behind
+    it, before start's commit is sent; a blocks the worker's event loop on its first run and the
+    worker gets SIGKILL. Nothing of it was committed: worker 2 runs start and a again, every
+    node commits once, and the join runs once with exactly {a, b, c}."""
+    r = sync_redis(redis_url)
+    workers: list[WorkerProcess] = []
+    try:
+        w1 = WorkerProcess(redis_url)
+        workers.append(w1)
+        await w1.ready()
+        client = FlowClient(redis_url, queue_name=QUEUE)
+        run = await client.start("fan", {"plan": {"a": {"marker_first": True, "block_first": 60}}})
+        await wait_until(lambda: r.get(f"marker:{run}:a"), 20, "a's first execution")
+        assert r.hget(f"ledger:{run}", "start") == "1"
+        assert not r.hexists(f"workflow:run:{run}", "done:0|start")  # start is not committed
+        w1.kill()
+
+        w2 = WorkerProcess(redis_url)
+        workers.append(w2)
+        await w2.ready()
+        result = await client.wait(run, timeout=30)
+        assert result.status == "completed", result
+        counts = ledger(r, run)
+        assert counts["start"] == 2 and counts["a"] == 2, counts  # ran ahead, lost, ran again
+        assert counts["j"] == 1 and counts["end"] == 1, counts
+        assert result.context["a"]["pid"] == w2.pid
+        check_join_once(r, run, result.context)
+    finally:
+        for w in workers:
+            w.kill()
+        r.close()
+
+
 # ---------------------------------------------------------------------------- 3. zombie
 
 
