@@ -177,7 +177,8 @@ FAKE_ADAPTER = textwrap.dedent(
     class BullMQAdapter:
         def __init__(self, *, runtime_options, coordination_store, connection, queue_name,
                      concurrency, lease_ms, stalled_interval_seconds, max_stalled_count,
-                     worker_name, renew_ms, partitions, partition_set, history):
+                     worker_name, renew_ms, partitions, partition_set, history,
+                     speculate):
             self.queue_name = queue_name
             self.concurrency = concurrency
             self.connection = connection
@@ -189,6 +190,7 @@ FAKE_ADAPTER = textwrap.dedent(
                              "retry_deadline": coordination_store.retry_deadline,
                              "prefixes": coordination_store.prefixes,
                              "partitions": [partitions, partition_set], "history": history,
+                             "speculate": speculate,
                              "replica_wait": coordination_store.replica_wait}
 
         async def start(self):

@@ -79,6 +79,16 @@ def test_worker_name_and_renewal(tmp_path: Path) -> None:
         resolve_config({"renew_interval": "10"}, {}, None)
 
 
+def test_speculation_switch(tmp_path: Path) -> None:
+    assert resolve_config({}, {}, None).speculate is True
+    path = _toml(tmp_path, "[flowcraft-fastd]\nspeculate = false\n")
+    assert resolve_config({}, {}, path).speculate is False
+    assert resolve_config({}, {"FLOWCRAFT_SPECULATE": "off"}, None).speculate is False
+    assert resolve_config({"speculate": "on"}, {"FLOWCRAFT_SPECULATE": "off"}).speculate is True
+    with pytest.raises(ConfigError, match=r"invalid --speculate 'maybe'.*on or off"):
+        resolve_config({"speculate": "maybe"}, {}, None)
+
+
 def test_default_worker_name_comes_from_the_systemd_unit() -> None:
     assert default_worker_name({}) is None  # not under systemd: no stable name to derive
     # Under systemd (INVOCATION_ID set) the unit is read from /proc/self/cgroup; this test

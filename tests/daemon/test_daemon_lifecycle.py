@@ -76,7 +76,7 @@ def test_ready_then_sigterm_drains_and_exits_0(
             "--max-stalls", "3", "--state-ttl", "600", "--name", "w1",
             "--renew-interval", "1", "--retry-deadline", "7.5",
             "--key-prefix", "t1:", "--partitions", "6", "--partition-set", "0-2,5",
-            "--wait-replicas", "1", "--wait-timeout", "0.25"]  # fmt: skip
+            "--wait-replicas", "1", "--wait-timeout", "0.25", "--speculate", "off"]  # fmt: skip
     process = start_daemon(args, workdir, env)
     try:
         ready = notify.expect("READY", timeout=30)
@@ -93,6 +93,7 @@ def test_ready_then_sigterm_drains_and_exits_0(
         assert start["prefixes"] == ["t1:", None]  # the store derives t1:bull
         assert start["partitions"] == [6, "0-2,5"]
         assert start["replica_wait"] == [1, 0.25]
+        assert start["speculate"] is False
     finally:
         code, _, err = stop_daemon(process)
     assert notify.expect("STOPPING", timeout=5)

@@ -69,6 +69,7 @@ class DaemonConfig:
     wait_replicas: int = 0
     wait_timeout: float = 1.0
     history: int = 0
+    speculate: bool = True
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -139,6 +140,19 @@ def _int(minimum: int, maximum: int | None = None) -> Callable[[object], int]:
         return number
 
     return parse
+
+
+_SWITCH = {"on": True, "true": True, "yes": True, "1": True,
+           "off": False, "false": False, "no": False, "0": False}  # fmt: skip
+
+
+def _switch(value: object) -> bool:
+    """on/off (true/false, yes/no, 1/0; a TOML boolean)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _SWITCH:
+        return _SWITCH[value.strip().lower()]
+    raise ValueError("on or off")
 
 
 def _seconds(*, allow_zero: bool) -> Callable[[object], float]:
@@ -323,6 +337,12 @@ OPTIONS: tuple[Option, ...] = (
            "writes) in a Redis Stream per run, for replay and fork (docs/history.md); costs "
            "one round trip per commit batch; 0: off (default 0, or the app runtime's "
            "FlowRuntime(history=N))", "N"),
+    Option("speculate", "--speculate", ("FLOWCRAFT_SPECULATE",), _switch,
+           "speculative continuation: a run's only outstanding job runs its certain "
+           "successors before its commit is answered, so a sequential chain commits in one "
+           "round trip; a prediction that fails (something outside wrote the run's state "
+           "meanwhile) runs that successor again. off: one commit round trip per step "
+           "(docs/distributed.md) (default on)", "on|off"),
     Option("redis_wait", "--redis-wait", ("FLOWCRAFT_REDIS_WAIT",), _seconds(allow_zero=True),
            "seconds to wait at start for a Redis that does not answer, retrying with backoff "
            "(1, 2, 4 ... 30 s) and logging each try; 0: fail at once (default: wait until it "

@@ -238,6 +238,7 @@ def _make_adapter(config: DaemonConfig, runtime: FlowRuntime) -> Any:
             partitions=config.partitions,
             partition_set=config.partition_set,
             history=config.history or None,
+            speculate=config.speculate,
         )
     except Exception as exc:
         log.debug("creating the adapter failed", exc_info=True)
