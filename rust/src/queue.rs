@@ -539,6 +539,17 @@ impl Queue {
         self.spawn(py, |i| reads::wait_status(i, run_id, timeout_s))
     }
 
+    /// `wait_status`, with the run's state fields (JSON text) read in the same round trip as
+    /// the status once the run wrote it: (status JSON, fields), or None as `wait_status`.
+    fn wait_result<'py>(
+        &self,
+        py: Python<'py>,
+        run_id: String,
+        timeout_s: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.spawn(py, |i| reads::wait_result(i, run_id, timeout_s))
+    }
+
     /// Publish the blueprints this worker serves: (id, JSON) pairs, so clients can start runs
     /// by id and check them before anything is enqueued.
     fn publish_blueprints<'py>(

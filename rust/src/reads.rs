@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::queue::Inner;
+use crate::waits::Ended;
 
 /// A run's join arrivals: "<node key>\x1f<predecessor>" -> value JSON ("\x01": skipped).
 pub async fn run_joins(inner: Arc<Inner>, run_id: String) -> PyResult<HashMap<String, String>> {
@@ -39,7 +40,25 @@ pub async fn wait_status(
     timeout_s: f64,
 ) -> PyResult<Option<String>> {
     let channel = inner.runs.status(&run_id);
-    inner.waits.wait(&inner.conn, channel, timeout_s).await
+    let ended = inner
+        .waits
+        .wait(&inner.conn, channel, timeout_s, None)
+        .await?;
+    Ok(ended.map(|(status, _)| status))
+}
+
+/// `wait_status`, with the run's state fields read along with the status.
+pub async fn wait_result(
+    inner: Arc<Inner>,
+    run_id: String,
+    timeout_s: f64,
+) -> PyResult<Option<Ended>> {
+    let channel = inner.runs.status(&run_id);
+    let state = inner.runs.state(&run_id);
+    inner
+        .waits
+        .wait(&inner.conn, channel, timeout_s, Some(state))
+        .await
 }
 
 /// Publish (id, JSON) blueprints so clients can start runs by id and check them.

@@ -23,6 +23,9 @@ use tokio::sync::oneshot;
 use crate::conn::Connection;
 use crate::retry::Retrying;
 
+/// A key's value once set, with the fields of the hash asked for along with it.
+pub type Ended = (String, Option<HashMap<String, String>>);
+
 /// Why a waiter woke up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Woken {
@@ -112,13 +115,15 @@ impl Waits {
     /// connection dropped (the caller tries again).
     ///
     /// The waiter leaves its channel (the last one unsubscribes) in a task of its own, so the
-    /// caller has its answer one round trip sooner.
+    /// caller has its answer one round trip sooner. With `hash`, that hash's fields come with
+    /// the value (the run's state: read with the status when a message woke the waiter).
     pub async fn wait(
         self: &Arc<Self>,
         conn: &Connection,
         channel: String,
         timeout_s: f64,
-    ) -> PyResult<Option<String>> {
+        hash: Option<String>,
+    ) -> PyResult<Option<Ended>> {
         let (wake, woken) = oneshot::channel();
         let timeout = Duration::from_secs_f64(timeout_s.max(0.0));
         let mut retrying = conn.retrying_within(timeout);
@@ -158,7 +163,9 @@ impl Waits {
             }
             (sink, id)
         };
-        let result = self.read_or_wait(conn, &channel, woken, timeout_s).await;
+        let result = self
+            .read_or_wait(conn, &channel, woken, timeout_s, hash.as_deref())
+            .await;
         let waits = Arc::clone(self);
         pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
             waits.leave(&mut sink, &channel, id).await;
@@ -172,17 +179,33 @@ impl Waits {
         channel: &str,
         woken: oneshot::Receiver<Woken>,
         timeout_s: f64,
-    ) -> PyResult<Option<String>> {
+        hash: Option<&str>,
+    ) -> PyResult<Option<Ended>> {
         let timeout = Duration::from_secs_f64(timeout_s.max(0.0));
         let mut m = conn.retrying_within(timeout);
         let current: Option<String> = m.get(channel).await.map_err(|e| conn.error(&e))?;
-        if current.is_some() {
-            return Ok(current);
+        if let Some(value) = current {
+            // set before the wait began (rare): the hash in a round trip of its own
+            let fields = match hash {
+                Some(key) => Some(m.hgetall(key).await.map_err(|e| conn.error(&e))?),
+                None => None,
+            };
+            return Ok(Some((value, fields)));
         }
         match tokio::time::timeout(timeout, woken).await {
             Ok(Ok(Woken::Message)) => {
                 let mut m = conn.retrying_within(timeout);
-                m.get(channel).await.map_err(|e| conn.error(&e))
+                let Some(key) = hash else {
+                    let value: Option<String> = m.get(channel).await.map_err(|e| conn.error(&e))?;
+                    return Ok(value.map(|v| (v, None)));
+                };
+                let (value, fields): (Option<String>, HashMap<String, String>) = redis::pipe()
+                    .get(channel)
+                    .hgetall(key)
+                    .query_async(&mut m)
+                    .await
+                    .map_err(|e| conn.error(&e))?;
+                Ok(value.map(|v| (v, Some(fields))))
             }
             // timed out, or the connection dropped (the caller reads and waits again)
             _ => Ok(None),

@@ -576,30 +576,40 @@ class FlowClient:
         queue = await self.queue_for(run_id)
         while True:
             try:
-                # None also when the subscription ended early (the connection dropped)
-                raw = await queue.wait_status(run_id, max(0.0, deadline - loop.time()))
+                # None also when the subscription ended early (the connection dropped); the
+                # run's state comes with its status (one round trip after the wake-up)
+                ended = await queue.wait_result(run_id, max(0.0, deadline - loop.time()))
             except ConnectionError:
                 if loop.time() >= deadline:
                     raise
                 await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
                 continue
-            if raw is not None or loop.time() >= deadline:
+            if ended is not None or loop.time() >= deadline:
                 break
-        if raw is None:
+        if ended is None:
             meta, _ = await queue.run_info(run_id)
             if not meta:
                 raise RunNotFound(f"no run {run_id!r}")
             raise TimeoutError(f"run {run_id!r} did not finish within {timeout} s")
-        return await self.result(run_id, raw)
+        return await self.result(run_id, *ended)
 
-    async def result(self, run_id: str, raw_status: str | None = None) -> WorkflowResult:
+    async def result(
+        self,
+        run_id: str,
+        raw_status: str | None = None,
+        state_fields: dict[str, str] | None = None,
+    ) -> WorkflowResult:
+        """The run's result (RunNotFound while it has none); `raw_status` and `state_fields`
+        when the caller read them already (`wait` does, in one round trip)."""
         queue = await self.queue_for(run_id)
         if raw_status is None:
             _, raw_status = await queue.run_info(run_id)
             if raw_status is None:
                 raise RunNotFound(f"run {run_id!r} has no result yet")
         status = jsoncodec.loads(raw_status, what="run status")
-        fields = await (await self._states_for(run_id)).get_all(run_id)
+        fields = state_fields
+        if fields is None:
+            fields = await (await self._states_for(run_id)).get_all(run_id)
         context = {k: jsoncodec.loads(v, what=f"context key {k!r}") for k, v in fields.items()}
         if status["status"] == AWAITING:  # as in memory: the nodes it waits at
             meta, _ = await queue.run_info(run_id)
