@@ -226,8 +226,12 @@ for a = 1, n_arr do
     end
     if redis.call('HSETNX', KEYS[11], target .. SEP .. pred, value) == 1 then
       local arrived = redis.call('HINCRBY', KEYS[10], JOIN_ARRIVED .. target, 1)
-      local finished = tonumber(redis.call('HGET', KEYS[10], JOIN_FINISHED .. target) or '0')
-      if value ~= SKIP then finished = redis.call('HINCRBY', KEYS[10], JOIN_FINISHED .. target, 1) end
+      local finished
+      if value ~= SKIP then
+        finished = redis.call('HINCRBY', KEYS[10], JOIN_FINISHED .. target, 1)
+      else
+        finished = tonumber(redis.call('HGET', KEYS[10], JOIN_FINISHED .. target) or '0')
+      end
       if redis.call('HEXISTS', KEYS[10], FIRED .. target) == 0 then
         if strategy == 'any' and value ~= SKIP then
           fire, input = true, value
