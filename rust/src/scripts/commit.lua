@@ -122,8 +122,21 @@ if mode == 'reject' then
   finish(true, result)
   return {'ok', 'rejected'}
 end
-local run_meta = redis.call('HMGET', KEYS[10], 'status', 'priority')
+-- one read of the run's meta: its status, priority, state version, and for each arrival the
+-- largest predecessor set its target's join has known (the arrivals follow the sets and dels)
+local meta_fields = {'status', 'priority', STATE_VERSION}
+do
+  local at = 22 + 2 * tonumber(ARGV[21])
+  at = at + 1 + tonumber(ARGV[at])
+  local j = at + 1
+  for _ = 1, tonumber(ARGV[at]) do
+    meta_fields[#meta_fields + 1] = JOIN_PREDS .. ARGV[j]
+    j = j + 11 + tonumber(ARGV[j + 4])
+  end
+end
+local run_meta = redis.call('HMGET', KEYS[10], unpack(meta_fields))
 local run_status, priority = run_meta[1], tonumber(run_meta[2] or '0') or 0
+local stored_version = tonumber(run_meta[3] or '0')
 if not is_live(run_status) then
   -- the run ended while the node ran: its result is discarded, so the job did not succeed
   finish(true, 'run ' .. run_id .. ' ended (' .. (run_status or 'expired')
@@ -131,7 +144,7 @@ if not is_live(run_status) then
   return {'terminal', run_status or ''}
 end
 if mode == 'await-event' then
-  local version_now = tonumber(redis.call('HGET', KEYS[10], STATE_VERSION) or '0')
+  local version_now = stored_version
   if known_version >= 0 and version_now ~= known_version
      and redis.call('HEXISTS', KEYS[10], DONE .. node_key) == 0 then
     redis.call('DEL', KEYS[2])
@@ -179,7 +192,7 @@ if n_sets > 0 or n_dels > 0 then
   version = redis.call('HINCRBY', KEYS[10], STATE_VERSION, 1)
   version_before = version - 1
 elseif take > 0 then
-  version = tonumber(redis.call('HGET', KEYS[10], STATE_VERSION) or '0')
+  version = stored_version
   version_before = version
 end
 
@@ -196,6 +209,7 @@ end
 
 local pending = -1
 local fired_keys, taken, pushed = {}, {}, 0
+local raised = {}  -- target -> the predecessor count this commit stored for its join
 if take > 0 and redis.call('HEXISTS', KEYS[14], 'paused') == 1 then take = 0 end
 local n_arr = tonumber(ARGV[i]); i = i + 1
 for a = 1, n_arr do
@@ -210,7 +224,7 @@ for a = 1, n_arr do
   local fire, input = false, nil
   -- a join's predecessors can grow while the run goes (batch workers added on the way):
   -- decide against the largest set any arrival has known
-  local known = tonumber(redis.call('HGET', KEYS[10], JOIN_PREDS .. target) or '0')
+  local known = raised[target] or tonumber(run_meta[3 + a] or '0')
   if n_listed == 1 and known <= 1 then
     -- one predecessor (most edges): no join to count. The arrival is still recorded (the
     -- reconciler rebuilds inputs from it) and `fired:` guards the one activation.
@@ -221,6 +235,7 @@ for a = 1, n_arr do
   else
     if n_preds > known then
       redis.call('HSET', KEYS[10], JOIN_PREDS .. target, n_preds)
+      raised[target] = n_preds  -- what a later arrival of this commit at it reads
     else
       n_preds = known
     end
