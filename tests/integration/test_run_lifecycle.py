@@ -504,13 +504,12 @@ async def test_job_for_another_blueprint_version_waits_for_a_matching_worker(
         await wait_until(lambda: len(version_warnings()) >= 2, WAIT_S, "two offers to v1")
         message = version_warnings()[0]
         assert "'2'" in message and "'1'" in message, message
-        # left for another worker: queued (delayed or waiting), never completed nor failed
-        in_queue = (
-            r.zscore(QP + "delayed", job) is not None
-            or job in r.lrange(QP + "wait", 0, -1)
-            or job in r.lrange(QP + "active", 0, -1)
-        )
-        assert in_queue
+        # left for another worker: queued (delayed or waiting), never completed nor failed; read
+        # in one transaction (the job moves between delayed and active as it is offered again)
+        pipe = r.pipeline(transaction=True)
+        pipe.zscore(QP + "delayed", job).lrange(QP + "wait", 0, -1).lrange(QP + "active", 0, -1)
+        delayed, waiting, active = pipe.execute()
+        assert delayed is not None or job in waiting or job in active, (delayed, waiting, active)
         assert r.zscore(QP + "completed", job) is None and r.zscore(QP + "failed", job) is None
         assert await client.status(run_id) == "running"
         assert "only:start" not in LEDGER[run_id]
