@@ -33,7 +33,7 @@ pub struct Inner {
     pub job_events: bool,
     pub leases: Arc<Leases>,
     pub stops: Arc<Stops>,
-    /// The shared subscription every `wait_status` of this queue uses.
+    /// The shared subscription every `wait_result` of this queue uses.
     pub waits: Arc<Waits>,
     /// The name the blocking connection should carry (workers.rs), and whether it must be
     /// (re)sent before the next wait for work (set by each beat: a reconnect loses the name).
@@ -528,19 +528,10 @@ impl Queue {
         self.spawn(py, |i| reads::run_info(i, run_id))
     }
 
-    /// Wait until the run writes its status (terminal or awaiting), at most `timeout_s`.
-    /// Subscribes first, then reads, then waits: no race and no polling.
-    fn wait_status<'py>(
-        &self,
-        py: Python<'py>,
-        run_id: String,
-        timeout_s: f64,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(py, |i| reads::wait_status(i, run_id, timeout_s))
-    }
-
-    /// `wait_status`, with the run's state fields (JSON text) read in the same round trip as
-    /// the status once the run wrote it: (status JSON, fields), or None as `wait_status`.
+    /// Wait until the run writes its status (terminal or awaiting), at most `timeout_s`:
+    /// (status JSON, the run's state fields as JSON text), or None on timeout or when the
+    /// subscription dropped (the caller waits again). Subscribes first, then reads, then waits:
+    /// no race and no polling; the state is read with the status once a message woke it.
     fn wait_result<'py>(
         &self,
         py: Python<'py>,

@@ -33,21 +33,7 @@ pub async fn run_info(
 }
 
 /// Wait until the run writes its status: subscribe (on the queue's shared subscriber), then
-/// read, then wait (no race, no poll); see `waits`.
-pub async fn wait_status(
-    inner: Arc<Inner>,
-    run_id: String,
-    timeout_s: f64,
-) -> PyResult<Option<String>> {
-    let channel = inner.runs.status(&run_id);
-    let ended = inner
-        .waits
-        .wait(&inner.conn, channel, timeout_s, None)
-        .await?;
-    Ok(ended.map(|(status, _)| status))
-}
-
-/// `wait_status`, with the run's state fields read along with the status.
+/// read, then wait (no race, no poll); see `waits`. The run's state fields come with it.
 pub async fn wait_result(
     inner: Arc<Inner>,
     run_id: String,
@@ -57,7 +43,7 @@ pub async fn wait_result(
     let state = inner.runs.state(&run_id);
     inner
         .waits
-        .wait(&inner.conn, channel, timeout_s, Some(state))
+        .wait(&inner.conn, channel, timeout_s, state)
         .await
 }
 

@@ -24,7 +24,7 @@ use crate::conn::Connection;
 use crate::retry::Retrying;
 
 /// A key's value once set, with the fields of the hash asked for along with it.
-pub type Ended = (String, Option<HashMap<String, String>>);
+pub type Ended = (String, HashMap<String, String>);
 
 /// Why a waiter woke up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,14 +115,14 @@ impl Waits {
     /// connection dropped (the caller tries again).
     ///
     /// The waiter leaves its channel (the last one unsubscribes) in a task of its own, so the
-    /// caller has its answer one round trip sooner. With `hash`, that hash's fields come with
-    /// the value (the run's state: read with the status when a message woke the waiter).
+    /// caller has its answer one round trip sooner. The fields of `hash` come with the value
+    /// (the run's state: read with the status when a message woke the waiter).
     pub async fn wait(
         self: &Arc<Self>,
         conn: &Connection,
         channel: String,
         timeout_s: f64,
-        hash: Option<String>,
+        hash: String,
     ) -> PyResult<Option<Ended>> {
         let (wake, woken) = oneshot::channel();
         let timeout = Duration::from_secs_f64(timeout_s.max(0.0));
@@ -164,7 +164,7 @@ impl Waits {
             (sink, id)
         };
         let result = self
-            .read_or_wait(conn, &channel, woken, timeout_s, hash.as_deref())
+            .read_or_wait(conn, &channel, woken, timeout_s, &hash)
             .await;
         let waits = Arc::clone(self);
         pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
@@ -179,33 +179,26 @@ impl Waits {
         channel: &str,
         woken: oneshot::Receiver<Woken>,
         timeout_s: f64,
-        hash: Option<&str>,
+        hash: &str,
     ) -> PyResult<Option<Ended>> {
         let timeout = Duration::from_secs_f64(timeout_s.max(0.0));
         let mut m = conn.retrying_within(timeout);
         let current: Option<String> = m.get(channel).await.map_err(|e| conn.error(&e))?;
         if let Some(value) = current {
             // set before the wait began (rare): the hash in a round trip of its own
-            let fields = match hash {
-                Some(key) => Some(m.hgetall(key).await.map_err(|e| conn.error(&e))?),
-                None => None,
-            };
+            let fields = m.hgetall(hash).await.map_err(|e| conn.error(&e))?;
             return Ok(Some((value, fields)));
         }
         match tokio::time::timeout(timeout, woken).await {
             Ok(Ok(Woken::Message)) => {
                 let mut m = conn.retrying_within(timeout);
-                let Some(key) = hash else {
-                    let value: Option<String> = m.get(channel).await.map_err(|e| conn.error(&e))?;
-                    return Ok(value.map(|v| (v, None)));
-                };
                 let (value, fields): (Option<String>, HashMap<String, String>) = redis::pipe()
                     .get(channel)
-                    .hgetall(key)
+                    .hgetall(hash)
                     .query_async(&mut m)
                     .await
                     .map_err(|e| conn.error(&e))?;
-                Ok(value.map(|v| (v, Some(fields))))
+                Ok(value.map(|v| (v, fields)))
             }
             // timed out, or the connection dropped (the caller reads and waits again)
             _ => Ok(None),
