@@ -325,9 +325,7 @@ class Queue:
     ) -> tuple[str | None, int, int, list[str]]: ...
     async def run_joins(self, run_id: str) -> dict[str, str]: ...
     async def run_info(self, run_id: str) -> tuple[dict[str, str], str | None]: ...
-    async def wait_result(
-        self, run_id: str, timeout_s: float
-    ) -> tuple[str, dict[str, str]] | None:
+    async def wait_result(self, run_id: str, timeout_s: float) -> tuple[str, dict[str, str]] | None:
         """Wait until the run writes its status (terminal or awaiting): (status JSON, the run's
         state fields), read in one round trip when a message woke the wait, in two when the
         status was set before; None on timeout or a dropped subscription."""
