@@ -18,9 +18,10 @@ Which jobs a killed worker held, and when they ran again:
 
 Exactly once: every run must complete with the right result (r4 == x + 4), its end must be
 published once (`workflow:status:<runId>`, counted by a subscriber), every node must have been
-executed once plus at most once per worker that lost it (killed while holding it, or a "lease
-lost" line in a worker's log naming it), and a job held by a killed worker must end up committed
-by another process (the dead one's lease is fenced off).
+executed once plus at most once per worker that lost it (killed while holding it, or while it
+ran it ahead of a held job's commit (speculative continuation: such a job has no lock yet), or a
+"lease lost" line in a worker's log naming it), and a job held by a killed worker must end up
+committed by another process (the dead one's lease is fenced off).
 
 The stall limit (`max_stalled_count`) is raised for both tests: a job can be held by two killed
 workers in a row, and at the default limit (1) its node would rightly fail with a
@@ -207,6 +208,19 @@ def restart_time(r: redis.Redis, job: str, after: float, dead_pid: int) -> float
     return min(times) if times else None
 
 
+def ran_ahead(r: redis.Redis, pid: int, held: list[str]) -> set[str]:
+    """The jobs a killed worker (`pid`) started behind the jobs it held: speculative
+    continuation runs a held job's successors before the commit that would take them is sent,
+    so they were never claimed (no lock to read) and run again after the kill, like the held
+    job itself. Only later nodes of a run whose earlier node the worker held count."""
+    out: set[str] = set()
+    for job in held:
+        run, node = run_and_node(job)
+        later = STEPS[STEPS.index(node) + 1 :]
+        out.update(job_id(run, n, ()) for n, p, _ in starts(r, run) if p == pid and n in later)
+    return out
+
+
 def read_runs(r: redis.Redis, runs: Iterable[str]) -> dict[str, tuple[str | None, Any]]:
     """Each run's status and r4's committed output (None when it has none), pipelined."""
     runs = list(runs)
@@ -322,8 +336,9 @@ def check_runs(
     workers: list[Worker],
 ) -> Counter[str]:
     """Every run completed once with the right result; every node ran once, plus at most once
-    per worker that lost it (`holds`: job -> kills that found it held; plus the jobs a worker
-    logged as lost). Returns how often each job ran."""
+    per worker that lost it (`holds`: job -> kills that found it held, or that found an earlier
+    node of its run held while the killed worker had started it ahead (`ran_ahead`); plus the
+    jobs a worker logged as lost). Returns how often each job ran."""
     final = read_runs(r, acked)
     wrong = {
         run: v
@@ -439,6 +454,7 @@ async def test_kill_storm_recovery_percentiles(
         # (when, victim, the jobs it held, when their locks expire)
         kills: list[tuple[float, Worker, list[str], dict[str, float]]] = []
         holds: Counter[str] = Counter()
+        ran_ahead_count = 0
         for _ in range(STORM_KILLS):
             await asyncio.sleep(rng.uniform(*KILL_GAP_S))
             victim = rng.choice(live)
@@ -448,6 +464,9 @@ async def test_kill_storm_recovery_percentiles(
             read_at = time.time()
             expiries = {job: read_at + ms / 1000 for job, ms in lock_ttls(r, held).items()}
             holds.update(held)
+            ahead = ran_ahead(r, victim.pid, held)
+            holds.update(ahead)
+            ran_ahead_count += len(ahead)
             kills.append((killed_at, victim, held, expiries))
             live.remove(victim)
             replacement = spawn()
@@ -500,6 +519,7 @@ async def test_kill_storm_recovery_percentiles(
             "kills": len(kills),
             "runs": len(acked),
             "recovery_count": len(recoveries),
+            "ran_ahead_of_held": ran_ahead_count,
             "recovery_p50_s": round(p50, 3),
             "recovery_p99_s": round(p99, 3),
             "recovery_max_s": round(worst, 3),
@@ -650,6 +670,7 @@ async def test_named_crash_loop_releases_leases_at_start(
             left = lock_ttls(r, held)
             assert all(ms > MIN_LEFT_PTTL_MS for ms in left.values()), left
             holds.update(held)
+            holds.update(ran_ahead(r, w.pid, held))
             previous = (killed_at, w, held)
 
         acked = dict(load.acked)
