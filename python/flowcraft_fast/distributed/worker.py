@@ -152,6 +152,9 @@ YIELD_EVERY = 64
 
 MAX_QUEUED_COMMITS = 512
 """Speculation stops feeding a batch that already carries this many commits."""
+COMMIT_BATCHES_IN_FLIGHT = 2
+"""Commit batches sent and not answered yet, at most: the worker builds the next while Redis
+runs the last (one batch at a time left both idle in turns)."""
 
 _NOTHING = object()
 """A held outcome meaning "nothing to send" (the node was stopped, or waits in a group)."""
@@ -383,6 +386,9 @@ class Worker:
             self._spawn_driver()
 
     def _spawn_driver(self) -> None:
+        # free from now on, not from its first turn: the jobs launched before it runs must not
+        # spawn a driver each (they would all run before the commit loop's next turn)
+        self._free_drivers += 1
         task = asyncio.get_running_loop().create_task(self._driver(), name="flowcraft-jobs")
         self._drivers.add(task)
         task.add_done_callback(self._drivers.discard)
@@ -392,7 +398,6 @@ class Worker:
         own. When a node waits, this task stays with it (its current task, timeouts and
         cancellation are its own) and another driver takes the remaining jobs."""
         ready = self._ready
-        self._free_drivers += 1
         steps = 0
         try:
             while ready and not self._closing:
@@ -717,21 +722,43 @@ class Worker:
     # ------------------------------------------------------------------ committing
 
     async def _commit_loop(self) -> None:
-        while True:
-            await self._commit_ready.wait()
-            self._commit_ready.clear()
-            if len(self._in_flight) > len(self._pending_commits) + len(self._pending_retries):
-                # other jobs run: let those finishing in the same tick join this batch
-                await asyncio.sleep(0)
-            commits, self._pending_commits = self._pending_commits, []
-            retries, self._pending_retries = self._pending_retries, []
-            for _, flight in commits:
-                flight.queued = False  # a speculative child's commit now waits for the reply
-            if commits:
-                await self._flush_commits(commits)
-                self.stats.commit_batches += 1
-            if retries:
-                await self._flush_retries(retries)
+        """Send what finished, a batch at a time, with up to COMMIT_BATCHES_IN_FLIGHT batches
+        on the wire: the next one is built (its nodes run) while Redis runs the last, so the
+        worker and Redis work at once instead of in turns. Batches are independent: a
+        speculative job's commit rides in its parent's batch or waits for its reply."""
+        batches: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await self._commit_ready.wait()
+                self._commit_ready.clear()
+                if len(self._in_flight) > len(self._pending_commits) + len(self._pending_retries):
+                    # other jobs run: let those finishing in the same tick join this batch
+                    await asyncio.sleep(0)
+                if len(batches) >= COMMIT_BATCHES_IN_FLIGHT:
+                    await asyncio.wait(batches, return_when=asyncio.FIRST_COMPLETED)
+                commits, self._pending_commits = self._pending_commits, []
+                retries, self._pending_retries = self._pending_retries, []
+                if not commits and not retries:
+                    continue
+                for _, flight in commits:
+                    flight.queued = False  # a speculative child's commit now waits for the reply
+                task = asyncio.get_running_loop().create_task(self._flush(commits, retries))
+                batches.add(task)
+                task.add_done_callback(batches.discard)
+        finally:
+            for task in batches:
+                task.cancel()
+
+    async def _flush(
+        self,
+        commits: list[tuple[CommitRequest, _InFlight]],
+        retries: list[tuple[_Retry, _InFlight]],
+    ) -> None:
+        if commits:
+            await self._flush_commits(commits)
+            self.stats.commit_batches += 1
+        if retries:
+            await self._flush_retries(retries)
 
     async def _flush_commits(self, items: list[tuple[CommitRequest, _InFlight]]) -> None:
         """Commit a batch and, in the same round trip, fill the slots it frees: each commit
