@@ -125,10 +125,56 @@ impl Inner {
                 limit.to_string(),
             ]);
         }
-        args.push(c.stacktrace.clone()); // last: commit.lua reads it as ARGV[#ARGV]
+        args.push(c.stacktrace.clone()); // last: commit.lua reads it as its args' last
         Call { keys, args }
     }
+
+    /// The script calls of a batch: each request that `follows` joins the call of the one
+    /// before it (commit.lua's call format: the number of commits, each one's key and arg
+    /// counts, then their args; their keys one after another). Returns the calls and how
+    /// many commits each carries.
+    fn commit_calls(
+        &self,
+        batch: &[CommitRequest],
+        claim_follows: bool,
+        lease_ms: u64,
+        token_prefix: &str,
+    ) -> (Vec<Call>, Vec<usize>) {
+        let mut groups: Vec<Vec<Call>> = Vec::new();
+        for c in batch {
+            let call = self.commit_call(c, claim_follows, lease_ms, token_prefix);
+            match groups.last_mut() {
+                Some(group) if c.follows && group.len() < MAX_COMMITS_PER_CALL => group.push(call),
+                _ => groups.push(vec![call]),
+            }
+        }
+        let sizes = groups.iter().map(Vec::len).collect();
+        let calls = groups
+            .into_iter()
+            .map(|group| {
+                let mut args = Vec::with_capacity(
+                    1 + 2 * group.len() + group.iter().map(|c| c.args.len()).sum::<usize>(),
+                );
+                args.push(group.len().to_string());
+                for c in &group {
+                    args.push(c.keys.len().to_string());
+                    args.push(c.args.len().to_string());
+                }
+                let mut keys = Vec::new();
+                for c in group {
+                    keys.extend(c.keys);
+                    args.extend(c.args);
+                }
+                Call { keys, args }
+            })
+            .collect();
+        (calls, sizes)
+    }
 }
+
+/// The most commits one script call carries: a longer chain continues in the next call (its
+/// job then goes through a lock and `active` as any taken job), so no call runs long.
+const MAX_COMMITS_PER_CALL: usize = 64;
 
 fn flag(on: bool) -> String {
     if on { "1" } else { "0" }.to_string()
@@ -154,10 +200,8 @@ pub async fn commit(
     lease_ms: u64,
     token_prefix: String,
 ) -> PyResult<(Vec<CommitReply>, Option<ClaimReply>)> {
-    let mut calls: Vec<Call> = batch
-        .iter()
-        .map(|c| inner.commit_call(c, claim_max > 0, lease_ms, &token_prefix))
-        .collect();
+    let (mut calls, sizes) = inner.commit_calls(&batch, claim_max > 0, lease_ms, &token_prefix);
+    let n_commit_calls = calls.len();
     if claim_max > 0 {
         calls.push(inner.claim_call(claim_max, lease_ms, token_prefix));
     }
@@ -166,7 +210,7 @@ pub async fn commit(
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let script = if i < batch.len() {
+            let script = if i < n_commit_calls {
                 &scripts.commit
             } else {
                 &scripts.claim
@@ -192,12 +236,23 @@ pub async fn commit(
     } else {
         None
     };
-    let replies = replies
-        .iter()
-        .zip(&batch)
-        .map(|(v, c)| commit_reply(v, c))
-        .collect();
-    Ok((replies, claimed))
+    let mut requests = batch.iter();
+    let mut out = Vec::with_capacity(batch.len());
+    for (reply, size) in replies.iter().zip(sizes) {
+        // one reply per commit of the call; an error (the call failed) is every commit's
+        let each: Vec<&Value> = match reply {
+            Value::Array(items) => items.iter().collect(),
+            other => vec![other; size],
+        };
+        for i in 0..size {
+            let Some(c) = requests.next() else { break };
+            out.push(match each.get(i) {
+                Some(v) => commit_reply(v, c),
+                None => commit_reply(reply, c),
+            });
+        }
+    }
+    Ok((out, claimed))
 }
 
 /// Send jobs back after a delay: (job id, token, delay ms, reason, why, stacktrace) each.

@@ -169,6 +169,9 @@ pub struct CommitRequest {
     /// The concurrency group (digest) whose slot the committing job holds ("" none): the
     /// commit frees it.
     pub held_limit: String,
+    /// Sent in the same script call as the commit before it (a speculative job behind the
+    /// commit that takes it: commit.lua then creates the job as it finishes it).
+    pub follows: bool,
 }
 
 /// A run to start, read from Python's `flowcraft_fast.distributed.wire.StartRequest`.

@@ -137,7 +137,8 @@ class LuaLedger:
             text = SKIP if value is SKIPPED else json.dumps(value)
             args += [f"0|{target}", pred, text, joins[target].strategy, len(known), *known]
             args += [succ, "{}", "{}", "", "", 0]  # no flow limit
-        reply = self.script(keys=keys, args=args)
+        # one commit per call (the call format: count, key and arg counts, the args)
+        reply = self.script(keys=keys, args=[1, len(keys), len(args), *args])[0]
         code = reply[0]
         if code == "dup":
             return True, [], int(self.r.hget(self.meta, "pending") or 0)

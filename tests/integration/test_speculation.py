@@ -121,6 +121,49 @@ async def test_a_quiet_chain_commits_its_speculated_steps_in_one_round_trip(
         assert not list(r.scan_iter(QP + "*:lock"))
 
 
+def job_hashes(r: redis.Redis, run_id: str) -> dict[str, dict[str, str]]:
+    """The run's jobs as BullMQ stores them, by node, without the times (they differ)."""
+    out = {}
+    for jid in r.zrange(QP + "completed", 0, -1):
+        job = r.hgetall(QP + jid)
+        if job and f'"runId":"{run_id}"' in job["data"]:
+            node = job["data"].split('"nodeId":"', 1)[1].split('"', 1)[0]
+            out[node] = {
+                k: v for k, v in job.items() if k not in ("timestamp", "processedOn", "finishedOn")
+            }
+            assert {"timestamp", "processedOn", "finishedOn"} <= job.keys(), job
+    return out
+
+
+async def test_a_chain_committed_in_one_script_call_leaves_the_jobs_a_usual_commit_leaves(
+    redis_url: str,
+) -> None:
+    """A speculative chain's commits go in ONE script call (`follows`): commit.lua creates each
+    speculated job as it finishes it, with no lock and no trip through `active`. BullMQ must
+    see the same jobs as when each is taken and committed on its own (speculation off)."""
+    async with serving(redis_url) as (adapter, client, r):
+        r.config_resetstat()
+        fused = await client.start("chain8", {})
+        result = await client.wait(fused, timeout=30)
+        assert result.status == "completed" and result.context["n7"] == 8, result
+        stats = r.info("commandstats")
+        # n1..n7 never went through `active`: the start pushed n0 to wait, and n0 alone was
+        # taken out of active as it finished
+        calls = {c: stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("lpush", "lrem")}
+        assert calls == {"lpush": 1, "lrem": 1}, calls
+        assert adapter.workers[0].stats.speculation_dropped == 0
+    async with serving(redis_url, speculate=False) as (adapter, client, r):
+        plain = await client.start("chain8", {})
+        result = await client.wait(plain, timeout=30)
+        assert result.status == "completed" and result.context["n7"] == 8, result
+        assert adapter.workers[0].stats.speculated == 0
+    got, want = job_hashes(r, fused), job_hashes(r, plain)
+    assert sorted(got) == sorted(want) == [f"n{i}" for i in range(8)], (got, want)
+    for node in want:
+        expected = {k: v.replace(plain, fused) for k, v in want[node].items()}
+        assert got[node] == expected, node
+
+
 async def test_a_write_from_outside_drops_the_speculation_and_the_job_sees_it(
     redis_url: str,
 ) -> None:

@@ -70,6 +70,10 @@ class CommitRequest:
     array of strings, newest last; see `node_job.stack_entry`); "" for none."""
     held_limit: str = ""
     """The concurrency group (digest) whose slot the job holds: the commit frees it."""
+    follows: bool = False
+    """Sent in the same script call as the commit before it in the batch: a speculative job's
+    "ok" commit right behind the commit that takes it (commit.lua then creates the job as it
+    finishes it). The worker sets it when it sends the batch."""
 
 
 @dataclass(slots=True)

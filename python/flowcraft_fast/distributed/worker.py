@@ -766,6 +766,7 @@ class Worker:
         a node with one predecessor, which fire for sure), and a claim takes the rest from the
         queue."""
         await self._flush_history(items)
+        items = _fused(items)
         free = 0
         if not self._closing:
             # slots the batch frees as it goes: a speculative job's frees only at its own
@@ -995,6 +996,31 @@ def check_worker_name(name: str) -> None:
 
 
 _UNREACHABLE = ConnectionError("could not reach Redis to commit")
+
+
+def _fused(
+    items: list[tuple[CommitRequest, _InFlight]],
+) -> list[tuple[CommitRequest, _InFlight]]:
+    """The batch with each speculative job's "ok" commit right behind its parent's group and
+    marked `follows`: one script call then commits a whole speculative chain (or fan-out),
+    and commit.lua creates each such job as it finishes it, without a lock or a trip through
+    `active`. Every other commit starts a call of its own; the order within a group (a parent
+    before its children) is the batch's."""
+    groups: list[list[tuple[CommitRequest, _InFlight]]] = []
+    group_of: dict[int, list[tuple[CommitRequest, _InFlight]]] = {}
+    for item in items:
+        request, flight = item
+        parent = flight.parent
+        group = group_of.get(id(parent)) if parent is not None and request.mode == "ok" else None
+        request.follows = group is not None
+        if group is None:
+            group = []
+            groups.append(group)
+        group.append(item)
+        group_of[id(flight)] = group
+    if len(groups) == len(items):
+        return items
+    return [item for group in groups for item in group]
 
 
 __all__ = ["NodeOutcome", "Worker", "WorkerStats"]

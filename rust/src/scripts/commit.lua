@@ -45,8 +45,13 @@
   Speculative continuation: the token of a taken job is "<prefix>:<job id>:p" when the state
   before this commit is the version the node ran with and the job's input is this arrival's
   value, i.e. when the worker could compute the job's state and input itself. The worker may
-  then have run the job already and pipelined its commit behind this one; claim.lua's tokens
+  then have run the job already and sent its commit behind this one; claim.lua's tokens
   end in a number, so only a commit that took the job this way accepts that commit.
+  Inline jobs: when that commit is later in the same call (an "ok" commit with that job id and
+  token), the job is not locked nor pushed to active: the later commit creates it as it
+  finishes it (the fields a claim and a commit would leave), since nothing can see the job in
+  between. A commit before the one that takes its job, or one whose job was taken with
+  another token or not at all, goes the usual way (it finds no lock of its own: "lost").
   Flow limits: a successor of a concurrency-limited node (its group computed by the worker from
   the edge's value and the context after this commit) is taken only if it gets a slot of its
   group here (limit_hold, as limit.lua's admission); a full group leaves it on the queue, where
@@ -64,19 +69,14 @@
   after the commit.
 ]]
 local now = now_ms()
-local qp, job_id, token, node_key, mode, result = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local ttl, keep_done, keep_failed = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local run_id, status_payload, claim_follows = ARGV[10], ARGV[11], ARGV[12] == '1'
-local stops_channel, job_events = ARGV[13], ARGV[14] == '1'
-local take, token_prefix, lease_ms = tonumber(ARGV[15]), ARGV[16], ARGV[17]
-local known_version = tonumber(ARGV[18])
-local held, reserve = ARGV[19], tonumber(ARGV[20])
-
-if redis.call('GET', KEYS[2]) ~= token then return {'lost', ''} end
+local inline = {}     -- job id -> the job an earlier commit of this call took for its follower
+local followers = {}  -- job id -> token: the "ok" commits after the first, which may be inline
+local trims = {}      -- completed/failed set -> {queue prefix, keep}: trimmed once, at the end
+local paused = nil    -- the queue's `paused` flag, read once per call
 
 -- Retention, amortised: once the set holds `keep` + a tenth of it (at least 1, at most 100)
 -- more jobs than `keep`, the oldest extra ones go at once, hashes and logs in one DEL.
-local function trim(set, keep)
+local function trim(qp, set, keep)
   if keep < 0 then return end
   local slack = math.max(1, math.min(100, math.floor(keep / 10)))
   local extra = redis.call('ZCARD', set) - keep
@@ -93,241 +93,296 @@ local function trim(set, keep)
   end
 end
 
-local function finish(failed, text)
-  redis.call('DEL', KEYS[2])
-  redis.call('LREM', KEYS[3], 0, job_id)  -- all entries: superseded claims of it too
-  redis.call('HINCRBY', KEYS[1], 'atm', 1)
-  local set, field, event, keep = KEYS[4], 'returnvalue', 'completed', keep_done
-  if failed then set, field, event, keep = KEYS[5], 'failedReason', 'failed', keep_failed end
-  redis.call('HSET', KEYS[1], 'finishedOn', now, field, text)
-  redis.call('ZADD', set, now, job_id)
-  if held ~= '' then  -- its slot is free now (the lock is gone): a waiter may take it
-    limit_leave(qp, now, reserve, KEYS[16], KEYS[17], KEYS[6], KEYS[7], held, job_id)
+local function commit_one(K, A)
+  local qp, job_id, token, node_key, mode, result = A[1], A[2], A[3], A[4], A[5], A[6]
+  local ttl, keep_done, keep_failed = tonumber(A[7]), tonumber(A[8]), tonumber(A[9])
+  local run_id, status_payload, claim_follows = A[10], A[11], A[12] == '1'
+  local stops_channel, job_events = A[13], A[14] == '1'
+  local take, token_prefix, lease_ms = tonumber(A[15]), A[16], A[17]
+  local known_version = tonumber(A[18])
+  local held, reserve = A[19], tonumber(A[20])
+
+  -- an inline job (see the header) has no lock and is not in active: this call holds it
+  local mine = inline[job_id]
+  inline[job_id] = nil
+  if mine then
+    if mine.token ~= token then return {'lost', ''} end
+  elseif redis.call('GET', K[2]) ~= token then
+    return {'lost', ''}
   end
-  if job_events then
-    redis.call('XADD', KEYS[8], 'MAXLEN', '~', 10000, '*', 'event', event, 'jobId', job_id,
-               field, text)
-  end
-  trim(set, keep)
-end
 
-local function end_this_run(status, payload, stops)
-  if payload == '' then payload = '{"status":"' .. status .. '"}' end
-  end_run(KEYS[10], KEYS[12], {KEYS[9], KEYS[10], KEYS[11], KEYS[12]}, KEYS[13], run_id, status,
-          payload, ttl, now, stops, KEYS[15])
-  trim_ended(KEYS[15], now, ttl)
-end
-
-if mode == 'reject' then
-  finish(true, result)
-  return {'ok', 'rejected'}
-end
--- one read of the run's meta: its status, priority, state version, and for each arrival the
--- largest predecessor set its target's join has known (the arrivals follow the sets and dels)
-local meta_fields = {'status', 'priority', STATE_VERSION}
-do
-  local at = 22 + 2 * tonumber(ARGV[21])
-  at = at + 1 + tonumber(ARGV[at])
-  local j = at + 1
-  for _ = 1, tonumber(ARGV[at]) do
-    meta_fields[#meta_fields + 1] = JOIN_PREDS .. ARGV[j]
-    j = j + 11 + tonumber(ARGV[j + 4])
-  end
-end
-local run_meta = redis.call('HMGET', KEYS[10], unpack(meta_fields))
-local run_status, priority = run_meta[1], tonumber(run_meta[2] or '0') or 0
-local stored_version = tonumber(run_meta[3] or '0')
-if not is_live(run_status) then
-  -- the run ended while the node ran: its result is discarded, so the job did not succeed
-  finish(true, 'run ' .. run_id .. ' ended (' .. (run_status or 'expired')
-               .. ') before node ' .. node_key .. ' committed; its result was discarded')
-  return {'terminal', run_status or ''}
-end
-if mode == 'await-event' then
-  local version_now = stored_version
-  if known_version >= 0 and version_now ~= known_version
-     and redis.call('HEXISTS', KEYS[10], DONE .. node_key) == 0 then
-    redis.call('DEL', KEYS[2])
-    redis.call('LREM', KEYS[3], 0, job_id)
-    enqueue(KEYS[6], job_id, priority)
-    redis.call('ZADD', KEYS[7], 0, '0')
-    return {'ok', 'requeued'}
-  end
-  mode = 'await'
-  -- a timeout: the node's job made it (an `_evtimer.<name>` write): a delayed job that resumes
-  -- the node with the action "timeout" unless an event did first (claim.lua checks, event.lua
-  -- deletes it)
-  for s = 0, tonumber(ARGV[21]) - 1 do
-    local field = ARGV[22 + 2 * s]
-    if string.sub(field, 1, #EVENT_TIMER) == EVENT_TIMER then
-      local t = cjson.decode(ARGV[23 + 2 * s])
-      create_job(qp .. t.id, t.data, t.opts, now, 0, priority, 'fcr',
-                 '{"output":null,"action":"timeout"}', 'fcev', t.event, 'delay', t.delay)
-      delay_job(qp .. 'delayed', KEYS[7], t.id, now + t.delay)
-    end
-  end
-end
-if redis.call('HSETNX', KEYS[10], DONE .. node_key, job_id) == 0 then
-  finish(false, 'null')
-  return {'dup', ''}
-end
-
-if mode == 'fail' then
-  end_this_run('failed', status_payload, stops_channel)
-  push_stacktrace(KEYS[1], ARGV[#ARGV])
-  finish(true, result)
-  return {'ok', 'failed'}
-end
-
--- context writes and the node's output
-local n_sets = tonumber(ARGV[21])
-local i = hset_pairs(KEYS[9], 21)
-local n_dels = tonumber(ARGV[i]); i = i + 1
-if n_dels > 0 then
-  redis.call('HDEL', KEYS[9], unpack(ARGV, i, i + n_dels - 1))
-  i = i + n_dels
-end
-local version_before, version = nil, nil
-if n_sets > 0 or n_dels > 0 then
-  version = redis.call('HINCRBY', KEYS[10], STATE_VERSION, 1)
-  version_before = version - 1
-elseif take > 0 then
-  version = stored_version
-  version_before = version
-end
-
-if mode == 'await' then
-  redis.call('HSET', KEYS[10], 'status', AWAITING, AWAIT .. node_key, job_id)
-  redis.call('HINCRBY', KEYS[10], 'awaiting', 1)
-  redis.call('HDEL', KEYS[10], DONE .. node_key)  -- the node finishes when it is resumed
-  redis.call('SET', KEYS[12], status_payload)
-  redis.call('PUBLISH', KEYS[12], AWAITING)
-  redis.call('ZADD', KEYS[13], now, run_id)
-  finish(false, result)
-  return {'ok', 'awaiting'}
-end
-
-local pending = -1
-local fired_keys, taken, pushed = {}, {}, 0
-local raised = {}  -- target -> the predecessor count this commit stored for its join
-if take > 0 and redis.call('HEXISTS', KEYS[14], 'paused') == 1 then take = 0 end
-local n_arr = tonumber(ARGV[i]); i = i + 1
-for a = 1, n_arr do
-  local target, pred, value, strategy = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local n_listed = tonumber(ARGV[i + 4])
-  local n_preds = n_listed
-  local preds_at = i + 5
-  i = preds_at + n_listed
-  local succ_id, succ_data, succ_opts = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local l_digest, l_name, l_limit = ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
-  i = i + 6
-  local fire, input = false, nil
-  -- a join's predecessors can grow while the run goes (batch workers added on the way):
-  -- decide against the largest set any arrival has known
-  local known = raised[target] or tonumber(run_meta[3 + a] or '0')
-  if n_listed == 1 and known <= 1 then
-    -- one predecessor (most edges): no join to count. The arrival is still recorded (the
-    -- reconciler rebuilds inputs from it) and `fired:` guards the one activation.
-    redis.call('HSET', KEYS[11], target .. SEP .. pred, value)
-    if redis.call('HSETNX', KEYS[10], FIRED .. target, succ_id) == 1 then
-      fire, input = true, value
-    end
-  else
-    if n_preds > known then
-      redis.call('HSET', KEYS[10], JOIN_PREDS .. target, n_preds)
-      raised[target] = n_preds  -- what a later arrival of this commit at it reads
+  local function finish(failed, text)
+    local set, field, event, keep = K[4], 'returnvalue', 'completed', keep_done
+    if failed then set, field, event, keep = K[5], 'failedReason', 'failed', keep_failed end
+    if mine then  -- created as it finishes, as claimed and finished in one go
+      create_job(K[1], mine.data, mine.opts, now, 1, mine.priority, 'fci', mine.input, 'fce', 1,
+                 'processedOn', now, 'atm', 1, 'finishedOn', now, field, text)
     else
-      n_preds = known
+      redis.call('DEL', K[2])
+      redis.call('LREM', K[3], 0, job_id)  -- all entries: superseded claims of it too
+      redis.call('HINCRBY', K[1], 'atm', 1)
+      redis.call('HSET', K[1], 'finishedOn', now, field, text)
     end
-    if redis.call('HSETNX', KEYS[11], target .. SEP .. pred, value) == 1 then
-      local arrived = redis.call('HINCRBY', KEYS[10], JOIN_ARRIVED .. target, 1)
-      local finished
-      if value ~= SKIP then
-        finished = redis.call('HINCRBY', KEYS[10], JOIN_FINISHED .. target, 1)
-      else
-        finished = tonumber(redis.call('HGET', KEYS[10], JOIN_FINISHED .. target) or '0')
+    redis.call('ZADD', set, now, job_id)
+    if held ~= '' then  -- its slot is free now (the lock is gone): a waiter may take it
+      limit_leave(qp, now, reserve, K[16], K[17], K[6], K[7], held, job_id)
+    end
+    if job_events then
+      redis.call('XADD', K[8], 'MAXLEN', '~', 10000, '*', 'event', event, 'jobId', job_id,
+                 field, text)
+    end
+    trims[set] = {qp, keep}
+  end
+
+  local function end_this_run(status, payload, stops)
+    if payload == '' then payload = '{"status":"' .. status .. '"}' end
+    end_run(K[10], K[12], {K[9], K[10], K[11], K[12]}, K[13], run_id, status,
+            payload, ttl, now, stops, K[15])
+    trim_ended(K[15], now, ttl)
+  end
+
+  if mode == 'reject' then
+    finish(true, result)
+    return {'ok', 'rejected'}
+  end
+  -- one read of the run's meta: its status, priority, state version, and for each arrival the
+  -- largest predecessor set its target's join has known (the arrivals follow the sets and dels)
+  local meta_fields = {'status', 'priority', STATE_VERSION}
+  do
+    local at = 22 + 2 * tonumber(A[21])
+    at = at + 1 + tonumber(A[at])
+    local j = at + 1
+    for _ = 1, tonumber(A[at]) do
+      meta_fields[#meta_fields + 1] = JOIN_PREDS .. A[j]
+      j = j + 11 + tonumber(A[j + 4])
+    end
+  end
+  local run_meta = redis.call('HMGET', K[10], unpack(meta_fields))
+  local run_status, priority = run_meta[1], tonumber(run_meta[2] or '0') or 0
+  local stored_version = tonumber(run_meta[3] or '0')
+  if not is_live(run_status) then
+    -- the run ended while the node ran: its result is discarded, so the job did not succeed
+    finish(true, 'run ' .. run_id .. ' ended (' .. (run_status or 'expired')
+                 .. ') before node ' .. node_key .. ' committed; its result was discarded')
+    return {'terminal', run_status or ''}
+  end
+  if mode == 'await-event' then
+    local version_now = stored_version
+    if known_version >= 0 and version_now ~= known_version
+       and redis.call('HEXISTS', K[10], DONE .. node_key) == 0 then
+      redis.call('DEL', K[2])
+      redis.call('LREM', K[3], 0, job_id)
+      enqueue(K[6], job_id, priority)
+      redis.call('ZADD', K[7], 0, '0')
+      return {'ok', 'requeued'}
+    end
+    mode = 'await'
+    -- a timeout: the node's job made it (an `_evtimer.<name>` write): a delayed job that resumes
+    -- the node with the action "timeout" unless an event did first (claim.lua checks, event.lua
+    -- deletes it)
+    for s = 0, tonumber(A[21]) - 1 do
+      local field = A[22 + 2 * s]
+      if string.sub(field, 1, #EVENT_TIMER) == EVENT_TIMER then
+        local t = cjson.decode(A[23 + 2 * s])
+        create_job(qp .. t.id, t.data, t.opts, now, 0, priority, 'fcr',
+                   '{"output":null,"action":"timeout"}', 'fcev', t.event, 'delay', t.delay)
+        delay_job(qp .. 'delayed', K[7], t.id, now + t.delay)
       end
-      if redis.call('HEXISTS', KEYS[10], FIRED .. target) == 0 then
-        if strategy == 'any' and value ~= SKIP then
-          fire, input = true, value
-        elseif arrived >= n_preds and (strategy == 'all' or finished == 0) then
-          fire = true
-          if finished == 0 then
-            input = SKIP
-          elseif strategy == 'any' then
-            input = value
-          else
-            local fields = {}
-            for p = 0, n_listed - 1 do
-              fields[#fields + 1] = target .. SEP .. ARGV[preds_at + p]
-            end
-            local values = redis.call('HMGET', KEYS[11], unpack(fields))
-            local parts = {}
-            for p = 0, n_listed - 1 do
-              local v = values[p + 1]
-              if v and v ~= SKIP then
-                parts[#parts + 1] = cjson.encode(ARGV[preds_at + p]) .. ':' .. v
+    end
+  end
+  if redis.call('HSETNX', K[10], DONE .. node_key, job_id) == 0 then
+    finish(false, 'null')
+    return {'dup', ''}
+  end
+
+  if mode == 'fail' then
+    end_this_run('failed', status_payload, stops_channel)
+    push_stacktrace(K[1], A[#A])
+    finish(true, result)
+    return {'ok', 'failed'}
+  end
+
+  -- context writes and the node's output
+  local n_sets = tonumber(A[21])
+  local i = hset_pairs(K[9], 21, A)
+  local n_dels = tonumber(A[i]); i = i + 1
+  if n_dels > 0 then
+    redis.call('HDEL', K[9], unpack(A, i, i + n_dels - 1))
+    i = i + n_dels
+  end
+  local version_before, version = nil, nil
+  if n_sets > 0 or n_dels > 0 then
+    version = redis.call('HINCRBY', K[10], STATE_VERSION, 1)
+    version_before = version - 1
+  elseif take > 0 then
+    version = stored_version
+    version_before = version
+  end
+
+  if mode == 'await' then
+    redis.call('HSET', K[10], 'status', AWAITING, AWAIT .. node_key, job_id)
+    redis.call('HINCRBY', K[10], 'awaiting', 1)
+    redis.call('HDEL', K[10], DONE .. node_key)  -- the node finishes when it is resumed
+    redis.call('SET', K[12], status_payload)
+    redis.call('PUBLISH', K[12], AWAITING)
+    redis.call('ZADD', K[13], now, run_id)
+    finish(false, result)
+    return {'ok', 'awaiting'}
+  end
+
+  local pending = -1
+  local fired_keys, taken, pushed = {}, {}, 0
+  local raised = {}  -- target -> the predecessor count this commit stored for its join
+  if take > 0 then
+    if paused == nil then paused = redis.call('HEXISTS', K[14], 'paused') == 1 end
+    if paused then take = 0 end
+  end
+  local n_arr = tonumber(A[i]); i = i + 1
+  for a = 1, n_arr do
+    local target, pred, value, strategy = A[i], A[i + 1], A[i + 2], A[i + 3]
+    local n_listed = tonumber(A[i + 4])
+    local n_preds = n_listed
+    local preds_at = i + 5
+    i = preds_at + n_listed
+    local succ_id, succ_data, succ_opts = A[i], A[i + 1], A[i + 2]
+    local l_digest, l_name, l_limit = A[i + 3], A[i + 4], tonumber(A[i + 5])
+    i = i + 6
+    local fire, input = false, nil
+    -- a join's predecessors can grow while the run goes (batch workers added on the way):
+    -- decide against the largest set any arrival has known
+    local known = raised[target] or tonumber(run_meta[3 + a] or '0')
+    if n_listed == 1 and known <= 1 then
+      -- one predecessor (most edges): no join to count. The arrival is still recorded (the
+      -- reconciler rebuilds inputs from it) and `fired:` guards the one activation.
+      redis.call('HSET', K[11], target .. SEP .. pred, value)
+      if redis.call('HSETNX', K[10], FIRED .. target, succ_id) == 1 then
+        fire, input = true, value
+      end
+    else
+      if n_preds > known then
+        redis.call('HSET', K[10], JOIN_PREDS .. target, n_preds)
+        raised[target] = n_preds  -- what a later arrival of this commit at it reads
+      else
+        n_preds = known
+      end
+      if redis.call('HSETNX', K[11], target .. SEP .. pred, value) == 1 then
+        local arrived = redis.call('HINCRBY', K[10], JOIN_ARRIVED .. target, 1)
+        local finished
+        if value ~= SKIP then
+          finished = redis.call('HINCRBY', K[10], JOIN_FINISHED .. target, 1)
+        else
+          finished = tonumber(redis.call('HGET', K[10], JOIN_FINISHED .. target) or '0')
+        end
+        if redis.call('HEXISTS', K[10], FIRED .. target) == 0 then
+          if strategy == 'any' and value ~= SKIP then
+            fire, input = true, value
+          elseif arrived >= n_preds and (strategy == 'all' or finished == 0) then
+            fire = true
+            if finished == 0 then
+              input = SKIP
+            elseif strategy == 'any' then
+              input = value
+            else
+              local fields = {}
+              for p = 0, n_listed - 1 do
+                fields[#fields + 1] = target .. SEP .. A[preds_at + p]
               end
+              local values = redis.call('HMGET', K[11], unpack(fields))
+              local parts = {}
+              for p = 0, n_listed - 1 do
+                local v = values[p + 1]
+                if v and v ~= SKIP then
+                  parts[#parts + 1] = cjson.encode(A[preds_at + p]) .. ':' .. v
+                end
+              end
+              input = '{' .. table.concat(parts, ',') .. '}'
             end
-            input = '{' .. table.concat(parts, ',') .. '}'
           end
         end
       end
     end
-  end
-  if fire then
-    if n_listed ~= 1 or known > 1 then redis.call('HSET', KEYS[10], FIRED .. target, succ_id) end
-    -- `fci`: the input the edges carry; "\1" makes it a skip token (a dead path passing through)
-    local succ_hash = KEYS[17 + a]
-    local take_it = #taken < take
-    if take_it and l_digest ~= '' then
-      -- taken only with a slot (so a job taken with a group holds it); the worker's group is
-      -- for this edge's value as the input, not a join's merged one
-      local holders = limit_keys(qp, l_digest)
-      take_it = input == value and input ~= SKIP
-                and limit_hold(qp, now, nil, holders, succ_id, l_digest, l_name, l_limit)
-    end
-    if take_it then
-      -- ':p' (predicted): the worker knew this state and this input, so it may have run the
-      -- job already and sends that commit behind this one; ':1' otherwise (that commit, if
-      -- any, then finds another token and is discarded; the job runs on what comes back)
-      local succ_token = token_prefix .. ':' .. succ_id .. ':1'
-      if version_before == known_version and input == value then
-        succ_token = token_prefix .. ':' .. succ_id .. ':p'
+    if fire then
+      if n_listed ~= 1 or known > 1 then redis.call('HSET', K[10], FIRED .. target, succ_id) end
+      -- `fci`: the input the edges carry; "\1" makes it a skip token (a dead path passing through)
+      local succ_hash = K[17 + a]
+      local take_it = #taken < take
+      if take_it and l_digest ~= '' then
+        -- taken only with a slot (so a job taken with a group holds it); the worker's group is
+        -- for this edge's value as the input, not a join's merged one
+        local holders = limit_keys(qp, l_digest)
+        take_it = input == value and input ~= SKIP
+                  and limit_hold(qp, now, nil, holders, succ_id, l_digest, l_name, l_limit)
       end
-      create_job(succ_hash, succ_data, succ_opts, now, 1, priority, 'fci', input, 'fce', 1,
-                 'processedOn', now)
-      redis.call('SET', succ_hash .. ':lock', succ_token, 'PX', lease_ms)
-      redis.call('LPUSH', KEYS[3], succ_id)
-      taken[#taken + 1] = {a - 1, succ_token, input}
-    else
-      create_job(succ_hash, succ_data, succ_opts, now, 0, priority, 'fci', input)
-      enqueue(KEYS[6], succ_id, priority)
-      pushed = pushed + 1
+      if take_it then
+        -- ':p' (predicted): the worker knew this state and this input, so it may have run the
+        -- job already and sends that commit behind this one; ':1' otherwise (that commit, if
+        -- any, then finds another token and is discarded; the job runs on what comes back)
+        local succ_token = token_prefix .. ':' .. succ_id .. ':1'
+        if version_before == known_version and input == value then
+          succ_token = token_prefix .. ':' .. succ_id .. ':p'
+        end
+        if followers[succ_id] == succ_token then
+          -- its commit follows in this call: it creates the job as it finishes it (no lock,
+          -- no trip through active; nothing can see the job in between)
+          inline[succ_id] = {token = succ_token, data = succ_data, opts = succ_opts,
+                             input = input, priority = priority}
+        else
+          create_job(succ_hash, succ_data, succ_opts, now, 1, priority, 'fci', input, 'fce', 1,
+                     'processedOn', now)
+          redis.call('SET', succ_hash .. ':lock', succ_token, 'PX', lease_ms)
+          redis.call('LPUSH', K[3], succ_id)
+        end
+        taken[#taken + 1] = {a - 1, succ_token, input}
+      else
+        create_job(succ_hash, succ_data, succ_opts, now, 0, priority, 'fci', input)
+        enqueue(K[6], succ_id, priority)
+        pushed = pushed + 1
+      end
+      fired_keys[#fired_keys + 1] = target
+      pending = pending + 1
     end
-    fired_keys[#fired_keys + 1] = target
-    pending = pending + 1
   end
-end
-if pushed > 0 and not claim_follows then redis.call('ZADD', KEYS[7], 0, '0') end
+  if pushed > 0 and not claim_follows then redis.call('ZADD', K[7], 0, '0') end
 
-local left = redis.call('HINCRBY', KEYS[10], PENDING, pending)
-if left <= 0 then
-  if status_payload == '' and redis.call('HGET', KEYS[10], 'adopted') == '1' then
-    -- a run the TypeScript client protocol started: the result in the shape its side reads
-    -- ({status, payload: {context, serializedContext, status}}); state values are JSON already
-    local flat, parts = redis.call('HGETALL', KEYS[9]), {}
-    for f = 1, #flat, 2 do parts[#parts + 1] = cjson.encode(flat[f]) .. ':' .. flat[f + 1] end
-    local context = '{' .. table.concat(parts, ',') .. '}'
-    status_payload = '{"status":"completed","payload":{"context":' .. context
-                     .. ',"serializedContext":' .. cjson.encode(context)
-                     .. ',"status":"completed"}}'
+  local left = redis.call('HINCRBY', K[10], PENDING, pending)
+  if left <= 0 then
+    if status_payload == '' and redis.call('HGET', K[10], 'adopted') == '1' then
+      -- a run the TypeScript client protocol started: the result in the shape its side reads
+      -- ({status, payload: {context, serializedContext, status}}); state values are JSON already
+      local flat, parts = redis.call('HGETALL', K[9]), {}
+      for f = 1, #flat, 2 do parts[#parts + 1] = cjson.encode(flat[f]) .. ':' .. flat[f + 1] end
+      local context = '{' .. table.concat(parts, ',') .. '}'
+      status_payload = '{"status":"completed","payload":{"context":' .. context
+                       .. ',"serializedContext":' .. cjson.encode(context)
+                       .. ',"status":"completed"}}'
+    end
+    end_this_run('completed', status_payload, nil)
+  elseif not mine then  -- (an inline job's run: the commit before it in this call did)
+    redis.call('ZADD', K[13], now, run_id)
   end
-  end_this_run('completed', status_payload, nil)
-else
-  redis.call('ZADD', KEYS[13], now, run_id)
+  finish(false, result)
+  local state = false
+  if #taken > 0 and version_before ~= known_version then state = redis.call('HGETALL', K[9]) end
+  return {'ok', tostring(left), table.concat(fired_keys, SEP), taken, state, version or -1}
 end
-finish(false, result)
-local state = false
-if #taken > 0 and version_before ~= known_version then state = redis.call('HGETALL', KEYS[9]) end
-return {'ok', tostring(left), table.concat(fired_keys, SEP), taken, state, version or -1}
+
+-- the call (see the header): S commits, each with its slice of KEYS and ARGV
+local S = tonumber(ARGV[1])
+local segments, ko, ao = {}, 0, 1 + 2 * S
+for s = 1, S do
+  local nk, na = tonumber(ARGV[2 * s]), tonumber(ARGV[2 * s + 1])
+  segments[s] = {ko, nk, ao, na}
+  if s > 1 and ARGV[ao + 5] == 'ok' then followers[ARGV[ao + 2]] = ARGV[ao + 3] end
+  ko, ao = ko + nk, ao + na
+end
+local replies = {}
+for s = 1, S do
+  local seg = segments[s]
+  local K, A = {}, {}
+  for j = 1, seg[2] do K[j] = KEYS[seg[1] + j] end
+  for j = 1, seg[4] do A[j] = ARGV[seg[3] + j] end
+  followers[A[2]] = nil  -- from here on, a commit that fires its job creates it as usual
+  replies[s] = commit_one(K, A)
+end
+for set, t in pairs(trims) do trim(t[1], set, t[2]) end
+return replies

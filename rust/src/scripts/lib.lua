@@ -176,11 +176,12 @@ local function enqueue(wait, id, priority, first)
   end
 end
 
--- ARGV[i] is a count n followed by n field/value pairs: HSET them into `hash`; returns the
--- index after them.
-local function hset_pairs(hash, i)
-  local n = tonumber(ARGV[i])
-  if n > 0 then redis.call('HSET', hash, unpack(ARGV, i + 1, i + 2 * n)) end
+-- args[i] (args: ARGV unless given) is a count n followed by n field/value pairs: HSET them
+-- into `hash`; returns the index after them.
+local function hset_pairs(hash, i, args)
+  args = args or ARGV
+  local n = tonumber(args[i])
+  if n > 0 then redis.call('HSET', hash, unpack(args, i + 1, i + 2 * n)) end
   return i + 1 + 2 * n
 end
 
