@@ -754,11 +754,14 @@ class Worker:
         commits: list[tuple[CommitRequest, _InFlight]],
         retries: list[tuple[_Retry, _InFlight]],
     ) -> None:
-        if commits:
-            await self._flush_commits(commits)
-            self.stats.commit_batches += 1
-        if retries:
-            await self._flush_retries(retries)
+        try:
+            if commits:
+                await self._flush_commits(commits)
+                self.stats.commit_batches += 1
+            if retries:
+                await self._flush_retries(retries)
+        except Exception:  # a bug: the batch's jobs return when their leases end
+            self.log.exception("a commit batch failed unexpectedly")
 
     async def _flush_commits(self, items: list[tuple[CommitRequest, _InFlight]]) -> None:
         """Commit a batch and, in the same round trip, fill the slots it frees: each commit
@@ -778,6 +781,11 @@ class Worker:
             certain = sum(1 for a in request.arrivals if len(a.predecessors) == 1)
             request.take = ahead + min(certain - ahead, free)
             free -= request.take - ahead
+            if flight.parent is not None and not self._closing:
+                # its slot is free once its own commit ran: for the commits after it and the
+                # claim, which run after it in the pipeline (a failed prediction keeps it: the
+                # job runs again, and the claim may then fill one slot more than is free)
+                free += 1
             if flight.held_limit is not None:
                 request.held_limit = flight.held_limit  # the commit frees the slot
         # A claim in the same round trip fills slots the commits free; while the claim loop
