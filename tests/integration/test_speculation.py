@@ -54,6 +54,7 @@ FAN = {
 }
 GATE: dict[str, asyncio.Event] = {}
 RAN: Counter[str] = Counter()
+RUNNING = {"now": 0, "most": 0}
 
 
 async def step(ctx: NodeContext) -> Any:
@@ -62,6 +63,16 @@ async def step(ctx: NodeContext) -> Any:
         await asyncio.wait_for(GATE[ctx.node_id].wait(), 30)
     seen = await ctx.context.get("seen", [])
     await ctx.context.set("seen", [*seen, ctx.node_id, await ctx.context.get("outside")])
+    return (ctx.input or 0) + 1
+
+
+async def slow(ctx: NodeContext) -> Any:
+    RUNNING["now"] += 1
+    RUNNING["most"] = max(RUNNING["most"], RUNNING["now"])
+    try:
+        await asyncio.sleep(0.002)
+    finally:
+        RUNNING["now"] -= 1
     return (ctx.input or 0) + 1
 
 
@@ -74,7 +85,11 @@ async def serving(
     url: str, **adapter_options: Any
 ) -> AsyncIterator[tuple[BullMQAdapter, FlowClient, redis.Redis]]:
     r = redis.Redis.from_url(url, decode_responses=True)
-    rt = FlowRuntime(blueprints=[CHAIN, FAN], registry={"step": step, "total": total})
+    slow_chain = {**CHAIN, "id": "slow8", "nodes": [{**n, "uses": "slow"} for n in CHAIN["nodes"]]}
+    rt = FlowRuntime(
+        blueprints=[CHAIN, FAN, slow_chain],
+        registry={"step": step, "total": total, "slow": slow},
+    )
     adapter = BullMQAdapter(
         runtime_options=rt.options,
         coordination_store=RedisCoordinationStore(url),
@@ -221,3 +236,29 @@ async def test_joins_and_runs_with_history_are_not_speculated(redis_url: str) ->
         result = await client.wait(await client.start("chain8", {}), timeout=30)
         assert result.status == "completed", result
         assert worker.stats.speculated == 0, worker.stats
+
+
+async def test_the_worker_never_holds_more_runs_than_its_concurrency(redis_url: str) -> None:
+    """Speculative jobs run on their parent's slot, and claims on the wire at once (the claim
+    loop's, a commit batch's) share the free slots: with 8 slots and 100 chains started at
+    once, no more than 8 runs ever have jobs in this worker (each launch is checked), and at
+    most 8 nodes that await run at once."""
+    RUNNING.update(now=0, most=0)
+    async with serving(redis_url) as (adapter, client, _):
+        worker = adapter.workers[0]
+        most_runs = 0
+        launch = worker._launch
+
+        def checked(*args: Any, **kwargs: Any) -> None:
+            nonlocal most_runs
+            launch(*args, **kwargs)
+            most_runs = max(most_runs, len({f.run_id for f in worker._in_flight.values()}))
+
+        worker._launch = checked  # type: ignore[method-assign]
+        for shape in ("chain8", "slow8"):
+            ids = await asyncio.gather(*(client.start(shape, {}) for _ in range(50)))
+            results = await asyncio.gather(*(client.wait(i, timeout=60) for i in ids))
+            assert all(r.status == "completed" and r.context["n7"] == 8 for r in results)
+        assert worker.stats.speculated > 0, worker.stats
+        assert 1 <= most_runs <= worker.concurrency == 8, most_runs
+        assert 1 <= RUNNING["most"] <= 8, RUNNING

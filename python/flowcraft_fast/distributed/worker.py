@@ -238,6 +238,9 @@ class Worker:
         self._unnamed_warned = False
         self._awaiting_work = False
         """The claim loop is blocked on the queue's marker (the queue had nothing ready)."""
+        self._reserved = 0
+        """Slots promised to claims on the wire (the claim loop's, a commit batch's): no other
+        claim counts them free, so concurrent claims never take more than the free slots."""
         self.step_observer: StepObserver | None = None
         """Called with (blueprint id, seconds from claim to settled commit, outcome) for every
         job this worker settles: "completed", "failed" (the node failed and its run with it),
@@ -310,11 +313,11 @@ class Worker:
             if not self._safe.is_set():
                 await self._safe.wait()
                 continue
-            free = self.concurrency - len(self._in_flight)
-            if free <= 0:
+            if self._free_slots() <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
+            free = 0
             try:
                 if drained:
                     # Block until the queue's marker says work is ready (commits that create
@@ -326,9 +329,16 @@ class Worker:
                         self._awaiting_work = False
                     if not self._safe.is_set():
                         continue  # paused while it waited: claim nothing
-                next_due_ms, runs, jobs, rejected = await self.queue.claim(
-                    free, self.lease_ms, self.token_prefix
-                )
+                free = self._free_slots()  # (commits may have taken jobs meanwhile)
+                if free <= 0:
+                    continue
+                self._reserved += free
+                try:
+                    next_due_ms, runs, jobs, rejected = await self.queue.claim(
+                        free, self.lease_ms, self.token_prefix
+                    )
+                finally:
+                    self._reserved -= free
             except (ConnectionError, _core.RedisCommandError) as exc:
                 self.stats.redis_errors += 1
                 self.log.warning("claiming jobs failed, retrying in 1 s: %s", exc)
@@ -345,6 +355,9 @@ class Worker:
             self._report_rejected(rejected)
             self._launch_all(runs, jobs)
             drained = len(jobs) < free and not rejected
+
+    def _free_slots(self) -> int:
+        return self.concurrency - len(self._in_flight) - self._reserved
 
     def _report_rejected(self, rejected: list[tuple[str, str]]) -> None:
         """Jobs the claim failed at once (they cannot run): one WARNING line each, with why."""
@@ -775,17 +788,12 @@ class Worker:
             # slots the batch frees as it goes: a speculative job's frees only at its own
             # commit, after its parent's has decided what to take
             leaving = sum(1 for _, flight in items if flight.parent is None)
-            free = max(0, self.concurrency - (len(self._in_flight) - leaving))
+            free = max(0, self._free_slots() + leaving)
         for request, flight in items:
             ahead = len(flight.children or ())  # already running here: taken in any case
             certain = sum(1 for a in request.arrivals if len(a.predecessors) == 1)
             request.take = ahead + min(certain - ahead, free)
             free -= request.take - ahead
-            if flight.parent is not None and not self._closing:
-                # its slot is free once its own commit ran: for the commits after it and the
-                # claim, which run after it in the pipeline (a failed prediction keeps it: the
-                # job runs again, and the claim may then fill one slot more than is free)
-                free += 1
             if flight.held_limit is not None:
                 request.held_limit = flight.held_limit  # the commit frees the slot
         # A claim in the same round trip fills slots the commits free; while the claim loop
@@ -796,7 +804,11 @@ class Worker:
         async def send(requests: list[CommitRequest]) -> Any:
             return await self.queue.commit(requests, claim_max, self.lease_ms, self.token_prefix)
 
-        result = await self._send([request for request, _ in items], send)
+        self._reserved += claim_max
+        try:
+            result = await self._send([request for request, _ in items], send)
+        finally:
+            self._reserved -= claim_max
         for index, (request, flight) in enumerate(items):
             reply = _UNREACHABLE if result is None else result[0][index]
             dropped = flight.dropped
