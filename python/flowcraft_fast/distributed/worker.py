@@ -331,6 +331,9 @@ class Worker:
                         continue  # paused while it waited: claim nothing
                 free = self._free_slots()  # (commits may have taken jobs meanwhile)
                 if free <= 0:
+                    # the marker said work is ready and is gone: claim as soon as a slot is
+                    # free, without waiting for a marker again
+                    drained = False
                     continue
                 self._reserved += free
                 try:
