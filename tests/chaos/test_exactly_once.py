@@ -101,6 +101,24 @@ def check_join_once(r: redis.Redis, run: str, ctx: dict[str, Any]) -> dict[str, 
     return got
 
 
+async def spawn(redis_url: str, workers: list[WorkerProcess]) -> WorkerProcess:
+    """A worker process, ready; kept in `workers` so the test's `finally` kills it."""
+    w = WorkerProcess(redis_url)
+    workers.append(w)
+    await w.ready()
+    return w
+
+
+async def start_until_first_run(
+    r: redis.Redis, client: FlowClient, plan: dict[str, Any], node: str
+) -> str:
+    """Start a `fan` run with `plan`; return its id once `node`'s first execution left its
+    marker (the plan must set `marker_first` for it)."""
+    run = await client.start("fan", {"plan": plan})
+    await wait_until(lambda: r.get(f"marker:{run}:{node}"), 20, f"{node}'s first execution")
+    return run
+
+
 def make_adapter(url: str, concurrency: int = 8) -> BullMQAdapter:
     rt = make_runtime(url)
     return BullMQAdapter(
@@ -267,20 +285,15 @@ async def test_worker_killed_after_running_before_commit(redis_url: str) -> None
     r = sync_redis(redis_url)
     workers: list[WorkerProcess] = []
     try:
-        w1 = WorkerProcess(redis_url)
-        workers.append(w1)
-        await w1.ready()
+        w1 = await spawn(redis_url, workers)
         client = FlowClient(redis_url, queue_name=QUEUE)
         plan = {"b": {"after_done": ["a", "c"], "marker_first": True, "sleep_first": 60}}
-        run = await client.start("fan", {"plan": plan})
-        await wait_until(lambda: r.get(f"marker:{run}:b"), 20, "b's first execution")
+        run = await start_until_first_run(r, client, plan, "b")
         assert int(r.get(f"marker:{run}:b")) == w1.pid
         w1.kill()  # SIGKILL: b ran, never committed
         assert not r.hexists(f"workflow:run:{run}", "done:0|b")
 
-        w2 = WorkerProcess(redis_url)
-        workers.append(w2)
-        await w2.ready()
+        w2 = await spawn(redis_url, workers)
         result = await client.wait(run, timeout=30)
         assert result.status == "completed", result
         counts = ledger(r, run)
@@ -301,19 +314,16 @@ async def test_worker_killed_while_it_ran_steps_ahead_of_their_commits(redis_url
     r = sync_redis(redis_url)
     workers: list[WorkerProcess] = []
     try:
-        w1 = WorkerProcess(redis_url)
-        workers.append(w1)
-        await w1.ready()
+        w1 = await spawn(redis_url, workers)
         client = FlowClient(redis_url, queue_name=QUEUE)
-        run = await client.start("fan", {"plan": {"a": {"marker_first": True, "block_first": 60}}})
-        await wait_until(lambda: r.get(f"marker:{run}:a"), 20, "a's first execution")
+        run = await start_until_first_run(
+            r, client, {"a": {"marker_first": True, "block_first": 60}}, "a"
+        )
         assert r.hget(f"ledger:{run}", "start") == "1"
         assert not r.hexists(f"workflow:run:{run}", "done:0|start")  # start is not committed
         w1.kill()
 
-        w2 = WorkerProcess(redis_url)
-        workers.append(w2)
-        await w2.ready()
+        w2 = await spawn(redis_url, workers)
         result = await client.wait(run, timeout=30)
         assert result.status == "completed", result
         counts = ledger(r, run)
@@ -339,9 +349,7 @@ async def test_zombie_commit_after_lease_expiry_is_refused(redis_url: str) -> No
     monitor = Monitor(redis_url)
     workers: list[WorkerProcess] = []
     try:
-        w1 = WorkerProcess(redis_url)
-        workers.append(w1)
-        await w1.ready()
+        w1 = await spawn(redis_url, workers)
         client = FlowClient(redis_url, queue_name=QUEUE)
         # b's first run blocks its worker's event loop for 2 s, so that when the process is
         # resumed the node finishes and queues its commit before the worker can react to the
@@ -354,16 +362,13 @@ async def test_zombie_commit_after_lease_expiry_is_refused(redis_url: str) -> No
                 "returned": True,
             }
         }
-        run = await client.start("fan", {"plan": plan})
+        run = await start_until_first_run(r, client, plan, "b")
         b_job = jid(run, "b")
-        await wait_until(lambda: r.get(f"marker:{run}:b"), 20, "b's first execution")
         w1.stop()
         zombie_token = r.get(QP + b_job + ":lock")
         assert zombie_token, "b's lease should still be held when worker 1 is paused"
 
-        w2 = WorkerProcess(redis_url)
-        workers.append(w2)
-        await w2.ready()
+        w2 = await spawn(redis_url, workers)
         result = await client.wait(run, timeout=30)
         assert result.status == "completed", result
         assert result.context["b"] == {"node": "b", "exec": 2, "pid": w2.pid}
