@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 
+from commit_script import call_format, commit_keys
 from flowcraft_fast import _core
 
 pytestmark = pytest.mark.redis
@@ -29,12 +30,7 @@ def commit(
 ) -> tuple[list[str], list[Any]]:
     """A commit of node `job` (no writes), with one arrival at `target` if given; its keys
     and args as rust/src/hot_path.rs `commit_call` builds them."""
-    keys = [
-        QP + job, QP + job + ":lock", QP + "active", QP + "completed", QP + "failed",
-        QP + "wait", QP + "marker", QP + "events", f"workflow:state:{RUN}", META,
-        f"workflow:joins:{RUN}", f"workflow:status:{RUN}", QP + "flowcraft:runs", QP + "meta",
-        QP + "flowcraft:runs:ended", QP + "flowcraft:limits", QP + "flowcraft:limits:waiting",
-    ]  # fmt: skip
+    keys = commit_keys(QP, RUN, job, META)
     args: list[Any] = [
         QP, job, token, f"0|{job}", "ok", "7", 3600, -1, -1, RUN, "", "0", QP + "stops", "0",
         take, "w", 30_000, version, "", 10_000, 0, 0,
@@ -51,14 +47,8 @@ def commit(
 
 def call(r: redis.Redis, *commits: tuple[list[str], list[Any]]) -> list[Any]:
     """One script call of `commits`, in this order (commit.lua's call format)."""
-    keys: list[str] = []
-    head: list[Any] = [len(commits)]
-    body: list[Any] = []
-    for k, a in commits:
-        head += [len(k), len(a)]
-        keys += k
-        body += a
-    replies: list[Any] = r.eval(_core.script_source("commit"), len(keys), *keys, *head, *body)
+    keys, args = call_format(commits)
+    replies: list[Any] = r.eval(_core.script_source("commit"), len(keys), *keys, *args)
     return replies
 
 

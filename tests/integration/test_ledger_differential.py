@@ -22,6 +22,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from commit_script import call_format, commit_keys
 from flowcraft_fast import _core
 from flowcraft_fast.devserver import RedisServer
 from flowcraft_fast.runtime.ledger import SKIPPED, Arrival, MemoryLedger
@@ -107,25 +108,7 @@ class LuaLedger:
         job = f"{self.run}.{c.committer}"
         token = f"tok-{job}"
         self.r.set(f"{self.qp}{job}:lock", token)
-        keys = [
-            f"{self.qp}{job}",
-            f"{self.qp}{job}:lock",
-            f"{self.qp}active",
-            f"{self.qp}completed",
-            f"{self.qp}failed",
-            f"{self.qp}wait",
-            f"{self.qp}marker",
-            f"{self.qp}events",
-            f"workflow:state:{self.run}",
-            self.meta,
-            self.joins,
-            f"workflow:status:{self.run}",
-            f"{self.qp}flowcraft:runs",
-            f"{self.qp}meta",
-            f"{self.qp}flowcraft:runs:ended",
-            f"{self.qp}flowcraft:limits",
-            f"{self.qp}flowcraft:limits:waiting",
-        ]
+        keys = commit_keys(self.qp, self.run, job, self.meta)
         args: list[Any] = [
             self.qp, job, token, f"0|{c.committer}", "ok", "null", 3600, -1, -1, self.run, "",
             "0", f"{self.qp}stops", "0", self.take, "worker", 30_000, -1, "", 10_000, 0, 0,
@@ -137,8 +120,7 @@ class LuaLedger:
             text = SKIP if value is SKIPPED else json.dumps(value)
             args += [f"0|{target}", pred, text, joins[target].strategy, len(known), *known]
             args += [succ, "{}", "{}", "", "", 0]  # no flow limit
-        # one commit per call (the call format: count, key and arg counts, the args)
-        reply = self.script(keys=keys, args=[1, len(keys), len(args), *args])[0]
+        reply = self.script(*call_format([(keys, args)]))[0]
         code = reply[0]
         if code == "dup":
             return True, [], int(self.r.hget(self.meta, "pending") or 0)
